@@ -1,0 +1,78 @@
+//! The HTTP API v1: accepts generation jobs and reports on them.
+//!
+//! - `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`
+//!
+//! Every error is `application/problem+json` naming the field and the rule (`error`).
+
+mod error;
+mod jobs;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aiprod_shared::Settings;
+use aiprod_shared::metrics::Metrics;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+pub use view::{JobView, StageView};
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// Every setting.
+    pub settings: Arc<Settings>,
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    Router::new()
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then drains open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "api listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    match sqlx::query("select 1").execute(&s.pool).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+    }
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        Metrics::global().render(),
+    )
+}

@@ -1,0 +1,128 @@
+//! The job as JSON: what `GET /v1/jobs/{id}` answers. Money is a decimal string.
+
+use aiprod_shared::Money;
+use aiprod_shared::domain::{BackendName, JobId, JobStatus, Priority, Stage, StageStatus};
+use aiprod_shared::store::{JobRecord, StageRecord};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One stage of a job; stages not begun yet are `pending`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageView {
+    /// The stage.
+    pub name: Stage,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// Starts of its work (retries and resumes included).
+    pub attempts: i32,
+    /// First start.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finish.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// From first start to finish.
+    pub duration_ms: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    /// Its id.
+    pub id: JobId,
+    /// `queued`, `running`, `succeeded`, `failed` or `canceled`.
+    pub status: JobStatus,
+    /// The current stage, or null.
+    pub stage: Option<Stage>,
+    /// Every stage in order (omitted in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<StageView>>,
+    /// The brief.
+    pub prompt: String,
+    /// Requested length.
+    pub duration_s: i32,
+    /// Quality floor.
+    pub quality_min: f64,
+    /// Urgency.
+    pub priority: Priority,
+    /// Prefer speed.
+    pub speed_priority: bool,
+    /// The chosen backend.
+    pub backend: Option<BackendName>,
+    /// The estimate, as a decimal string of dollars.
+    pub estimated_cost_usd: Option<Money>,
+    /// The actual cost, as a decimal string of dollars.
+    pub cost_usd: Option<Money>,
+    /// The QA score.
+    pub quality_score: Option<f64>,
+    /// Where the result is.
+    pub result_uri: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// A cancel is pending.
+    pub cancel_requested: bool,
+    /// Client metadata.
+    pub metadata: Value,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// Ended at.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobView {
+    /// The view of a job, with its stages when given.
+    pub fn new(j: JobRecord, stages: Option<Vec<StageRecord>>) -> JobView {
+        let stages = stages.map(|rows| {
+            Stage::ALL
+                .iter()
+                .map(|name| match rows.iter().find(|r| r.stage == *name) {
+                    Some(r) => StageView {
+                        name: *name,
+                        status: match r.status {
+                            StageStatus::Running => "running",
+                            StageStatus::Succeeded => "succeeded",
+                            StageStatus::Failed => "failed",
+                        }
+                        .into(),
+                        attempts: r.attempts,
+                        started_at: Some(r.started_at),
+                        finished_at: r.finished_at,
+                        duration_ms: r.duration_ms,
+                        error: r.error.clone(),
+                    },
+                    None => StageView {
+                        name: *name,
+                        status: "pending".into(),
+                        attempts: 0,
+                        started_at: None,
+                        finished_at: None,
+                        duration_ms: None,
+                        error: None,
+                    },
+                })
+                .collect()
+        });
+        JobView {
+            id: j.id,
+            status: j.status,
+            stage: j.stage,
+            stages,
+            prompt: j.prompt,
+            duration_s: j.duration_s,
+            quality_min: j.quality_min,
+            priority: j.priority,
+            speed_priority: j.speed_priority,
+            backend: j.backend,
+            estimated_cost_usd: j.estimated_cost_micros.map(Money::from_micros),
+            cost_usd: j.cost_micros.map(Money::from_micros),
+            quality_score: j.quality_score,
+            result_uri: j.result_uri,
+            error: j.error,
+            cancel_requested: j.cancel_requested,
+            metadata: j.metadata,
+            created_at: j.created_at,
+            finished_at: j.finished_at,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! `aiprod bench`: end-to-end throughput on a fresh database of its own (dropped afterwards).
+//! It enqueues N jobs over HTTP with zero simulated latency, then drains them with W job slots
+//! in this process, and prints one JSON line.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aiprod_api::AppState;
+use aiprod_shared::Settings;
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::{parts, worker_context};
+use crate::database;
+
+/// Benchmark sizes.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Jobs to enqueue and drain.
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    /// Concurrent job slots of the worker.
+    #[arg(long, default_value_t = 8)]
+    workers: u32,
+    /// Concurrent HTTP clients while enqueueing.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.jobs > 0 && args.workers > 0,
+        "--jobs and --workers must be at least 1"
+    );
+    let base = database::resolve(&settings, true).await?;
+    let server = database::server_of(&base);
+    let name = format!("aiprod_bench_{}", uuid::Uuid::new_v4().simple());
+    database::ensure_database(&server, &name).await?;
+    let artifacts = std::env::temp_dir().join(&name);
+    settings.database_url = Some(SecretString::from(aiprod_shared::testdb::with_database(
+        &server, &name,
+    )));
+    settings.worker_concurrency = args.workers;
+    settings.sim_latency_ms = 0;
+    settings.artifact_dir = artifacts.clone();
+    settings.db_max_connections = settings.db_max_connections.max(args.workers + 16);
+    let result = measure(&args, settings).await;
+    let _ = std::fs::remove_dir_all(&artifacts);
+    if let Err(e) = database::drop_database(&server, &name).await {
+        tracing::warn!(error = %e, "cannot drop the bench database {name}");
+    }
+    println!("{}", result?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_json::Value> {
+    let url = settings
+        .database_url
+        .clone()
+        .context("the bench database is set")?;
+    let p = parts(settings, false, true).await?;
+    let ctx = worker_context(&p, true)?;
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let api = tokio::spawn(aiprod_api::serve(
+        listener,
+        AppState {
+            pool: p.pool.clone(),
+            settings: p.settings.clone(),
+        },
+        stop.clone(),
+    ));
+    let sched = tokio::spawn(aiprod_scheduler::run(
+        p.pool.clone(),
+        p.queue.clone(),
+        p.settings.clone(),
+        stop.clone(),
+    ));
+
+    // Phase 1: enqueue over HTTP.
+    let http = reqwest::Client::new();
+    let endpoint = Arc::new(format!("http://{addr}/v1/jobs"));
+    let t0 = Instant::now();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.jobs)
+        .map(|i| {
+            let (http, endpoint) = (http.clone(), endpoint.clone());
+            async move {
+                let r = http
+                    .post(endpoint.as_str())
+                    .json(&json!({"prompt": format!("Bench job {i}. A fox runs through snow."), "duration_s": 5}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().as_u16() == 202, "enqueue answered {}", r.status());
+                Ok(())
+            }
+        })
+        .buffer_unordered(args.clients)
+        .collect()
+        .await;
+    let enqueue_s = t0.elapsed().as_secs_f64();
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+
+    // Phase 2: drain with W slots.
+    let t1 = Instant::now();
+    let worker = tokio::spawn(aiprod_worker::run(ctx, stop.clone()));
+    let total = args.jobs as i64;
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "select count(*) from job where status in ('succeeded', 'failed', 'canceled')",
+        )
+        .fetch_one(&p.pool)
+        .await?;
+        if done >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_s = t1.elapsed().as_secs_f64();
+    stop.cancel();
+    let _ = tokio::join!(api, sched, worker);
+
+    let (succeeded, checkpoints, p50, p99): (i64, i64, f64, f64) = sqlx::query_as(
+        "select (select count(*) from job where status = 'succeeded'),
+                (select count(*) from job_stage where status = 'succeeded'),
+                coalesce(percentile_cont(0.5) within group (order by extract(epoch from finished_at - started_at) * 1000), 0),
+                coalesce(percentile_cont(0.99) within group (order by extract(epoch from finished_at - started_at) * 1000), 0)
+           from job",
+    )
+    .fetch_one(&p.pool)
+    .await?;
+    p.pool.close().await;
+    anyhow::ensure!(
+        succeeded == total,
+        "only {succeeded} of {total} jobs succeeded"
+    );
+    let _ = url.expose_secret();
+    Ok(json!({
+        "jobs": total,
+        "workers": args.workers,
+        "enqueue_per_s": round(total as f64 / enqueue_s),
+        "jobs_per_s": round(total as f64 / drain_s),
+        "checkpoints_per_s": round(checkpoints as f64 / drain_s),
+        "p50_ms": round(p50),
+        "p99_ms": round(p99),
+        "worker_rss_mib": round(peak_rss_mib()),
+    }))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The peak resident set of this process (API, scheduler and worker together), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,101 @@
+//! `aiprod`: the one binary of AIPROD Fleet. `main` parses the command line, loads settings,
+//! starts telemetry and hands over to a subcommand; a failure prints one line and exits 1.
+
+mod bench;
+mod client;
+mod commands;
+mod database;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// AIPROD Fleet: durable AI video generation on one Postgres.
+#[derive(Parser)]
+#[command(name = "aiprod", version, about)]
+struct Cli {
+    /// A TOML settings file, applied over the defaults and under AIPROD_* variables.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API + workers + scheduler in one process (a private PostgreSQL unless DATABASE_URL is set).
+    Dev {
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// The HTTP API.
+    Api {
+        /// Where the API listens.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// A worker process (AIPROD_WORKER_CONCURRENCY jobs at once).
+    Worker {
+        /// Where the worker serves /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:9464")]
+        listen: std::net::SocketAddr,
+    },
+    /// The scheduler (leader-elected: run as many replicas as you like).
+    Scheduler,
+    /// Applies database migrations.
+    Migrate,
+    /// Talks to a running API.
+    Jobs {
+        #[command(subcommand)]
+        command: client::JobsCommand,
+        /// The API's base URL (default: AIPROD_API_URL, else http://127.0.0.1:8080).
+        #[arg(long, global = true)]
+        api_url: Option<String>,
+    },
+    /// Measures end-to-end throughput on a fresh database.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match aiprod_shared::Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("aiprod: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("aiprod: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Jobs { command, api_url } => {
+                let url = api_url.unwrap_or_else(|| settings.api_url.clone());
+                client::run(command, &url).await
+            }
+            Command::Bench(args) => bench::run(args, settings).await,
+            Command::Dev { listen } => commands::dev(settings, listen).await,
+            Command::Api { listen } => commands::api(settings, listen).await,
+            Command::Worker { listen } => commands::worker(settings, listen).await,
+            Command::Scheduler => commands::scheduler(settings).await,
+            Command::Migrate => commands::migrate(settings).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("aiprod: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

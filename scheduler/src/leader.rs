@@ -1,0 +1,99 @@
+//! Leader election and the leader's loop. The advisory lock lives on one connection kept for
+//! the leader's whole term; if that connection dies, the lock is released by Postgres and
+//! another replica takes over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiprod_shared::Settings;
+use aiprod_shared::queue::Queue;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::tasks::{reap_once, relay_once};
+
+/// The advisory-lock key that names the scheduler's leader ("aiprod" in ASCII).
+pub const LEADER_LOCK_KEY: i64 = 0x6169_7072_6f64;
+
+/// The channel the API notifies when it writes to the outbox.
+pub const OUTBOX_CHANNEL: &str = "aiprod_outbox";
+
+/// Runs the scheduler until `shutdown`: waits for leadership, then leads until it is lost.
+pub async fn run(
+    pool: PgPool,
+    queue: Arc<dyn Queue>,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    while !shutdown.is_cancelled() {
+        match lead(&pool, queue.as_ref(), &settings, &shutdown).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "scheduler lost its leadership or its database; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+/// Leads until shutdown or error. Returns false when another replica holds the lock.
+async fn lead(
+    pool: &PgPool,
+    queue: &dyn Queue,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let mut lock_conn = pool.acquire().await?.detach();
+    let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(LEADER_LOCK_KEY)
+        .fetch_one(&mut lock_conn)
+        .await?;
+    if !got {
+        return Ok(false);
+    }
+    tracing::info!("scheduler is the leader");
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(super::leader::OUTBOX_CHANNEL).await?;
+    let mut reap = tokio::time::interval(Duration::from_millis(settings.reaper_interval_ms));
+    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let relay_every = Duration::from_millis(settings.relay_interval_ms);
+    let mut check = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        relay_once(pool, queue).await?;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            n = tokio::time::timeout(relay_every, listener.recv()) => {
+                if let Ok(Err(e)) = n {
+                    return Err(anyhow::Error::new(e).context("while listening for outbox notifications"));
+                }
+            }
+            _ = reap.tick() => {
+                reap_once(pool).await?;
+            }
+            _ = check.tick() => {
+                // The lock is only as alive as its connection.
+                lock_conn.ping().await?;
+            }
+        }
+    }
+    let _ = sqlx::query("select pg_advisory_unlock($1)")
+        .bind(LEADER_LOCK_KEY)
+        .execute(&mut lock_conn)
+        .await;
+    Ok(true)
+}

@@ -1,0 +1,292 @@
+//! The one `Settings` struct, loaded once: built-in defaults, then an optional TOML file
+//! (`--config`), then `AIPROD_*` environment variables (`DATABASE_URL` for the database).
+//! Nothing else in the fleet reads the environment. Every value is checked at start-up, and a
+//! bad one stops the start with a one-line reason.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::BackendName;
+use crate::pricing::{BackendProfile, PriceTable};
+use crate::retry::RetryPolicy;
+
+/// Every setting of every component. Field docs give the environment variable.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `DATABASE_URL`: the PostgreSQL to use. Unset in `aiprod dev`: a private cluster.
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
+    /// `AIPROD_PG_DIR`: where `aiprod dev` keeps its private cluster.
+    pub pg_dir: PathBuf,
+    /// `AIPROD_DB_MAX_CONNECTIONS`: the pool size of one process.
+    pub db_max_connections: u32,
+    /// `AIPROD_WORKER_CONCURRENCY`: jobs one worker process runs at once.
+    pub worker_concurrency: u32,
+    /// `AIPROD_SIMULATE_BACKENDS`: fake the video backends (default: true in `aiprod dev` only).
+    pub simulate_backends: Option<bool>,
+    /// `AIPROD_SIM_LATENCY_MS`: base latency of a simulated render.
+    pub sim_latency_ms: u64,
+    /// `AIPROD_SIM_FAILURE_RATE`: the share of simulated renders that fail (0–1).
+    pub sim_failure_rate: f64,
+    /// `AIPROD_ARTIFACT_DIR`: the local artifact store.
+    pub artifact_dir: PathBuf,
+    /// `AIPROD_LEASE_TTL_MS`: how long a job lease lasts; renewed every third of it.
+    pub lease_ttl_ms: u64,
+    /// `AIPROD_QUEUE_ACK_DEADLINE_MS`: how long a received message stays invisible before it is
+    /// delivered again.
+    pub queue_ack_deadline_ms: u64,
+    /// `AIPROD_REAPER_INTERVAL_MS`: how often the scheduler looks for expired leases.
+    pub reaper_interval_ms: u64,
+    /// `AIPROD_RELAY_INTERVAL_MS`: the longest the outbox waits for the relay when no
+    /// notification arrives.
+    pub relay_interval_ms: u64,
+    /// `AIPROD_SHUTDOWN_GRACE_MS`: how long in-flight stages may run after SIGTERM.
+    pub shutdown_grace_ms: u64,
+    /// `AIPROD_MAX_BODY_BYTES`: the largest request body the API reads.
+    pub max_body_bytes: usize,
+    /// `AIPROD_API_URL`: where `aiprod jobs` finds the API.
+    pub api_url: String,
+    /// `AIPROD_LOG_FORMAT`: `pretty`, `json`, or `auto` (pretty on a terminal).
+    pub log_format: LogFormat,
+    /// `AIPROD_FORBIDDEN_WORDS`: words that fail the sanitize stage (comma-separated in env).
+    pub forbidden_words: Vec<String>,
+    /// `AIPROD_RETRY__*`: the per-stage retry policy.
+    pub retry: RetryPolicy,
+    /// `AIPROD_BACKENDS__<NAME>__*`: price, quality and speed of each backend.
+    pub backends: PriceTable,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database_url: None,
+            pg_dir: PathBuf::from(".aiprod/pg"),
+            db_max_connections: 32,
+            worker_concurrency: 64,
+            simulate_backends: None,
+            sim_latency_ms: 2000,
+            sim_failure_rate: 0.0,
+            artifact_dir: PathBuf::from(".aiprod/artifacts"),
+            lease_ttl_ms: 15_000,
+            queue_ack_deadline_ms: 30_000,
+            reaper_interval_ms: 1_000,
+            relay_interval_ms: 500,
+            shutdown_grace_ms: 25_000,
+            max_body_bytes: 64 * 1024,
+            api_url: "http://127.0.0.1:8080".to_owned(),
+            log_format: LogFormat::Auto,
+            forbidden_words: ["gore", "nsfw", "beheading"].map(String::from).to_vec(),
+            retry: RetryPolicy::default(),
+            backends: PriceTable::default(),
+        }
+    }
+}
+
+/// A setting that does not hold, in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(
+                Env::prefixed("AIPROD_")
+                    .split("__")
+                    .map(|k| k.as_str().to_ascii_lowercase().into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            );
+        let settings: Settings = figment.extract().map_err(|e| SettingsError(one_line(&e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every range that the types alone do not.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let fail = |m: String| Err(SettingsError(m));
+        if !(1..=4096).contains(&self.worker_concurrency) {
+            return fail(format!(
+                "AIPROD_WORKER_CONCURRENCY must be 1–4096, got {}",
+                self.worker_concurrency
+            ));
+        }
+        if !(1..=1000).contains(&self.db_max_connections) {
+            return fail(format!(
+                "AIPROD_DB_MAX_CONNECTIONS must be 1–1000, got {}",
+                self.db_max_connections
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sim_failure_rate) {
+            return fail(format!(
+                "AIPROD_SIM_FAILURE_RATE must be between 0 and 1, got {}",
+                self.sim_failure_rate
+            ));
+        }
+        if self.sim_latency_ms > 3_600_000 {
+            return fail(format!(
+                "AIPROD_SIM_LATENCY_MS must be at most 3600000, got {}",
+                self.sim_latency_ms
+            ));
+        }
+        if !(300..=3_600_000).contains(&self.lease_ttl_ms) {
+            return fail(format!(
+                "AIPROD_LEASE_TTL_MS must be 300–3600000, got {}",
+                self.lease_ttl_ms
+            ));
+        }
+        for (name, v) in [
+            ("AIPROD_QUEUE_ACK_DEADLINE_MS", self.queue_ack_deadline_ms),
+            ("AIPROD_REAPER_INTERVAL_MS", self.reaper_interval_ms),
+            ("AIPROD_RELAY_INTERVAL_MS", self.relay_interval_ms),
+        ] {
+            if !(10..=3_600_000).contains(&v) {
+                return fail(format!("{name} must be 10–3600000, got {v}"));
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return fail(format!(
+                "AIPROD_MAX_BODY_BYTES must be at least 1024, got {}",
+                self.max_body_bytes
+            ));
+        }
+        if !self.api_url.starts_with("http://") && !self.api_url.starts_with("https://") {
+            return fail(format!(
+                "AIPROD_API_URL must be an http(s) URL, got {}",
+                self.api_url
+            ));
+        }
+        self.retry.validate().map_err(SettingsError)?;
+        for name in BackendName::ALL {
+            let p: &BackendProfile = self.backends.profile(name);
+            p.validate(name).map_err(SettingsError)?;
+        }
+        Ok(())
+    }
+
+    /// Whether backends are simulated: the explicit setting, else the mode's default.
+    pub fn simulate(&self, default_for_mode: bool) -> bool {
+        self.simulate_backends.unwrap_or(default_for_mode)
+    }
+
+    /// The lease duration.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Figment errors can span lines and list the whole chain; the operator wants one line.
+fn one_line(e: &figment::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(k) = e.path.last() {
+        if !s.contains(k.as_str()) {
+            s = format!("{k}: {s}");
+        }
+    }
+    s.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default()
+            .validate()
+            .expect("defaults must validate");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let s = Settings {
+            worker_concurrency: 0,
+            ..Settings::default()
+        };
+        let e = s.validate().expect_err("0 workers").to_string();
+        assert!(e.contains("AIPROD_WORKER_CONCURRENCY"), "{e}");
+        let s = Settings {
+            sim_failure_rate: 1.5,
+            ..Settings::default()
+        };
+        assert!(
+            s.validate()
+                .expect_err("rate")
+                .to_string()
+                .contains("AIPROD_SIM_FAILURE_RATE")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "aiprod.toml",
+                "worker_concurrency = 8\nsim_latency_ms = 10\n",
+            )?;
+            jail.set_env("AIPROD_SIM_LATENCY_MS", "5");
+            jail.set_env("AIPROD_BACKENDS__REPLICATE__PER_SECOND_USD", "0.06");
+            jail.set_env("DATABASE_URL", "postgres://x@localhost/db");
+            let s = Settings::load(Some(Path::new("aiprod.toml"))).expect("loads");
+            assert_eq!(s.worker_concurrency, 8);
+            assert_eq!(s.sim_latency_ms, 5);
+            assert_eq!(
+                s.backends
+                    .profile(BackendName::Replicate)
+                    .per_second_usd
+                    .micros(),
+                60_000
+            );
+            assert!(s.database_url.is_some());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_stops_the_start_with_one_line() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_WORKER_CONCURRENCY", "many");
+            let e = Settings::load(None).expect_err("not a number").to_string();
+            assert!(!e.contains('\n'));
+            assert!(e.contains("worker_concurrency"), "{e}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,134 @@
+//! The Prometheus registry of one process. The API and the worker serve it on `/metrics`; in
+//! `aiprod dev` one registry holds both sides.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the fleet exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs accepted by the API (an idempotent replay is not counted twice).
+    pub jobs_created: IntCounter,
+    /// Jobs that finished all nine stages.
+    pub jobs_completed: IntCounter,
+    /// Jobs that failed for good.
+    pub jobs_failed: IntCounter,
+    /// Jobs that were canceled.
+    pub jobs_canceled: IntCounter,
+    /// Jobs this process is running now.
+    pub jobs_in_flight: IntGauge,
+    /// Seconds a stage's work took, per stage.
+    pub stage_duration: HistogramVec,
+    /// Seconds from a job's first start to its end.
+    pub pipeline_duration: Histogram,
+    /// Stage tries that failed, per stage and error class.
+    pub stage_errors: IntCounterVec,
+    /// Queue deliveries dropped because the job's lease was held or the job had ended.
+    pub duplicate_deliveries: IntCounter,
+    /// Leases lost mid-job (another worker took over after expiry).
+    pub leases_lost: IntCounter,
+    /// Jobs the reaper re-dispatched after their lease expired.
+    pub leases_reaped: IntCounter,
+    /// Outbox rows relayed to the queue.
+    pub outbox_relayed: IntCounter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("aiprod".into()), None).expect("a valid prefix");
+        let buckets = vec![
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+        ];
+        let m = Metrics {
+            jobs_created: IntCounter::new("jobs_created_total", "Jobs accepted by the API.")
+                .expect("valid"),
+            jobs_completed: IntCounter::new("jobs_completed_total", "Jobs that succeeded.")
+                .expect("valid"),
+            jobs_failed: IntCounter::new("jobs_failed_total", "Jobs that failed for good.")
+                .expect("valid"),
+            jobs_canceled: IntCounter::new("jobs_canceled_total", "Jobs that were canceled.")
+                .expect("valid"),
+            jobs_in_flight: IntGauge::new("jobs_in_flight", "Jobs this process is running now.")
+                .expect("valid"),
+            stage_duration: HistogramVec::new(
+                HistogramOpts::new("stage_duration_seconds", "Seconds a stage's work took.")
+                    .buckets(buckets.clone()),
+                &["stage"],
+            )
+            .expect("valid"),
+            pipeline_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "pipeline_duration_seconds",
+                    "Seconds from a job's first start to its end.",
+                )
+                .buckets(buckets),
+            )
+            .expect("valid"),
+            stage_errors: IntCounterVec::new(
+                Opts::new("stage_errors_total", "Stage tries that failed."),
+                &["stage", "class"],
+            )
+            .expect("valid"),
+            duplicate_deliveries: IntCounter::new(
+                "queue_duplicate_deliveries_total",
+                "Deliveries dropped because the job was leased or had ended.",
+            )
+            .expect("valid"),
+            leases_lost: IntCounter::new("leases_lost_total", "Leases lost mid-job.")
+                .expect("valid"),
+            leases_reaped: IntCounter::new("leases_reaped_total", "Expired leases re-dispatched.")
+                .expect("valid"),
+            outbox_relayed: IntCounter::new(
+                "outbox_relayed_total",
+                "Outbox rows relayed to the queue.",
+            )
+            .expect("valid"),
+            registry,
+        };
+        let r = &m.registry;
+        for c in [
+            &m.jobs_created,
+            &m.jobs_completed,
+            &m.jobs_failed,
+            &m.jobs_canceled,
+        ] {
+            r.register(Box::new(c.clone())).expect("registered once");
+        }
+        for c in [
+            &m.duplicate_deliveries,
+            &m.leases_lost,
+            &m.leases_reaped,
+            &m.outbox_relayed,
+        ] {
+            r.register(Box::new(c.clone())).expect("registered once");
+        }
+        r.register(Box::new(m.jobs_in_flight.clone()))
+            .expect("registered once");
+        r.register(Box::new(m.stage_duration.clone()))
+            .expect("registered once");
+        r.register(Box::new(m.pipeline_duration.clone()))
+            .expect("registered once");
+        r.register(Box::new(m.stage_errors.clone()))
+            .expect("registered once");
+        m
+    }
+
+    /// The process-wide metrics.
+    pub fn global() -> &'static Metrics {
+        static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+        &METRICS
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

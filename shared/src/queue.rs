@@ -1,0 +1,169 @@
+//! The work queue, with Google Pub/Sub's semantics so that either can sit behind it:
+//! at-least-once delivery, ack and nack, an ack deadline after which an unacked message is
+//! delivered again, and no ordering guarantee. A message only says "job X needs work"; the job
+//! row is the truth, and a duplicate delivery is dropped by the lease.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::Mutex;
+
+use crate::domain::{JobId, Priority};
+
+/// The channel that wakes idle workers when messages arrive.
+pub const QUEUE_CHANNEL: &str = "aiprod_queue";
+
+/// A request to run a job, as the outbox relays it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The job to work on.
+    pub job_id: JobId,
+    /// 1 for the first dispatch, then one more per re-dispatch by the reaper.
+    pub attempt: i32,
+    /// Higher priority is received first where the queue can order.
+    pub priority: Priority,
+}
+
+/// A received message: acknowledge it once the job is safely leased (or found finished), or
+/// nack it to have it delivered again.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The queue's handle for ack and nack.
+    pub ack_id: i64,
+    /// The job to work on.
+    pub job_id: JobId,
+    /// The dispatch attempt.
+    pub attempt: i32,
+    /// How many times this message has been delivered, this one included.
+    pub deliveries: i32,
+}
+
+/// A queue of dispatches.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Publishes dispatches (at-least-once).
+    async fn publish(&self, dispatches: &[Dispatch]) -> anyhow::Result<()>;
+    /// Receives at most `max` messages without waiting; each stays invisible to other
+    /// receivers until its ack deadline.
+    async fn receive(&self, max: usize) -> anyhow::Result<Vec<Delivery>>;
+    /// Waits until messages may be available or `timeout` passes.
+    async fn wait(&self, timeout: Duration);
+    /// Acknowledges: the messages are never delivered again.
+    async fn ack(&self, ack_ids: &[i64]) -> anyhow::Result<()>;
+    /// Refuses: the messages become deliverable again at once.
+    async fn nack(&self, ack_ids: &[i64]) -> anyhow::Result<()>;
+}
+
+/// The Postgres queue: `FOR UPDATE SKIP LOCKED` to receive, LISTEN/NOTIFY to wake.
+pub struct PgQueue {
+    pool: PgPool,
+    ack_deadline: Duration,
+    listener: Mutex<Option<PgListener>>,
+}
+
+impl PgQueue {
+    /// A queue over `pool`; received messages are redelivered after `ack_deadline` unless acked.
+    pub fn new(pool: PgPool, ack_deadline: Duration) -> PgQueue {
+        PgQueue {
+            pool,
+            ack_deadline,
+            listener: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for PgQueue {
+    async fn publish(&self, dispatches: &[Dispatch]) -> anyhow::Result<()> {
+        if dispatches.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<JobId> = dispatches.iter().map(|d| d.job_id).collect();
+        let attempts: Vec<i32> = dispatches.iter().map(|d| d.attempt).collect();
+        let priorities: Vec<Priority> = dispatches.iter().map(|d| d.priority).collect();
+        sqlx::query(
+            "with ins as (
+                 insert into queue_message (job_id, attempt, priority)
+                 select * from unnest($1::uuid[], $2::int[], $3::job_priority[])
+                 returning 1
+             )
+             select pg_notify($4, '') from (select 1 from ins limit 1) s",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&priorities)
+        .bind(QUEUE_CHANNEL)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize) -> anyhow::Result<Vec<Delivery>> {
+        let rows: Vec<(i64, JobId, i32, i32)> = sqlx::query_as(
+            "update queue_message m
+                set visible_at = now() + $2 * interval '1 millisecond', deliveries = m.deliveries + 1
+              where m.id in (
+                    select id from queue_message
+                     where visible_at <= now()
+                     order by priority desc, id
+                     limit $1
+                     for update skip locked)
+             returning m.id, m.job_id, m.attempt, m.deliveries",
+        )
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .bind(i64::try_from(self.ack_deadline.as_millis()).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(ack_id, job_id, attempt, deliveries)| Delivery {
+                ack_id,
+                job_id,
+                attempt,
+                deliveries,
+            })
+            .collect())
+    }
+
+    async fn wait(&self, timeout: Duration) {
+        let mut guard = self.listener.lock().await;
+        if guard.is_none() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut l) => match l.listen(QUEUE_CHANNEL).await {
+                    Ok(()) => *guard = Some(l),
+                    Err(e) => tracing::warn!(error = %e, "cannot LISTEN; polling instead"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a LISTEN connection; polling instead")
+                }
+            }
+        }
+        match guard.as_mut() {
+            Some(l) => {
+                if let Ok(Err(e)) = tokio::time::timeout(timeout, l.recv()).await {
+                    tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");
+                    *guard = None;
+                }
+            }
+            None => tokio::time::sleep(timeout).await,
+        }
+    }
+
+    async fn ack(&self, ack_ids: &[i64]) -> anyhow::Result<()> {
+        sqlx::query("delete from queue_message where id = any($1)")
+            .bind(ack_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn nack(&self, ack_ids: &[i64]) -> anyhow::Result<()> {
+        sqlx::query("update queue_message set visible_at = now() where id = any($1)")
+            .bind(ack_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

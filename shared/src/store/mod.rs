@@ -1,0 +1,16 @@
+//! SQL over the pipeline's tables, one file per concern. Single-query functions take
+//! `impl PgExecutor`; every write that must be atomic is one statement or one short
+//! transaction, and none is held across a stage's work.
+
+mod checkpoint;
+mod dispatch;
+mod job;
+mod lease;
+
+pub use checkpoint::{Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint};
+pub use dispatch::{relay_outbox, requeue_expired_leases};
+pub use job::{
+    CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_stages, insert_job,
+    list_jobs, request_cancel,
+};
+pub use lease::{Claim, claim_job, claim_was_cancel, load_outputs, release_lease, renew_leases};

@@ -1,0 +1,150 @@
+//! The receive loop: pull as many messages as there are free job slots, lease each job, ack the
+//! message once the lease is held, and run the job. A duplicate delivery finds the lease taken
+//! (or the job ended) and is acked and dropped.
+//!
+//! Shutdown: stop receiving, let each job finish the stage in flight and hand the job back,
+//! and at the grace timeout stop the rest at once (their leases are handed back too).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiprod_shared::metrics::Metrics;
+use aiprod_shared::queue::Delivery;
+use aiprod_shared::store::{claim_job, claim_was_cancel};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::context::WorkerContext;
+use crate::lease::heartbeat;
+use crate::pipeline::{JobOutcome, Stops, run_job};
+
+/// What one step of the loop did, for tests that drive the worker step by step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A message was handled, with what became of its job (`None`: dropped as a duplicate, or
+    /// nacked for redelivery).
+    Worked(Option<JobOutcome>),
+    /// No message was waiting.
+    Idle,
+}
+
+/// Runs the worker until `shutdown` is cancelled and in-flight work has stopped.
+pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let slots = ctx.settings.worker_concurrency as usize;
+    let permits = Arc::new(Semaphore::new(slots));
+    let tracker = TaskTracker::new();
+    let stops = Stops {
+        soft: shutdown.clone(),
+        hard: CancellationToken::new(),
+    };
+    let beat_stop = CancellationToken::new();
+    let beat = tokio::spawn(heartbeat(ctx.clone(), beat_stop.clone()));
+    tracing::info!(worker = %ctx.worker_id, slots, "worker started");
+    while !shutdown.is_cancelled() {
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                p = permits.clone().acquire_owned() => drop(p),
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let deliveries = match ctx.queue.receive(free).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot receive from the queue; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            tokio::select! {
+                _ = ctx.queue.wait(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        for d in deliveries {
+            let permit = permits.clone().acquire_owned().await?;
+            let (ctx, stops) = (ctx.clone(), stops.clone());
+            tracker.spawn(async move { handle(&ctx, d, &stops, permit).await });
+        }
+    }
+    tracker.close();
+    let grace = ctx.settings.shutdown_grace();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "grace period over; stopping the stages still running"
+        );
+        stops.hard.cancel();
+        tracker.wait().await;
+    }
+    beat_stop.cancel();
+    let _ = beat.await;
+    tracing::info!(worker = %ctx.worker_id, "worker stopped");
+    Ok(())
+}
+
+async fn handle(ctx: &WorkerContext, d: Delivery, stops: &Stops, _permit: OwnedSemaphorePermit) {
+    process_delivery(ctx, d, stops).await;
+}
+
+/// Receives one message and handles it to the end of its job. `Idle` when none was waiting.
+pub async fn run_once(ctx: &WorkerContext) -> anyhow::Result<Outcome> {
+    let Some(d) = ctx.queue.receive(1).await?.pop() else {
+        return Ok(Outcome::Idle);
+    };
+    Ok(Outcome::Worked(
+        process_delivery(ctx, d, &Stops::default()).await,
+    ))
+}
+
+/// Handles one delivery: lease the job, ack, run it. Returns what became of the job, or `None`
+/// when the delivery was a duplicate (acked and dropped) or could not be handled now (nacked).
+pub(crate) async fn process_delivery(
+    ctx: &WorkerContext,
+    d: Delivery,
+    stops: &Stops,
+) -> Option<JobOutcome> {
+    let metrics = Metrics::global();
+    let claim = match claim_job(
+        &ctx.pool,
+        d.job_id,
+        &ctx.worker_id,
+        ctx.settings.lease_ttl(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(job_id = %d.job_id, error = %e, "cannot claim the job; the message is redelivered");
+            if let Err(e) = ctx.queue.nack(&[d.ack_id]).await {
+                tracing::warn!(error = %e, "cannot nack; the message is redelivered after its deadline");
+            }
+            return None;
+        }
+    };
+    // Once the lease is held (or the job found ended), the database owns the job: the reaper
+    // re-dispatches it if this worker dies, so the message is no longer needed.
+    if let Err(e) = ctx.queue.ack(&[d.ack_id]).await {
+        tracing::warn!(job_id = %d.job_id, error = %e, "cannot ack; a redelivery will be dropped as a duplicate");
+    }
+    let Some(claim) = claim else {
+        metrics.duplicate_deliveries.inc();
+        tracing::debug!(job_id = %d.job_id, deliveries = d.deliveries, "dropped a delivery: job leased elsewhere or ended");
+        return None;
+    };
+    if claim_was_cancel(claim.job.status) {
+        metrics.jobs_canceled.inc();
+        return Some(JobOutcome::Canceled);
+    }
+    metrics.jobs_in_flight.inc();
+    let outcome = run_job(ctx, claim, stops).await;
+    metrics.jobs_in_flight.dec();
+    Some(outcome)
+}

@@ -1,0 +1,55 @@
+//! What every part of a worker needs: the pool, the queue, the artifact store, the backends and
+//! the settings, plus the lease table of this process.
+
+use std::sync::Arc;
+
+use aiprod_shared::Settings;
+use aiprod_shared::queue::Queue;
+use aiprod_shared::storage::ArtifactStore;
+use sqlx::PgPool;
+
+use crate::backend::Backends;
+use crate::lease::Leases;
+
+/// A worker process's shared state. Cloning is cheap.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// The database.
+    pub pool: PgPool,
+    /// Where dispatches arrive.
+    pub queue: Arc<dyn Queue>,
+    /// Where artifacts go.
+    pub store: ArtifactStore,
+    /// The enabled video backends.
+    pub backends: Arc<dyn Backends>,
+    /// Every setting.
+    pub settings: Arc<Settings>,
+    /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
+    pub worker_id: Arc<str>,
+    pub(crate) leases: Arc<Leases>,
+}
+
+impl WorkerContext {
+    /// Builds a context with a fresh worker id.
+    pub fn new(
+        pool: PgPool,
+        queue: Arc<dyn Queue>,
+        store: ArtifactStore,
+        backends: Arc<dyn Backends>,
+        settings: Arc<Settings>,
+    ) -> WorkerContext {
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let worker_id = format!("{}-{}-{suffix}", host.trim(), std::process::id());
+        WorkerContext {
+            pool,
+            queue,
+            store,
+            backends,
+            settings,
+            worker_id: worker_id.into(),
+            leases: Arc::new(Leases::default()),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The worker: receives queue messages, leases jobs and runs each through the nine stages,
+//! checkpointing every stage in PostgreSQL. A crash costs at most the stage in flight.
+//!
+//! - `consumer`: the receive loop, bounded by the process's concurrency.
+//! - `lease`: the heartbeat that keeps this process's leases alive and notices lost ones.
+//! - `pipeline`: one job, stage after stage, with retries and checkpoints.
+//! - `transition`: the pure function that decides what follows a stage's outcome.
+//! - `stages`: one file per stage; `planner` and `backend` serve them.
+
+mod backend;
+mod consumer;
+mod context;
+mod lease;
+mod ops;
+mod pipeline;
+mod planner;
+mod stages;
+mod transition;
+
+pub use backend::{Backends, NoBackends, RenderedShot, SimulatedBackends};
+pub use consumer::{Outcome, run, run_once};
+pub use context::WorkerContext;
+pub use ops::ops_router;
+pub use pipeline::JobOutcome;
+pub use planner::{Plan, Scene, Shot, plan};
+pub use transition::{Decision, decide};

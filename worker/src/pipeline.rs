@@ -1,0 +1,241 @@
+//! One job, stage after stage: run a try, decide (checkpoint, retry or fail), write the
+//! checkpoint, advance. Nothing is held open across a stage's work: the lease is renewed by the
+//! heartbeat, and every write is one fenced statement.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aiprod_shared::domain::Stage;
+use aiprod_shared::metrics::Metrics;
+use aiprod_shared::retry::StepError;
+use aiprod_shared::store::{
+    Checkpoint, CheckpointOutcome, Claim, fail_job, load_outputs, release_lease, save_checkpoint,
+};
+use backon::{ExponentialBuilder, Retryable};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::context::WorkerContext;
+use crate::stages::{self, JobState};
+use crate::transition::{Decision, decide};
+
+/// How a job's run in this worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// All nine stages are checkpointed.
+    Succeeded,
+    /// A stage failed for good.
+    Failed,
+    /// A cancel was honoured before a stage.
+    Canceled,
+    /// The lease was lost; another worker owns the job.
+    LeaseLost,
+    /// This worker is shutting down and handed the job back for another to resume.
+    Released,
+}
+
+/// The two ways a worker stops: `soft` after the stage in flight, `hard` at once (grace over).
+#[derive(Clone, Default)]
+pub(crate) struct Stops {
+    pub soft: CancellationToken,
+    pub hard: CancellationToken,
+}
+
+/// True for database errors worth retrying: lost connections, pool exhaustion, serialization
+/// failures, deadlocks and an administrator's shutdown.
+fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || c == "40001" || c == "40P01" || c.starts_with("57P")
+        }),
+        _ => false,
+    }
+}
+
+fn db_retry() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(6)
+        .with_jitter()
+}
+
+/// Runs a claimed job from its current stage to its end, or until it must stop.
+pub(crate) async fn run_job(ctx: &WorkerContext, claim: Claim, stops: &Stops) -> JobOutcome {
+    let job_id = claim.job.id;
+    let epoch = claim.lease_epoch;
+    let lost = ctx.leases.hold(job_id, epoch);
+    let span = tracing::info_span!("job", %job_id, epoch);
+    let outcome = run_stages(ctx, claim, stops, &lost).instrument(span).await;
+    ctx.leases.forget(job_id);
+    if matches!(outcome, JobOutcome::Released) {
+        let released = release_lease(&ctx.pool, job_id, epoch, &ctx.worker_id).await;
+        if let Err(e) = released {
+            tracing::warn!(%job_id, error = %e, "cannot hand the job back; it resumes once its lease expires");
+        }
+    }
+    outcome
+}
+
+async fn run_stages(
+    ctx: &WorkerContext,
+    claim: Claim,
+    stops: &Stops,
+    lost: &CancellationToken,
+) -> JobOutcome {
+    let job_id = claim.job.id;
+    let epoch = claim.lease_epoch;
+    let Some(mut stage) = claim.job.stage else {
+        tracing::error!("claimed a job with no stage to run");
+        return JobOutcome::LeaseLost;
+    };
+    let mut outputs = BTreeMap::new();
+    if stage != Stage::Sanitize {
+        match (|| load_outputs(&ctx.pool, job_id))
+            .retry(db_retry())
+            .when(transient)
+            .await
+        {
+            Ok(rows) => outputs.extend(rows),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load earlier outputs; handing the job back");
+                return JobOutcome::Released;
+            }
+        }
+        tracing::info!(%stage, "resuming job");
+    }
+    let mut state = JobState {
+        id: job_id,
+        spec: claim.job.spec(),
+        outputs,
+    };
+    let started = claim.job.started_at;
+    let metrics = Metrics::global();
+    loop {
+        let mut delays = ctx.settings.retry.delays();
+        let mut retries = 0i32;
+        let result = loop {
+            let t0 = Instant::now();
+            let attempt = tokio::select! {
+                r = stages::run(stage, ctx, &state) => r,
+                _ = lost.cancelled() => return JobOutcome::LeaseLost,
+                _ = stops.hard.cancelled() => return JobOutcome::Released,
+            };
+            match &attempt {
+                Ok(_) => metrics
+                    .stage_duration
+                    .with_label_values(&[stage.as_str()])
+                    .observe(t0.elapsed().as_secs_f64()),
+                Err(e) => {
+                    let class = match e {
+                        StepError::Permanent(_) => "permanent",
+                        StepError::Retryable(_) => "retryable",
+                        StepError::RetryAfter { .. } => "retry_after",
+                    };
+                    metrics
+                        .stage_errors
+                        .with_label_values(&[stage.as_str(), class])
+                        .inc();
+                }
+            }
+            match decide(&attempt, delays.next()) {
+                Decision::Checkpoint => break Ok(attempt.expect("decide checkpoints only Ok")),
+                Decision::Retry(d) => {
+                    tracing::info!(%stage, retry_in_ms = d.as_millis() as u64, error = %attempt.expect_err("retry follows an error"), "stage failed; retrying");
+                    retries += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = lost.cancelled() => return JobOutcome::LeaseLost,
+                        _ = stops.hard.cancelled() => return JobOutcome::Released,
+                    }
+                }
+                Decision::Fail(reason) => break Err(reason),
+            }
+        };
+        let out = match result {
+            Ok(out) => out,
+            Err(reason) => {
+                let reason = format!("stage {stage} failed: {reason}");
+                tracing::warn!(%stage, %reason, "job failed");
+                let failed = (|| {
+                    fail_job(
+                        &ctx.pool,
+                        job_id,
+                        epoch,
+                        &ctx.worker_id,
+                        stage,
+                        &reason,
+                        retries,
+                    )
+                })
+                .retry(db_retry())
+                .when(transient)
+                .await;
+                return match failed {
+                    Ok(true) => {
+                        metrics.jobs_failed.inc();
+                        observe_pipeline(started);
+                        JobOutcome::Failed
+                    }
+                    Ok(false) => JobOutcome::LeaseLost,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record the failure; the job resumes once its lease expires");
+                        JobOutcome::LeaseLost
+                    }
+                };
+            }
+        };
+        let cp = Checkpoint {
+            job_id,
+            lease_epoch: epoch,
+            worker: &ctx.worker_id,
+            stage,
+            output: &out.output,
+            retries,
+            patch: out.patch,
+        };
+        let saved = (|| save_checkpoint(&ctx.pool, &cp))
+            .retry(db_retry())
+            .when(transient)
+            .await;
+        match saved {
+            Ok(CheckpointOutcome::Advanced(next)) => {
+                state.outputs.insert(stage, out.output);
+                stage = next;
+                if stops.soft.is_cancelled() {
+                    tracing::info!(next = %stage, "shutting down; handing the job back after its checkpoint");
+                    return JobOutcome::Released;
+                }
+            }
+            Ok(CheckpointOutcome::Succeeded) => {
+                metrics.jobs_completed.inc();
+                observe_pipeline(started);
+                return JobOutcome::Succeeded;
+            }
+            Ok(CheckpointOutcome::Canceled) => {
+                tracing::info!(after = %stage, "job canceled");
+                metrics.jobs_canceled.inc();
+                return JobOutcome::Canceled;
+            }
+            Ok(CheckpointOutcome::LeaseLost) => {
+                tracing::warn!(%stage, "lease lost before the checkpoint; dropping the job");
+                return JobOutcome::LeaseLost;
+            }
+            Err(e) => {
+                tracing::error!(%stage, error = %e, "cannot write the checkpoint; the stage runs again after the lease expires");
+                return JobOutcome::LeaseLost;
+            }
+        }
+    }
+}
+
+fn observe_pipeline(started: Option<chrono::DateTime<chrono::Utc>>) {
+    if let Some(t) = started {
+        let secs = (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0;
+        Metrics::global().pipeline_duration.observe(secs);
+    }
+}

@@ -1,0 +1,48 @@
+//! `finalize`: publishes the result (a manifest of the shots, in order) and records the cost.
+
+use aiprod_shared::Money;
+use aiprod_shared::domain::Stage;
+use aiprod_shared::retry::StepError;
+use aiprod_shared::store::JobPatch;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::financial::Financial;
+use super::render::Render;
+use super::{JobState, StageOutput};
+use crate::context::WorkerContext;
+
+/// The published result.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Finalize {
+    pub result_uri: String,
+    pub cost: Money,
+}
+
+pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, StepError> {
+    let r: Render = job.output(Stage::Render)?;
+    let f: Financial = job.output(Stage::Financial)?;
+    let manifest = json!({
+        "job_id": job.id,
+        "backend": f.backend,
+        "duration_s": job.spec.duration_s,
+        "cost_usd": r.cost,
+        "shots": r.shots.iter().map(|s| json!({"index": s.index, "uri": s.uri})).collect::<Vec<_>>(),
+    });
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+    let result_uri = ctx
+        .store
+        .put(job.id, "manifest.json", &bytes)
+        .await
+        .map_err(|e| StepError::Retryable(e.to_string()))?;
+    let patch = JobPatch {
+        cost_micros: Some(r.cost.micros()),
+        result_uri: Some(result_uri.clone()),
+        ..JobPatch::default()
+    };
+    Ok(StageOutput::of(&Finalize {
+        result_uri,
+        cost: r.cost,
+    })
+    .with(patch))
+}

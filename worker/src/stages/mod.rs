@@ -1,0 +1,84 @@
+//! The nine stages, one file each. A stage reads the job's request and the outputs of earlier
+//! stages, and returns its own output (JSON, checkpointed) plus any job columns it sets.
+
+mod analysis;
+mod creative;
+mod finalize;
+mod financial;
+mod qa_semantic;
+mod qa_technical;
+mod render;
+mod sanitize;
+mod visual;
+
+use std::collections::BTreeMap;
+
+use aiprod_shared::domain::{JobId, JobSpec, Stage};
+use aiprod_shared::retry::StepError;
+use aiprod_shared::store::JobPatch;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::context::WorkerContext;
+
+/// What a stage sees of its job.
+#[derive(Debug, Clone)]
+pub(crate) struct JobState {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub outputs: BTreeMap<Stage, Value>,
+}
+
+impl JobState {
+    /// The typed output of an earlier stage. Missing or unreadable output is a bug or a schema
+    /// change, which retrying cannot mend.
+    pub fn output<T: DeserializeOwned>(&self, stage: Stage) -> Result<T, StepError> {
+        let v = self.outputs.get(&stage).ok_or_else(|| {
+            StepError::Permanent(format!("the output of stage {stage} is missing"))
+        })?;
+        serde_json::from_value(v.clone()).map_err(|e| {
+            StepError::Permanent(format!("the output of stage {stage} is unreadable: {e}"))
+        })
+    }
+}
+
+/// A finished stage's result.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StageOutput {
+    pub output: Value,
+    pub patch: JobPatch,
+}
+
+impl StageOutput {
+    fn of<T: Serialize>(output: &T) -> StageOutput {
+        StageOutput {
+            output: serde_json::to_value(output).expect("stage outputs serialise"),
+            patch: JobPatch::default(),
+        }
+    }
+
+    fn with(mut self, patch: JobPatch) -> StageOutput {
+        self.patch = patch;
+        self
+    }
+}
+
+/// Runs one try of `stage`.
+pub(crate) async fn run(
+    stage: Stage,
+    ctx: &WorkerContext,
+    job: &JobState,
+) -> Result<StageOutput, StepError> {
+    match stage {
+        Stage::Sanitize => sanitize::run(ctx, job),
+        Stage::Analysis => analysis::run(job),
+        Stage::Creative => creative::run(job),
+        Stage::Visual => visual::run(ctx, job).await,
+        Stage::Financial => financial::run(ctx, job),
+        Stage::Render => render::run(ctx, job).await,
+        Stage::QaTechnical => qa_technical::run(ctx, job).await,
+        Stage::QaSemantic => qa_semantic::run(ctx, job),
+        Stage::Finalize => finalize::run(ctx, job).await,
+    }
+}
