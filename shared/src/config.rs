@@ -215,15 +215,17 @@ impl Settings {
 /// Figment errors can span lines and list the whole chain; the operator wants one line.
 fn one_line(e: &figment::Error) -> String {
     let mut s = e.to_string();
-    if let Some(k) = e.path.last() {
-        if !s.contains(k.as_str()) {
-            s = format!("{k}: {s}");
-        }
+    if let Some(k) = e.path.last()
+        && !s.contains(k.as_str())
+    {
+        s = format!("{k}: {s}");
     }
     s.replace('\n', " ")
 }
 
 #[cfg(test)]
+// figment's Jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

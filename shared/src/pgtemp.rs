@@ -112,10 +112,10 @@ fn find_binaries() -> anyhow::Result<PathBuf> {
             .iter()
             .all(|b| d.join(b).is_file())
     };
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(d) = std::env::split_paths(&path).find(|d| has_all(d)) {
-            return Ok(d);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(d) = std::env::split_paths(&path).find(|d| has_all(d))
+    {
+        return Ok(d);
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|rd| {
@@ -208,8 +208,7 @@ fn run(mut cmd: Command, owner: Option<&SystemUser>, what: &str) -> anyhow::Resu
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("no output");
         bail!("{what} failed ({}): {last}", out.status);
     }

@@ -1,1 +1,184 @@
-//! placeholder
+//! Helpers for the end-to-end tests: build and start real `aiprod` processes against a
+//! fresh database, and talk to them over HTTP.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The `aiprod` binary, built once per test process with the same cargo that runs the tests.
+pub fn aiprod_bin() -> anyhow::Result<PathBuf> {
+    // Tests run in parallel threads: the first builds while the others wait for its answer.
+    static BIN: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut bin = BIN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(b) = bin.as_ref() {
+        return Ok(b.clone());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "aiprod",
+            "--bin",
+            "aiprod",
+            "--message-format=json",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("while building the aiprod binary")?;
+    if !out.status.success() {
+        bail!("cargo build of aiprod failed");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let exe = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "aiprod")
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("cargo did not report the aiprod executable")?;
+    *bin = Some(exe.clone());
+    Ok(exe)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the small race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `aiprod` process, killed on drop. Its output goes to a log file.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Where its stderr and stdout go.
+    pub log: PathBuf,
+    /// What it runs, for messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `aiprod ARGS` with `env`, logging into `dir`.
+    pub fn start(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        dir: &Path,
+    ) -> anyhow::Result<Proc> {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(aiprod_bin()?);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        cmd.env_remove("DATABASE_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("while starting {name}"))?;
+        Ok(Proc {
+            child,
+            log,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`KILL`, `TERM`).
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill -{sig} {} failed", self.pid());
+        Ok(())
+    }
+
+    /// Waits for the process to exit, up to `timeout`; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not exit within {timeout:?}; log: {}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `url` until it answers 200, up to `timeout`.
+pub async fn wait_ready(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = http.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{url} was not ready within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A scratch directory of one test, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A new empty directory under the system temp directory.
+    pub fn new(tag: &str) -> anyhow::Result<Scratch> {
+        let p = std::env::temp_dir().join(format!(
+            "aiprod-e2e-{tag}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&p)?;
+        Ok(Scratch(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("AIPROD_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
