@@ -1,0 +1,136 @@
+//! The scheduler's leader election and its two duties, on a real database.
+
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aiprod_scheduler::{LEADER_LOCK_KEY, reap_once, relay_once};
+use aiprod_shared::Settings;
+use aiprod_shared::domain::JobSpec;
+use aiprod_shared::queue::{PgQueue, Queue};
+use aiprod_shared::store::{claim_job, insert_job};
+use aiprod_shared::testdb::TestDb;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// The pid of the backend holding the leader lock, if any.
+async fn leader_pid(pool: &PgPool) -> Option<i32> {
+    sqlx::query_scalar(
+        "select pid from pg_locks where locktype = 'advisory' and granted
+            and ((classid::bigint << 32) | objid::bigint) = $1",
+    )
+    .bind(LEADER_LOCK_KEY)
+    .fetch_optional(pool)
+    .await
+    .expect("pg_locks is readable")
+}
+
+async fn wait_for<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_scheduler_leads_and_a_standby_takes_over_when_it_stops() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let settings = Arc::new(Settings::default());
+    let start = |stop: CancellationToken| {
+        let url = db.url.clone();
+        let settings = settings.clone();
+        async move {
+            let pool = PgPool::connect(&url).await.expect("connects");
+            let queue: Arc<dyn Queue> =
+                Arc::new(PgQueue::new(pool.clone(), Duration::from_secs(30)));
+            tokio::spawn(aiprod_scheduler::run(pool, queue, settings, stop))
+        }
+    };
+    let watch = db.pool().await?;
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = start(stop_a.clone()).await;
+    wait_for("a leader", || async { leader_pid(&watch).await.is_some() }).await;
+    let first = leader_pid(&watch).await;
+    let b = start(stop_b.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let holders: i64 = sqlx::query_scalar(
+        "select count(*) from pg_locks where locktype = 'advisory' and granted
+            and ((classid::bigint << 32) | objid::bigint) = $1",
+    )
+    .bind(LEADER_LOCK_KEY)
+    .fetch_one(&watch)
+    .await?;
+    assert_eq!(holders, 1, "exactly one leader");
+    assert_eq!(
+        leader_pid(&watch).await,
+        first,
+        "the first leader keeps leading"
+    );
+
+    // The leader relays the outbox: a job inserted now reaches the queue.
+    let spec =
+        JobSpec::from_json(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    insert_job(&watch, uuid::Uuid::now_v7(), &spec, None).await?;
+    wait_for("the relay", || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from queue_message")
+            .fetch_one(&watch)
+            .await
+            .unwrap_or(0)
+            == 1
+    })
+    .await;
+
+    stop_a.cancel();
+    a.await??;
+    wait_for("the standby to lead", || async {
+        let now = leader_pid(&watch).await;
+        now.is_some() && now != first
+    })
+    .await;
+    stop_b.cancel();
+    b.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_reaper_redispatches_only_expired_leases() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let queue = PgQueue::new(pool.clone(), Duration::from_secs(30));
+    let spec =
+        JobSpec::from_json(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (expired, live) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    insert_job(&pool, expired, &spec, None).await?;
+    insert_job(&pool, live, &spec, None).await?;
+    assert_eq!(relay_once(&pool, &queue).await?, 2);
+    claim_job(&pool, expired, "w1", Duration::from_secs(60))
+        .await?
+        .expect("claimed");
+    claim_job(&pool, live, "w2", Duration::from_secs(60))
+        .await?
+        .expect("claimed");
+    sqlx::query("update job set locked_until = now() - interval '1 second' where id = $1")
+        .bind(expired)
+        .execute(&pool)
+        .await?;
+
+    assert_eq!(reap_once(&pool).await?, 1);
+    let rows: Vec<(uuid::Uuid, Option<String>, i32)> =
+        sqlx::query_as("select id, locked_by, reap_count from job order by id")
+            .fetch_all(&pool)
+            .await?;
+    assert_eq!(rows, vec![(expired, None, 1), (live, Some("w2".into()), 0)]);
+    let outbox: Vec<(uuid::Uuid, i32)> = sqlx::query_as("select job_id, attempt from outbox")
+        .fetch_all(&pool)
+        .await?;
+    assert_eq!(outbox, vec![(expired, 2)], "one re-dispatch, as attempt 2");
+    assert_eq!(reap_once(&pool).await?, 0, "reaping again finds nothing");
+    Ok(())
+}
