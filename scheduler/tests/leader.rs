@@ -39,26 +39,32 @@ where
     }
 }
 
+/// Starts a scheduler with a pool of its own, as a separate replica would.
+async fn start(
+    url: &str,
+    settings: &Arc<Settings>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let pool = PgPool::connect(url).await?;
+    let queue: Arc<dyn Queue> = Arc::new(PgQueue::new(pool.clone(), Duration::from_secs(30)));
+    Ok(tokio::spawn(aiprod_scheduler::run(
+        pool,
+        queue,
+        settings.clone(),
+        stop,
+    )))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_scheduler_leads_and_a_standby_takes_over_when_it_stops() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let settings = Arc::new(Settings::default());
-    let start = |stop: CancellationToken| {
-        let url = db.url.clone();
-        let settings = settings.clone();
-        async move {
-            let pool = PgPool::connect(&url).await.expect("connects");
-            let queue: Arc<dyn Queue> =
-                Arc::new(PgQueue::new(pool.clone(), Duration::from_secs(30)));
-            tokio::spawn(aiprod_scheduler::run(pool, queue, settings, stop))
-        }
-    };
     let watch = db.pool().await?;
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
-    let a = start(stop_a.clone()).await;
+    let a = start(&db.url, &settings, stop_a.clone()).await?;
     wait_for("a leader", || async { leader_pid(&watch).await.is_some() }).await;
     let first = leader_pid(&watch).await;
-    let b = start(stop_b.clone()).await;
+    let b = start(&db.url, &settings, stop_b.clone()).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let holders: i64 = sqlx::query_scalar(
         "select count(*) from pg_locks where locktype = 'advisory' and granted
