@@ -15,9 +15,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acker::Acker;
 use crate::context::WorkerContext;
 use crate::lease::heartbeat;
 use crate::pipeline::{JobOutcome, Stops, run_job};
+use crate::writer::CheckpointWriter;
 
 /// What one step of the loop did, for tests that drive the worker step by step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,13 @@ pub enum Outcome {
 
 /// Runs the worker until `shutdown` is cancelled and in-flight work has stopped.
 pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (acker, acks) = Acker::start(ctx.queue.clone());
+    let (writer, writes) = CheckpointWriter::start(ctx.pool.clone(), ctx.worker_id.clone());
+    let ctx = WorkerContext {
+        acker: Some(acker),
+        writer: Some(writer),
+        ..ctx
+    };
     let slots = ctx.settings.worker_concurrency as usize;
     let permits = Arc::new(Semaphore::new(slots));
     let tracker = TaskTracker::new();
@@ -86,7 +95,12 @@ pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Res
     }
     beat_stop.cancel();
     let _ = beat.await;
-    tracing::info!(worker = %ctx.worker_id, "worker stopped");
+    let worker_id = ctx.worker_id.clone();
+    // The last handle goes with the context; the ack task then sends what is left and ends.
+    drop(ctx);
+    let _ = acks.await;
+    let _ = writes.await;
+    tracing::info!(worker = %worker_id, "worker stopped");
     Ok(())
 }
 
@@ -131,8 +145,13 @@ pub(crate) async fn process_delivery(
     };
     // Once the lease is held (or the job found ended), the database owns the job: the reaper
     // re-dispatches it if this worker dies, so the message is no longer needed.
-    if let Err(e) = ctx.queue.ack(&[d.ack_id]).await {
-        tracing::warn!(job_id = %d.job_id, error = %e, "cannot ack; a redelivery will be dropped as a duplicate");
+    match &ctx.acker {
+        Some(acker) => acker.ack(d.ack_id),
+        None => {
+            if let Err(e) = ctx.queue.ack(&[d.ack_id]).await {
+                tracing::warn!(job_id = %d.job_id, error = %e, "cannot ack; a redelivery will be dropped as a duplicate");
+            }
+        }
     }
     let Some(claim) = claim else {
         metrics.duplicate_deliveries.inc();

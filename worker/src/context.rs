@@ -8,8 +8,10 @@ use aiprod_shared::queue::Queue;
 use aiprod_shared::storage::ArtifactStore;
 use sqlx::PgPool;
 
+use crate::acker::Acker;
 use crate::backend::Backends;
 use crate::lease::Leases;
+use crate::writer::CheckpointWriter;
 
 /// A worker process's shared state. Cloning is cheap.
 #[derive(Clone)]
@@ -27,6 +29,10 @@ pub struct WorkerContext {
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
     pub worker_id: Arc<str>,
     pub(crate) leases: Arc<Leases>,
+    /// Batches acks while the receive loop runs; `None` acks at once (step-by-step tests).
+    pub(crate) acker: Option<Acker>,
+    /// Group-commits checkpoints while the receive loop runs; `None` writes each at once.
+    pub(crate) writer: Option<CheckpointWriter>,
 }
 
 impl WorkerContext {
@@ -50,6 +56,8 @@ impl WorkerContext {
             settings,
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),
+            acker: None,
+            writer: None,
         }
     }
 }

@@ -7,15 +7,18 @@
 //! - `transition`: the pure function that decides what follows a stage's outcome.
 //! - `stages`: one file per stage; `planner` and `backend` serve them.
 
+mod acker;
 mod backend;
 mod consumer;
 mod context;
+mod dbretry;
 mod lease;
 mod ops;
 mod pipeline;
 mod planner;
 mod stages;
 mod transition;
+mod writer;
 
 pub use backend::{Backends, NoBackends, RenderedShot, SimulatedBackends};
 pub use consumer::{Outcome, run, run_once};

@@ -3,21 +3,23 @@
 //! heartbeat, and every write is one fenced statement.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aiprod_shared::domain::Stage;
 use aiprod_shared::metrics::Metrics;
 use aiprod_shared::retry::StepError;
 use aiprod_shared::store::{
-    Checkpoint, CheckpointOutcome, Claim, fail_job, load_outputs, release_lease, save_checkpoint,
+    CheckpointOutcome, Claim, fail_job, load_outputs, release_lease, save_checkpoint,
 };
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::context::WorkerContext;
+use crate::dbretry::{db_retry, transient};
 use crate::stages::{self, JobState};
 use crate::transition::{Decision, decide};
+use crate::writer::PendingCheckpoint;
 
 /// How a job's run in this worker ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,29 +41,6 @@ pub enum JobOutcome {
 pub(crate) struct Stops {
     pub soft: CancellationToken,
     pub hard: CancellationToken,
-}
-
-/// True for database errors worth retrying: lost connections, pool exhaustion, serialization
-/// failures, deadlocks and an administrator's shutdown.
-fn transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
-            c.starts_with("08") || c == "40001" || c == "40P01" || c.starts_with("57P")
-        }),
-        _ => false,
-    }
-}
-
-fn db_retry() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(2))
-        .with_max_times(6)
-        .with_jitter()
 }
 
 /// Runs a claimed job from its current stage to its end, or until it must stop.
@@ -189,22 +168,28 @@ async fn run_stages(
                 };
             }
         };
-        let cp = Checkpoint {
+        let pending = PendingCheckpoint {
             job_id,
             lease_epoch: epoch,
-            worker: &ctx.worker_id,
             stage,
-            output: &out.output,
+            output: out.output,
             retries,
             patch: out.patch,
         };
-        let saved = (|| save_checkpoint(&ctx.pool, &cp))
-            .retry(db_retry())
-            .when(transient)
-            .await;
+        let (saved, output) = match &ctx.writer {
+            Some(writer) => writer.write(pending).await,
+            None => {
+                let cp = pending.borrowed(&ctx.worker_id);
+                let saved = (|| save_checkpoint(&ctx.pool, &cp))
+                    .retry(db_retry())
+                    .when(transient)
+                    .await;
+                (saved.map_err(|e| e.to_string()), pending.output)
+            }
+        };
         match saved {
             Ok(CheckpointOutcome::Advanced(next)) => {
-                state.outputs.insert(stage, out.output);
+                state.outputs.insert(stage, output);
                 stage = next;
                 if stops.soft.is_cancelled() {
                     tracing::info!(next = %stage, "shutting down; handing the job back after its checkpoint");

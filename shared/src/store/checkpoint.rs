@@ -23,7 +23,7 @@ pub struct JobPatch {
 }
 
 /// A finished stage, ready to be written.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Checkpoint<'a> {
     /// The job.
     pub job_id: JobId,
@@ -59,62 +59,101 @@ pub async fn save_checkpoint(
     db: impl PgExecutor<'_>,
     cp: &Checkpoint<'_>,
 ) -> sqlx::Result<CheckpointOutcome> {
-    let next = cp.stage.next();
-    let row: Option<(JobStatus, Option<Stage>)> = sqlx::query_as(
-        "with adv as (
+    let outcomes = save_checkpoints(db, cp.worker, std::slice::from_ref(cp)).await?;
+    Ok(outcomes
+        .into_iter()
+        .next()
+        .unwrap_or(CheckpointOutcome::LeaseLost))
+}
+
+/// Writes the checkpoints of many jobs held by `worker` in one statement (one commit), and
+/// returns each one's outcome in order. Every row is fenced on its own lease exactly as a
+/// single checkpoint is; a job may appear at most once.
+pub async fn save_checkpoints(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    cps: &[Checkpoint<'_>],
+) -> sqlx::Result<Vec<CheckpointOutcome>> {
+    if cps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<JobId> = cps.iter().map(|c| c.job_id).collect();
+    let epochs: Vec<i64> = cps.iter().map(|c| c.lease_epoch).collect();
+    let stages: Vec<Stage> = cps.iter().map(|c| c.stage).collect();
+    let nexts: Vec<Option<Stage>> = cps.iter().map(|c| c.stage.next()).collect();
+    let outputs: Vec<&Value> = cps.iter().map(|c| c.output).collect();
+    let retries: Vec<i32> = cps.iter().map(|c| c.retries).collect();
+    let backends: Vec<Option<BackendName>> = cps.iter().map(|c| c.patch.backend).collect();
+    let estimates: Vec<Option<i64>> = cps.iter().map(|c| c.patch.estimated_cost_micros).collect();
+    let costs: Vec<Option<i64>> = cps.iter().map(|c| c.patch.cost_micros).collect();
+    let scores: Vec<Option<f64>> = cps.iter().map(|c| c.patch.quality_score).collect();
+    let uris: Vec<Option<&str>> = cps.iter().map(|c| c.patch.result_uri.as_deref()).collect();
+    let rows: Vec<(JobId, JobStatus, Option<Stage>)> = sqlx::query_as(
+        "with i as (
+             select * from unnest($1::uuid[], $2::bigint[], $3::stage_name[], $4::stage_name[], $5::jsonb[],
+                                  $6::int[], $7::backend_name[], $8::bigint[], $9::bigint[], $10::float8[], $11::text[])
+                 as t(id, epoch, stage, next, output, retries, backend, est, cost, score, uri)
+         ), adv as (
              update job j set
-                 status = case when $4::stage_name is null then 'succeeded'::job_status
+                 status = case when i.next is null then 'succeeded'::job_status
                                when j.cancel_requested then 'canceled'::job_status
                                else j.status end,
-                 stage = case when $4::stage_name is null or j.cancel_requested then null else $4 end,
-                 finished_at = case when $4::stage_name is null or j.cancel_requested then now() end,
-                 locked_by = case when $4::stage_name is null or j.cancel_requested then null else j.locked_by end,
-                 locked_until = case when $4::stage_name is null or j.cancel_requested then null else j.locked_until end,
-                 backend = coalesce($8, j.backend),
-                 estimated_cost_micros = coalesce($9, j.estimated_cost_micros),
-                 cost_micros = coalesce($10, j.cost_micros),
-                 quality_score = coalesce($11, j.quality_score),
-                 result_uri = coalesce($12, j.result_uri),
+                 stage = case when i.next is null or j.cancel_requested then null else i.next end,
+                 finished_at = case when i.next is null or j.cancel_requested then now() end,
+                 locked_by = case when i.next is null or j.cancel_requested then null else j.locked_by end,
+                 locked_until = case when i.next is null or j.cancel_requested then null else j.locked_until end,
+                 backend = coalesce(i.backend, j.backend),
+                 estimated_cost_micros = coalesce(i.est, j.estimated_cost_micros),
+                 cost_micros = coalesce(i.cost, j.cost_micros),
+                 quality_score = coalesce(i.score, j.quality_score),
+                 result_uri = coalesce(i.uri, j.result_uri),
                  updated_at = now()
-              where j.id = $1 and j.lease_epoch = $2 and j.locked_by = $7 and j.stage = $3 and j.status = 'running'
-             returning j.status, j.stage
+               from i
+              where j.id = i.id and j.lease_epoch = i.epoch and j.locked_by = $12 and j.stage = i.stage
+                and j.status = 'running'
+             returning j.id, j.status, j.stage
          ), fin as (
              update job_stage s set
-                 status = 'succeeded', output = $5, attempts = s.attempts + $6, error = null, finished_at = now(),
-                 duration_ms = (extract(epoch from (now() - s.started_at)) * 1000)::bigint, updated_at = now()
-              where s.job_id = $1 and s.stage = $3 and exists (select 1 from adv)
+                 status = 'succeeded', output = i.output, attempts = s.attempts + i.retries, error = null,
+                 finished_at = now(), duration_ms = (extract(epoch from (now() - s.started_at)) * 1000)::bigint,
+                 updated_at = now()
+               from i join adv a on a.id = i.id
+              where s.job_id = i.id and s.stage = i.stage
          ), nxt as (
              insert into job_stage (job_id, stage, worker)
-             select $1, a.stage, $7 from adv a where a.status = 'running'
+             select a.id, a.stage, $12 from adv a where a.status = 'running'
              on conflict (job_id, stage) do update
                 set attempts = job_stage.attempts + 1, status = 'running', worker = excluded.worker, updated_at = now()
          )
-         select status, stage from adv",
+         select id, status, stage from adv",
     )
-    .bind(cp.job_id)
-    .bind(cp.lease_epoch)
-    .bind(cp.stage)
-    .bind(next)
-    .bind(cp.output)
-    .bind(cp.retries)
-    .bind(cp.worker)
-    .bind(cp.patch.backend)
-    .bind(cp.patch.estimated_cost_micros)
-    .bind(cp.patch.cost_micros)
-    .bind(cp.patch.quality_score)
-    .bind(cp.patch.result_uri.as_deref())
-    .fetch_optional(db)
+    .bind(&ids)
+    .bind(&epochs)
+    .bind(&stages)
+    .bind(&nexts)
+    .bind(&outputs)
+    .bind(&retries)
+    .bind(&backends)
+    .bind(&estimates)
+    .bind(&costs)
+    .bind(&scores)
+    .bind(&uris)
+    .bind(worker)
+    .fetch_all(db)
     .await?;
-    Ok(match row {
-        None => CheckpointOutcome::LeaseLost,
-        Some((JobStatus::Succeeded, _)) => CheckpointOutcome::Succeeded,
-        Some((JobStatus::Canceled, _)) => CheckpointOutcome::Canceled,
-        Some((_, Some(stage))) => CheckpointOutcome::Advanced(stage),
-        Some((status, None)) => {
-            tracing::error!(job_id = %cp.job_id, ?status, "checkpoint left a running job without a stage");
-            CheckpointOutcome::LeaseLost
-        }
-    })
+    Ok(cps
+        .iter()
+        .map(|cp| match rows.iter().find(|r| r.0 == cp.job_id) {
+            None => CheckpointOutcome::LeaseLost,
+            Some((_, JobStatus::Succeeded, _)) => CheckpointOutcome::Succeeded,
+            Some((_, JobStatus::Canceled, _)) => CheckpointOutcome::Canceled,
+            Some((_, _, Some(stage))) => CheckpointOutcome::Advanced(*stage),
+            Some((id, status, None)) => {
+                tracing::error!(job_id = %id, ?status, "checkpoint left a running job without a stage");
+                CheckpointOutcome::LeaseLost
+            }
+        })
+        .collect())
 }
 
 /// Fails the job at `stage` for good, naming the stage and the reason. Returns false when the

@@ -7,7 +7,9 @@ mod dispatch;
 mod job;
 mod lease;
 
-pub use checkpoint::{Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint};
+pub use checkpoint::{
+    Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
+};
 pub use dispatch::{relay_outbox, requeue_expired_leases};
 pub use job::{
     CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_stages, insert_job,
