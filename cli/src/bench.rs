@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiprod_api::AppState;
 use aiprod_shared::Settings;
 use clap::Args;
 use futures::StreamExt;
@@ -77,14 +76,7 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let api = tokio::spawn(aiprod_api::serve(
-        listener,
-        AppState {
-            pool: p.pool.clone(),
-            settings: p.settings.clone(),
-        },
-        stop.clone(),
-    ));
+    let api = tokio::spawn(aiprod_api::serve(listener, p.app_state(), stop.clone()));
     let sched = tokio::spawn(aiprod_scheduler::run(
         p.pool.clone(),
         p.queue.clone(),

@@ -24,6 +24,16 @@ pub struct Parts {
     pub settings: Arc<Settings>,
 }
 
+impl Parts {
+    /// What the API's handlers need.
+    pub fn app_state(&self) -> AppState {
+        AppState {
+            pool: self.pool.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
 /// Connects (and, when `migrate`, applies migrations) and builds the queue.
 pub async fn parts(settings: Settings, private_db: bool, migrate: bool) -> anyhow::Result<Parts> {
     let url = database::resolve(&settings, private_db).await?;
@@ -93,14 +103,7 @@ pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
         if simulate { "simulated" } else { "real" },
         p.settings.artifact_dir.display()
     );
-    let api = tokio::spawn(aiprod_api::serve(
-        listener,
-        AppState {
-            pool: p.pool.clone(),
-            settings: p.settings.clone(),
-        },
-        stop.clone(),
-    ));
+    let api = tokio::spawn(aiprod_api::serve(listener, p.app_state(), stop.clone()));
     let worker = tokio::spawn(aiprod_worker::run(ctx, stop.clone()));
     let sched = tokio::spawn(aiprod_scheduler::run(
         p.pool.clone(),
@@ -121,15 +124,7 @@ pub async fn api(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
     telemetry::init(settings.log_format);
     let listener = bind(listen).await?;
     let p = parts(settings, false, false).await?;
-    aiprod_api::serve(
-        listener,
-        AppState {
-            pool: p.pool.clone(),
-            settings: p.settings.clone(),
-        },
-        shutdown::on_signal(),
-    )
-    .await?;
+    aiprod_api::serve(listener, p.app_state(), shutdown::on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
