@@ -55,6 +55,7 @@ pub struct Settings {
     /// `AIPROD_LOG_FORMAT`: `pretty`, `json`, or `auto` (pretty on a terminal).
     pub log_format: LogFormat,
     /// `AIPROD_FORBIDDEN_WORDS`: words that fail the sanitize stage (comma-separated in env).
+    #[serde(deserialize_with = "list_or_csv")]
     pub forbidden_words: Vec<String>,
     /// `AIPROD_RETRY__*`: the per-stage retry policy.
     pub retry: RetryPolicy,
@@ -212,6 +213,25 @@ impl Settings {
     }
 }
 
+/// A list, or (as environment variables give it) one comma-separated string.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
 /// Figment errors can span lines and list the whole chain; the operator wants one line.
 fn one_line(e: &figment::Error) -> String {
     let mut s = e.to_string();
@@ -266,6 +286,7 @@ mod tests {
             jail.set_env("AIPROD_SIM_LATENCY_MS", "5");
             jail.set_env("AIPROD_BACKENDS__REPLICATE__PER_SECOND_USD", "0.06");
             jail.set_env("DATABASE_URL", "postgres://x@localhost/db");
+            jail.set_env("AIPROD_FORBIDDEN_WORDS", "gore, blood");
             let s = Settings::load(Some(Path::new("aiprod.toml"))).expect("loads");
             assert_eq!(s.worker_concurrency, 8);
             assert_eq!(s.sim_latency_ms, 5);
@@ -277,6 +298,7 @@ mod tests {
                 60_000
             );
             assert!(s.database_url.is_some());
+            assert_eq!(s.forbidden_words, ["gore", "blood"]);
             Ok(())
         });
     }
