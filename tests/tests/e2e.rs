@@ -55,7 +55,7 @@ async fn fifty_jobs_all_succeed_though_a_worker_is_killed_mid_run() -> anyhow::R
     let mut env = base_env(&db, &dir);
     env.extend([
         ("AIPROD_SIM_LATENCY_MS", "400".to_owned()),
-        ("AIPROD_LEASE_TTL_MS", "1500".to_owned()),
+        ("AIPROD_LEASE_TTL_MS", "3000".to_owned()),
         ("AIPROD_REAPER_INTERVAL_MS", "200".to_owned()),
         ("AIPROD_WORKER_CONCURRENCY", "8".to_owned()),
     ]);
