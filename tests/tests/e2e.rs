@@ -365,3 +365,94 @@ async fn bad_cli_input_prints_one_line_and_exits_non_zero() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_stage_in_flight_and_a_restart_completes_the_job() -> anyhow::Result<()>
+{
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let dir = Scratch::new("sigterm")?;
+    let port = free_port();
+    let mut env = base_env(&db, &dir);
+    env.push(("AIPROD_SIM_LATENCY_MS", "1500".to_owned()));
+    let args = ["dev", "--listen", &format!("127.0.0.1:{port}")];
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut first = Proc::start("dev-1", &args, &env, &dir.0)?;
+    wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
+    let job: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"prompt": "A slow river."}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id: Uuid = job["id"].as_str().expect("an id").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stage: Option<String> = sqlx::query_scalar("select stage::text from job where id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await?;
+        if stage.as_deref() == Some("render") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reached render");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.signal("TERM")?;
+    assert_eq!(
+        first.wait_exit(Duration::from_secs(30))?,
+        Some(0),
+        "{}",
+        first.tail()
+    );
+
+    // The render in flight finished and was checkpointed; the job was handed back at once.
+    let (status, stage, locked_by): (String, Option<String>, Option<String>) =
+        sqlx::query_as("select status::text, stage::text, locked_by from job where id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(
+        (status.as_str(), stage.as_deref(), locked_by),
+        ("running", Some("qa_technical"), None)
+    );
+    let render: (String, i32) = sqlx::query_as(
+        "select status::text, attempts from job_stage where job_id = $1 and stage = 'render'",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(render, ("succeeded".into(), 1));
+    let dispatches: i64 = sqlx::query_scalar(
+        "select (select count(*) from outbox where job_id = $1) + (select count(*) from queue_message where job_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(dispatches, 1, "the job was re-dispatched");
+
+    let mut second = Proc::start("dev-2", &args, &env, &dir.0)?;
+    wait_all_terminal(&pool, 1, Duration::from_secs(60)).await?;
+    let (status, render_attempts): (String, i32) = sqlx::query_as(
+        "select status::text, (select attempts from job_stage where job_id = $1 and stage = 'render') from job where id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(
+        (status.as_str(), render_attempts),
+        ("succeeded", 1),
+        "the paid render never ran again"
+    );
+    second.signal("TERM")?;
+    assert_eq!(
+        second.wait_exit(Duration::from_secs(30))?,
+        Some(0),
+        "{}",
+        second.tail()
+    );
+    Ok(())
+}

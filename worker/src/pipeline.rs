@@ -100,7 +100,7 @@ async fn run_stages(
         let result = loop {
             let t0 = Instant::now();
             let attempt = tokio::select! {
-                r = stages::run(stage, ctx, &state) => r,
+                r = stages::run(stage, ctx, &state).instrument(tracing::info_span!("stage", %stage)) => r,
                 _ = lost.cancelled() => return JobOutcome::LeaseLost,
                 _ = stops.hard.cancelled() => return JobOutcome::Released,
             };
