@@ -46,6 +46,37 @@ async fn wait_all_terminal(pool: &PgPool, n: i64, timeout: Duration) -> anyhow::
     }
 }
 
+/// Submits a slow job over HTTP and waits until it is rendering; returns its id.
+async fn submit_and_wait_for_render(
+    http: &reqwest::Client,
+    base: &str,
+    pool: &PgPool,
+) -> anyhow::Result<Uuid> {
+    let job: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"prompt": "A slow river."}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id: Uuid = job["id"].as_str().expect("an id").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stage: Option<String> = sqlx::query_scalar("select stage::text from job where id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+        if stage.as_deref() == Some("render") {
+            return Ok(id);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "job {id} never reached render (stage {stage:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_jobs_all_succeed_though_a_worker_is_killed_mid_run() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
@@ -230,28 +261,9 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
     wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
 
     // A job canceled while it renders stops before its next stage and ends canceled.
-    let job: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"prompt": "A slow river."}))
-        .send()
+    let id = submit_and_wait_for_render(&http, &base, &pool)
         .await?
-        .json()
-        .await?;
-    let id = job["id"].as_str().expect("an id").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let j: Value = http
-            .get(format!("{base}/v1/jobs/{id}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if j["stage"] == "render" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never reached render: {j}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .to_string();
     let r = http
         .post(format!("{base}/v1/jobs/{id}/cancel"))
         .send()
@@ -381,26 +393,7 @@ async fn sigterm_finishes_the_stage_in_flight_and_a_restart_completes_the_job() 
 
     let mut first = Proc::start("dev-1", &args, &env, &dir.0)?;
     wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
-    let job: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"prompt": "A slow river."}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id: Uuid = job["id"].as_str().expect("an id").parse()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stage: Option<String> = sqlx::query_scalar("select stage::text from job where id = $1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await?;
-        if stage.as_deref() == Some("render") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never reached render");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = submit_and_wait_for_render(&http, &base, &pool).await?;
     first.signal("TERM")?;
     assert_eq!(
         first.wait_exit(Duration::from_secs(30))?,
