@@ -9,7 +9,8 @@ create type stage_name as enum (
     'render', 'qa_technical', 'qa_semantic', 'finalize'
 );
 
-create type stage_status as enum ('running', 'succeeded', 'failed');
+-- `canceled`: the stage was under way when the job was canceled, and it never finished.
+create type stage_status as enum ('running', 'succeeded', 'failed', 'canceled');
 
 create type job_priority as enum ('low', 'normal', 'high');
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 pub struct StageView {
     /// The stage.
     pub name: Stage,
-    /// `pending`, `running`, `succeeded` or `failed`.
+    /// `pending`, `running`, `succeeded`, `failed` or `canceled`.
     pub status: String,
     /// Starts of its work (retries and resumes included).
     pub attempts: i32,
@@ -83,6 +83,7 @@ impl JobView {
                             StageStatus::Running => "running",
                             StageStatus::Succeeded => "succeeded",
                             StageStatus::Failed => "failed",
+                            StageStatus::Canceled => "canceled",
                         }
                         .into(),
                         attempts: r.attempts,

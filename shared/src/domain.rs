@@ -151,6 +151,8 @@ pub enum StageStatus {
     Succeeded,
     /// Failed for good.
     Failed,
+    /// Under way when the job was canceled; it never finished.
+    Canceled,
 }
 
 /// How urgently a job should run.

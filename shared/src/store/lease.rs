@@ -27,7 +27,9 @@ fn millis(d: Duration) -> i64 {
 /// Takes the lease on `id` if the job is unfinished and no one holds a live lease, and records
 /// the start of its current stage in the same statement. Returns `None` when another worker
 /// holds it or the job has ended (a duplicate delivery). A job whose cancel was requested is
-/// canceled here instead (its claim comes back with status `canceled`).
+/// canceled here instead (its claim comes back with status `canceled`), and the stage a dead
+/// worker left under way (a job has at most one `running` stage row) is closed as `canceled`
+/// in the same statement.
 pub async fn claim_job(
     db: impl PgExecutor<'_>,
     id: JobId,
@@ -48,6 +50,11 @@ pub async fn claim_job(
               where id = $1 and status in ('queued', 'running') and stage is not null
                 and (locked_until is null or locked_until < now())
              returning *
+         ), closed as (
+             update job_stage s set status = 'canceled', finished_at = now(), updated_at = now(),
+                    duration_ms = (extract(epoch from (now() - s.started_at)) * 1000)::bigint
+               from c
+              where s.job_id = c.id and c.status = 'canceled' and s.status = 'running'
          ), s as (
              insert into job_stage (job_id, stage, worker)
              select id, stage, $2 from c where status = 'running'
