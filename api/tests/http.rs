@@ -143,8 +143,24 @@ async fn bad_bodies_get_problem_json_and_write_nothing() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_problem(wrong_type, 415, "body", "content_type").await?;
-    let huge = json!({"prompt": "x".repeat(200_000)});
-    assert_problem(app.post_job(&huge, None).await?, 413, "body", "size").await?;
+    // One byte over the limit is refused for its size; at the limit the body is read (and then
+    // refused for its over-long prompt).
+    let limit = Settings::default().max_body_bytes;
+    let body_of = |len: usize| {
+        format!(
+            r#"{{"prompt":"{}"}}"#,
+            "x".repeat(len - r#"{"prompt":""}"#.len())
+        )
+    };
+    let post_raw = |body: String| {
+        app.http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_problem(post_raw(body_of(limit + 1)).await?, 413, "body", "size").await?;
+    assert_problem(post_raw(body_of(limit)).await?, 422, "prompt", "length").await?;
     let cases = [
         (json!({}), "prompt", "required"),
         (

@@ -1,0 +1,531 @@
+//! The worker's pipeline, step by step (`run_once`), over a real database, the Postgres queue,
+//! a local artifact store and the simulated backends: what each scenario leaves in the job and
+//! job_stage rows, in the queue and on disk.
+
+#![allow(missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiprod_shared::Settings;
+use aiprod_shared::domain::{JobId, JobSpec, Stage};
+use aiprod_shared::queue::{PgQueue, Queue};
+use aiprod_shared::storage::ArtifactStore;
+use aiprod_shared::store::{
+    CancelOutcome, Checkpoint, CheckpointOutcome, JobPatch, claim_job, fail_job, get_job,
+    insert_job, request_cancel, save_checkpoint,
+};
+use aiprod_shared::testdb::TestDb;
+use aiprod_worker::{JobOutcome, Outcome, SimulatedBackends, WorkerContext, run_once};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// A worker over a database, a queue and an artifact directory of its own.
+struct Rig {
+    ctx: WorkerContext,
+    pool: PgPool,
+    queue: Arc<PgQueue>,
+    artifacts: tempfile::TempDir,
+    _db: TestDb,
+}
+
+/// One job_stage row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct StageRow {
+    stage: String,
+    status: String,
+    attempts: i32,
+    finished_at: Option<String>,
+    has_output: bool,
+}
+
+/// Settings for tests: a short lease, zero simulated latency, quick retries.
+fn test_settings() -> Settings {
+    let mut s = Settings {
+        lease_ttl_ms: 2000,
+        sim_latency_ms: 0,
+        ..Settings::default()
+    };
+    s.retry.initial_ms = 1;
+    s.retry.max_interval_ms = 10;
+    s
+}
+
+impl Rig {
+    async fn new(settings: Settings) -> anyhow::Result<Rig> {
+        settings.validate()?;
+        let db = TestDb::new().await?;
+        let pool = db.pool().await?;
+        let artifacts = tempfile::tempdir()?;
+        let store = ArtifactStore::local(artifacts.path())?;
+        let backends = Arc::new(SimulatedBackends::new(
+            settings.backends.clone(),
+            store.clone(),
+            Duration::from_millis(settings.sim_latency_ms),
+            settings.sim_failure_rate,
+        ));
+        let queue = Arc::new(PgQueue::new(
+            pool.clone(),
+            Duration::from_millis(settings.queue_ack_deadline_ms),
+        ));
+        let ctx = WorkerContext::new(
+            pool.clone(),
+            queue.clone(),
+            store,
+            backends,
+            Arc::new(settings),
+        );
+        Ok(Rig {
+            ctx,
+            pool,
+            queue,
+            artifacts,
+            _db: db,
+        })
+    }
+
+    /// Accepts a job as the API does (job row plus outbox row), without relaying it.
+    async fn insert(&self, body: Value) -> anyhow::Result<JobId> {
+        let spec = JobSpec::from_json(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
+        let id = uuid::Uuid::now_v7();
+        insert_job(&self.pool, id, &spec, None).await?;
+        Ok(id)
+    }
+
+    /// Relays the outbox to the queue, as the scheduler's leader does.
+    async fn relay(&self) -> anyhow::Result<usize> {
+        aiprod_scheduler::relay_once(&self.pool, self.queue.as_ref()).await
+    }
+
+    /// Accepts a job and relays its dispatch.
+    async fn submit(&self, body: Value) -> anyhow::Result<JobId> {
+        let id = self.insert(body).await?;
+        assert_eq!(self.relay().await?, 1);
+        Ok(id)
+    }
+
+    /// Runs the worker until the queue is empty; the outcome of every message handled.
+    async fn drain(&self) -> anyhow::Result<Vec<Outcome>> {
+        let mut outcomes = Vec::new();
+        loop {
+            match run_once(&self.ctx).await? {
+                Outcome::Idle => return Ok(outcomes),
+                o => outcomes.push(o),
+            }
+            assert!(outcomes.len() < 50, "the queue does not drain");
+        }
+    }
+
+    async fn stages(&self, id: JobId) -> anyhow::Result<Vec<StageRow>> {
+        Ok(sqlx::query_as(
+            "select stage::text as stage, status::text as status, attempts,
+                    finished_at::text as finished_at, output is not null as has_output
+               from job_stage where job_id = $1 order by job_stage.stage",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn job_status(&self, id: JobId) -> anyhow::Result<(String, Option<String>)> {
+        Ok(
+            sqlx::query_as("select status::text, stage::text from job where id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn queue_len(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("select count(*) from queue_message")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The job's files in the artifact store.
+    fn artifact_names(&self, id: JobId) -> anyhow::Result<Vec<String>> {
+        let dir = self.artifacts.path().join("jobs").join(id.to_string());
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut names = std::fs::read_dir(dir)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn path_of(uri: &str) -> PathBuf {
+    PathBuf::from(uri.strip_prefix("file://").expect("a file:// URI"))
+}
+
+fn checkpoint<'a>(
+    id: JobId,
+    epoch: i64,
+    worker: &'a str,
+    stage: Stage,
+    output: &'a Value,
+) -> Checkpoint<'a> {
+    Checkpoint {
+        job_id: id,
+        lease_epoch: epoch,
+        worker,
+        stage,
+        output,
+        retries: 0,
+        patch: JobPatch::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_requested_mid_run_ends_the_job_at_its_next_checkpoint() -> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig.insert(json!({"prompt": "A fox."})).await?;
+    let ttl = rig.ctx.settings.lease_ttl();
+    let claim = claim_job(&rig.pool, id, "worker-a", ttl)
+        .await?
+        .expect("the job is free");
+    assert_eq!(claim.job.status.as_str(), "running");
+
+    assert_eq!(
+        request_cancel(&rig.pool, id).await?,
+        CancelOutcome::Requested
+    );
+    // The cancel waits for the stage in flight: the job still runs.
+    assert_eq!(
+        rig.job_status(id).await?,
+        ("running".into(), Some("sanitize".into()))
+    );
+
+    let output = json!({"prompt": "A fox.", "duration_s": 5});
+    let outcome = save_checkpoint(
+        &rig.pool,
+        &checkpoint(id, claim.lease_epoch, "worker-a", Stage::Sanitize, &output),
+    )
+    .await?;
+    assert_eq!(outcome, CheckpointOutcome::Canceled);
+
+    let job = get_job(&rig.pool, id).await?.expect("the job");
+    assert_eq!(
+        (job.status.as_str(), job.stage, job.cancel_requested),
+        ("canceled", None, true)
+    );
+    assert!(job.finished_at.is_some());
+    let lock: (Option<String>, Option<String>) =
+        sqlx::query_as("select locked_by, locked_until::text from job where id = $1")
+            .bind(id)
+            .fetch_one(&rig.pool)
+            .await?;
+    assert_eq!(lock, (None, None), "the lease is released");
+    let stages = rig.stages(id).await?;
+    assert_eq!(stages.len(), 1, "no further stage began: {stages:#?}");
+    assert_eq!(
+        (stages[0].stage.as_str(), stages[0].status.as_str()),
+        ("sanitize", "succeeded")
+    );
+
+    // The job's dispatch, relayed late, is dropped without running anything.
+    assert_eq!(rig.relay().await?, 1);
+    assert_eq!(rig.drain().await?, vec![Outcome::Worked(None)]);
+    assert_eq!(rig.stages(id).await?, stages);
+    assert_eq!(rig.queue_len().await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_stops_a_job_canceled_during_render_after_that_stage() -> anyhow::Result<()> {
+    // Simulated renders that take a while, so the cancel lands while `render` is in flight.
+    let rig = Rig::new(Settings {
+        sim_latency_ms: 500,
+        ..test_settings()
+    })
+    .await?;
+    let id = rig.submit(json!({"prompt": "A fox."})).await?;
+    let ctx = rig.ctx.clone();
+    let worker = tokio::spawn(async move { run_once(&ctx).await });
+
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (_, stage) = rig.job_status(id).await?;
+            if stage.as_deref() == Some("render") {
+                return anyhow::Ok(());
+            }
+            assert!(
+                !worker.is_finished(),
+                "the job ended before render was seen"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    waited.map_err(|_| anyhow::anyhow!("render never began"))??;
+    assert_eq!(
+        request_cancel(&rig.pool, id).await?,
+        CancelOutcome::Requested
+    );
+
+    assert_eq!(worker.await??, Outcome::Worked(Some(JobOutcome::Canceled)));
+    assert_eq!(rig.job_status(id).await?, ("canceled".into(), None));
+    let stages = rig.stages(id).await?;
+    let names: Vec<&str> = stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "sanitize",
+            "analysis",
+            "creative",
+            "visual",
+            "financial",
+            "render"
+        ],
+        "nothing after render began"
+    );
+    assert!(
+        stages
+            .iter()
+            .all(|s| s.status == "succeeded" && s.attempts == 1),
+        "the paid render was kept: {stages:#?}"
+    );
+    assert_eq!(rig.drain().await?, vec![], "nothing is left to run");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_canceled_while_queued_is_dropped_without_running_a_stage() -> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig.submit(json!({"prompt": "A fox."})).await?;
+    assert_eq!(
+        request_cancel(&rig.pool, id).await?,
+        CancelOutcome::Canceled
+    );
+
+    assert_eq!(rig.drain().await?, vec![Outcome::Worked(None)]);
+    assert_eq!(rig.job_status(id).await?, ("canceled".into(), None));
+    assert!(rig.stages(id).await?.is_empty(), "no stage ran");
+    assert!(rig.artifact_names(id)?.is_empty(), "nothing was written");
+    assert_eq!(rig.queue_len().await?, 0, "the message was acked");
+    let epoch: i64 = sqlx::query_scalar("select lease_epoch from job where id = $1")
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+    assert_eq!(epoch, 0, "the job was never leased");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_checkpoint_under_a_stale_lease_epoch_writes_nothing() -> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig.insert(json!({"prompt": "A fox."})).await?;
+    let ttl = rig.ctx.settings.lease_ttl();
+    let old = claim_job(&rig.pool, id, "worker-a", ttl)
+        .await?
+        .expect("the job is free");
+    // worker-a stalls past its lease; worker-b takes the job over under a new epoch.
+    sqlx::query("update job set locked_until = now() - interval '1 second' where id = $1")
+        .bind(id)
+        .execute(&rig.pool)
+        .await?;
+    let new = claim_job(&rig.pool, id, "worker-b", ttl)
+        .await?
+        .expect("an expired lease can be taken over");
+    assert_eq!(new.lease_epoch, old.lease_epoch + 1);
+
+    let output = json!({"prompt": "A fox.", "duration_s": 5});
+    let stale_patch = JobPatch {
+        quality_score: Some(0.99),
+        result_uri: Some("file:///stale".into()),
+        ..JobPatch::default()
+    };
+    // The old holder, and even the new holder's name under the old epoch, are refused.
+    for worker in ["worker-a", "worker-b"] {
+        let cp = Checkpoint {
+            patch: stale_patch.clone(),
+            ..checkpoint(id, old.lease_epoch, worker, Stage::Sanitize, &output)
+        };
+        assert_eq!(
+            save_checkpoint(&rig.pool, &cp).await?,
+            CheckpointOutcome::LeaseLost,
+            "{worker}"
+        );
+    }
+    assert!(
+        !fail_job(
+            &rig.pool,
+            id,
+            old.lease_epoch,
+            "worker-a",
+            Stage::Sanitize,
+            "stale",
+            0
+        )
+        .await?,
+        "a stale failure is refused too"
+    );
+
+    let job = get_job(&rig.pool, id).await?.expect("the job");
+    assert_eq!(
+        (
+            job.status.as_str(),
+            job.stage,
+            job.quality_score,
+            job.result_uri,
+            job.error
+        ),
+        ("running", Some(Stage::Sanitize), None, None, None)
+    );
+    let owner: Option<String> = sqlx::query_scalar("select locked_by from job where id = $1")
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+    assert_eq!(owner.as_deref(), Some("worker-b"));
+    let stages = rig.stages(id).await?;
+    assert_eq!(stages.len(), 1);
+    assert_eq!(
+        (
+            stages[0].status.as_str(),
+            stages[0].attempts,
+            stages[0].has_output
+        ),
+        ("running", 2, false),
+        "the stale writes left the stage as the take-over began it"
+    );
+
+    // The current holder's checkpoint goes through.
+    assert_eq!(
+        save_checkpoint(
+            &rig.pool,
+            &checkpoint(id, new.lease_epoch, "worker-b", Stage::Sanitize, &output)
+        )
+        .await?,
+        CheckpointOutcome::Advanced(Stage::Analysis)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_reaper_redispatches_an_expired_lease_and_the_job_resumes_where_it_stopped()
+-> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let prompt = json!({"prompt": "A fox runs. It jumps.", "duration_s": 6});
+
+    // A reference job, run to the end, supplies the outputs a real worker writes.
+    let reference = rig.submit(prompt.clone()).await?;
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Succeeded))]
+    );
+    let outputs: Vec<(Stage, Value)> = sqlx::query_as(
+        "select stage, output from job_stage where job_id = $1 and stage <= 'creative' order by stage",
+    )
+    .bind(reference)
+    .fetch_all(&rig.pool)
+    .await?;
+    assert_eq!(outputs.len(), 3);
+
+    // A worker receives the job, leases it, acks, checkpoints three stages and dies in `visual`.
+    let id = rig.submit(prompt).await?;
+    let delivery = rig.queue.receive(1).await?.pop().expect("the dispatch");
+    assert_eq!(delivery.job_id, id);
+    let ttl = rig.ctx.settings.lease_ttl();
+    let claim = claim_job(&rig.pool, id, "dead-worker", ttl)
+        .await?
+        .expect("the job is free");
+    rig.queue.ack(&[delivery.ack_id]).await?;
+    for (stage, output) in &outputs {
+        let outcome = save_checkpoint(
+            &rig.pool,
+            &checkpoint(id, claim.lease_epoch, "dead-worker", *stage, output),
+        )
+        .await?;
+        assert_eq!(
+            outcome,
+            CheckpointOutcome::Advanced(stage.next().expect("not the last stage"))
+        );
+    }
+    let before = rig.stages(id).await?;
+    assert_eq!(before.len(), 4, "three finished, visual begun: {before:#?}");
+
+    // A live lease is left alone; an expired one is re-dispatched once.
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool).await?, 0);
+    assert_eq!(rig.drain().await?, vec![], "nothing is queued for it yet");
+    sqlx::query("update job set locked_until = now() - interval '1 millisecond' where id = $1")
+        .bind(id)
+        .execute(&rig.pool)
+        .await?;
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool).await?, 1);
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool).await?, 0);
+    let lock: (Option<String>, i32, i32) = sqlx::query_as(
+        "select j.locked_by, j.reap_count, o.attempt from job j join outbox o on o.job_id = j.id where j.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&rig.pool)
+    .await?;
+    assert_eq!(lock, (None, 1, 2), "lease cleared, dispatch attempt 2");
+    assert_eq!(rig.relay().await?, 1);
+
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Succeeded))]
+    );
+    let after = rig.stages(id).await?;
+    assert_eq!(after.len(), 9);
+    assert_eq!(
+        after[..3],
+        before[..3],
+        "the finished stages were not run again"
+    );
+    let attempts: Vec<i32> = after.iter().map(|s| s.attempts).collect();
+    assert_eq!(
+        attempts,
+        [1, 1, 1, 2, 1, 1, 1, 1, 1],
+        "only the stage in flight at the crash started twice"
+    );
+    assert!(after.iter().all(|s| s.status == "succeeded"), "{after:#?}");
+    let job = get_job(&rig.pool, id).await?.expect("the job");
+    assert_eq!(job.status.as_str(), "succeeded");
+    assert!(job.result_uri.is_some_and(|u| path_of(&u).exists()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancel_found_by_the_next_claim_closes_the_stage_a_dead_worker_left_running()
+-> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig.submit(json!({"prompt": "A fox."})).await?;
+    // Worker A takes the message and the lease, begins sanitize, and dies.
+    sqlx::query("delete from queue_message")
+        .execute(&rig.pool)
+        .await?;
+    claim_job(&rig.pool, id, "worker-a", rig.ctx.settings.lease_ttl())
+        .await?
+        .expect("the job is free");
+    assert_eq!(
+        request_cancel(&rig.pool, id).await?,
+        CancelOutcome::Requested
+    );
+    sqlx::query("update job set locked_until = now() - interval '1 second' where id = $1")
+        .bind(id)
+        .execute(&rig.pool)
+        .await?;
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool).await?, 1);
+    assert_eq!(rig.relay().await?, 1);
+
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Canceled))]
+    );
+    assert_eq!(rig.job_status(id).await?, ("canceled".into(), None));
+    let stages = rig.stages(id).await?;
+    assert_eq!(stages.len(), 1, "{stages:#?}");
+    assert_eq!(
+        (stages[0].stage.as_str(), stages[0].status.as_str()),
+        ("sanitize", "canceled")
+    );
+    assert!(
+        stages[0].finished_at.is_some(),
+        "the interrupted stage is closed"
+    );
+    Ok(())
+}
