@@ -50,7 +50,7 @@ pub async fn run(args: BenchArgs, mut settings: Settings) -> anyhow::Result<Exit
         .clone()
         .unwrap_or_else(std::env::temp_dir)
         .join(&name);
-    settings.database_url = Some(SecretString::from(aiprod_shared::testdb::with_database(
+    settings.database_url = Some(SecretString::from(aiprod_shared::db::with_database(
         &server, &name,
     )));
     settings.worker_concurrency = args.workers;

@@ -2,8 +2,8 @@
 //! private cluster.
 
 use aiprod_shared::Settings;
+use aiprod_shared::db::with_database;
 use aiprod_shared::pgtemp::PrivateCluster;
-use aiprod_shared::testdb::with_database;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{Connection, Executor, PgConnection};

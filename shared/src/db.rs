@@ -37,3 +37,36 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .await
         .context("while applying migrations")
 }
+
+/// Replaces the database part of a URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map(|(b, q)| (b, Some(q)))
+        .unwrap_or((url, None));
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_or_adds_the_database_and_keeps_the_options() {
+        let cases = [
+            ("postgres://u@h:5432/app", "postgres://u@h:5432/other"),
+            ("postgres://u@h:5432", "postgres://u@h:5432/other"),
+            ("postgres://u@h/app?sslmode=require", "postgres://u@h/other?sslmode=require"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(with_database(url, "other"), expected, "{url}");
+        }
+    }
+}

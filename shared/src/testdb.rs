@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use anyhow::Context;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
+use crate::db::with_database;
 use crate::pgtemp::PrivateCluster;
 
 /// The server URL (without a database) tests use.
@@ -23,22 +24,6 @@ fn server_url() -> anyhow::Result<String> {
         }
     };
     Ok(URL.get_or_init(|| url).clone())
-}
-
-/// Replaces the database part of a URL.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map(|(b, q)| (b, Some(q)))
-        .unwrap_or((url, None));
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
 }
 
 /// A database of one test's own, dropped on drop.

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aiprod_shared::domain::JobStatus;
 use aiprod_shared::metrics::Metrics;
 use aiprod_shared::queue::Delivery;
-use aiprod_shared::store::{claim_job, claim_was_cancel};
+use aiprod_shared::store::claim_job;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -158,7 +159,7 @@ pub(crate) async fn process_delivery(
         tracing::debug!(job_id = %d.job_id, deliveries = d.deliveries, "dropped a delivery: job leased elsewhere or ended");
         return None;
     };
-    if claim_was_cancel(claim.job.status) {
+    if claim.job.status == JobStatus::Canceled {
         metrics.jobs_canceled.inc();
         return Some(JobOutcome::Canceled);
     }

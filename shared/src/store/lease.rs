@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 
 use super::job::JobRecord;
-use crate::domain::{JobId, JobStatus, Stage};
+use crate::domain::{JobId, Stage};
 
 /// A job that this worker now holds, or found to be canceled.
 #[derive(Debug, sqlx::FromRow)]
@@ -132,9 +132,4 @@ pub async fn release_lease(
     .fetch_optional(pool)
     .await?;
     Ok(released.is_some())
-}
-
-/// True when `status` means the claim found the job canceled rather than leased.
-pub fn claim_was_cancel(status: JobStatus) -> bool {
-    status == JobStatus::Canceled
 }

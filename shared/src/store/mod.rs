@@ -15,4 +15,4 @@ pub use job::{
     CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_stages, insert_job,
     list_jobs, request_cancel,
 };
-pub use lease::{Claim, claim_job, claim_was_cancel, load_outputs, release_lease, renew_leases};
+pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
