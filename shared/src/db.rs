@@ -63,7 +63,10 @@ mod tests {
         let cases = [
             ("postgres://u@h:5432/app", "postgres://u@h:5432/other"),
             ("postgres://u@h:5432", "postgres://u@h:5432/other"),
-            ("postgres://u@h/app?sslmode=require", "postgres://u@h/other?sslmode=require"),
+            (
+                "postgres://u@h/app?sslmode=require",
+                "postgres://u@h/other?sslmode=require",
+            ),
         ];
         for (url, expected) in cases {
             assert_eq!(with_database(url, "other"), expected, "{url}");

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiprod_shared::Settings;
-use aiprod_shared::domain::{JobId, JobSpec, Stage};
-use aiprod_shared::queue::{PgQueue, Queue};
+use aiprod_shared::domain::{JobId, JobSpec, Priority, Stage};
+use aiprod_shared::queue::{Dispatch, PgQueue, Queue};
 use aiprod_shared::storage::ArtifactStore;
 use aiprod_shared::store::{
     CancelOutcome, Checkpoint, CheckpointOutcome, JobPatch, claim_job, fail_job, get_job,
@@ -527,5 +527,146 @@ async fn a_cancel_found_by_the_next_claim_closes_the_stage_a_dead_worker_left_ru
         stages[0].finished_at.is_some(),
         "the interrupted stage is closed"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_runs_all_nine_stages_and_leaves_real_artifacts() -> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig
+        .submit(json!({"prompt": "A fox runs. It jumps. Snow falls.", "duration_s": 9}))
+        .await?;
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Succeeded))]
+    );
+    let stages = rig.stages(id).await?;
+    assert_eq!(stages.len(), 9);
+    assert!(
+        stages
+            .iter()
+            .all(|s| s.status == "succeeded" && s.attempts == 1),
+        "{stages:?}"
+    );
+    let (backend, est, cost, score, uri): (String, i64, i64, f64, String) = sqlx::query_as(
+        "select backend::text, estimated_cost_micros, cost_micros, quality_score, result_uri from job where id = $1",
+    )
+    .bind(id)
+    .fetch_one(&rig.pool)
+    .await?;
+    // Three 3-second shots on replicate: 3 × (0.01 + 0.05 × 3) = 0.48 exactly.
+    assert_eq!(
+        (backend.as_str(), est, cost, score),
+        ("replicate", 480_000, 480_000, 0.75)
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(path_of(&uri))?)?;
+    let shots = manifest["shots"].as_array().expect("shots");
+    assert_eq!(shots.len(), 3);
+    for shot in shots {
+        let bytes = std::fs::read(
+            shot["uri"]
+                .as_str()
+                .expect("uri")
+                .trim_start_matches("file://"),
+        )?;
+        assert_eq!(
+            aiprod_shared::mp4::read_duration(&bytes),
+            Some(Duration::from_secs(3))
+        );
+    }
+    assert_eq!(manifest["cost_usd"], "0.48");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_runs_no_stage_twice() -> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig.submit(json!({"prompt": "A fox."})).await?;
+    // The same dispatch delivered twice more, as an at-least-once queue may.
+    let dup = Dispatch {
+        job_id: id,
+        attempt: 1,
+        priority: Priority::Normal,
+    };
+    rig.queue.publish(&[dup.clone(), dup]).await?;
+    let outcomes = rig.drain().await?;
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Worked(Some(JobOutcome::Succeeded)),
+            Outcome::Worked(None),
+            Outcome::Worked(None)
+        ]
+    );
+    let stages = rig.stages(id).await?;
+    assert_eq!(stages.len(), 9);
+    assert!(
+        stages.iter().all(|s| s.attempts == 1),
+        "a stage ran twice: {stages:?}"
+    );
+    assert_eq!(rig.queue_len().await?, 0, "every delivery was acked");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delivery_for_a_job_leased_elsewhere_is_dropped() -> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig.submit(json!({"prompt": "A fox."})).await?;
+    claim_job(&rig.pool, id, "another-worker", Duration::from_secs(60))
+        .await?
+        .expect("claimed");
+    assert_eq!(rig.drain().await?, vec![Outcome::Worked(None)]);
+    let owner: Option<String> = sqlx::query_scalar("select locked_by from job where id = $1")
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+    assert_eq!(owner.as_deref(), Some("another-worker"));
+    let stages = rig.stages(id).await?;
+    assert_eq!(stages.len(), 1, "{stages:#?}");
+    assert_eq!(
+        (
+            stages[0].stage.as_str(),
+            stages[0].status.as_str(),
+            stages[0].attempts
+        ),
+        ("sanitize", "running", 1)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stage_that_keeps_failing_fails_the_job_naming_the_stage() -> anyhow::Result<()> {
+    let mut settings = Settings {
+        sim_failure_rate: 1.0,
+        ..test_settings()
+    };
+    settings.retry.max_attempts = 2;
+    let rig = Rig::new(settings).await?;
+    let id = rig.submit(json!({"prompt": "A fox."})).await?;
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Failed))]
+    );
+    let (status, stage, error): (String, String, String) =
+        sqlx::query_as("select status::text, stage::text, error from job where id = $1")
+            .bind(id)
+            .fetch_one(&rig.pool)
+            .await?;
+    assert_eq!((status.as_str(), stage.as_str()), ("failed", "render"));
+    assert!(
+        error.starts_with("stage render failed: simulated replicate render"),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("(gave up after the last attempt)"),
+        "{error}"
+    );
+    let render: (String, i32) = sqlx::query_as(
+        "select status::text, attempts from job_stage where job_id = $1 and stage = 'render'",
+    )
+    .bind(id)
+    .fetch_one(&rig.pool)
+    .await?;
+    assert_eq!(render, ("failed".into(), 2));
     Ok(())
 }
