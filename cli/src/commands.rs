@@ -10,7 +10,7 @@ use aiprod_api::AppState;
 use aiprod_shared::queue::{PgQueue, Queue};
 use aiprod_shared::storage::ArtifactStore;
 use aiprod_shared::{Settings, db, shutdown, telemetry};
-use aiprod_worker::{Backends, NoBackends, SimulatedBackends, WorkerContext};
+use aiprod_worker::{Fleet, WorkerContext};
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,8 @@ pub async fn parts(settings: Settings, private_db: bool, migrate: bool) -> anyho
     })
 }
 
-/// A worker context; backends are simulated when `simulate` (no real clients exist yet).
+/// A worker context: real backend clients where credentials are set, the simulation for the
+/// rest when `simulate`.
 pub fn worker_context(p: &Parts, simulate: bool) -> anyhow::Result<WorkerContext> {
     let store = ArtifactStore::local(&p.settings.artifact_dir).with_context(|| {
         format!(
@@ -60,19 +61,19 @@ pub fn worker_context(p: &Parts, simulate: bool) -> anyhow::Result<WorkerContext
             p.settings.artifact_dir.display()
         )
     })?;
-    let backends: Arc<dyn Backends> = if simulate {
-        Arc::new(SimulatedBackends::new(
-            p.settings.backends.clone(),
-            store.clone(),
-            Duration::from_millis(p.settings.sim_latency_ms),
-            p.settings.sim_failure_rate,
-        ))
-    } else {
+    let backends = Fleet::from_settings(
+        &p.settings,
+        simulate,
+        Duration::from_millis(p.settings.sim_latency_ms),
+    )?;
+    let enabled = backends.enabled();
+    if enabled.is_empty() {
         tracing::warn!(
-            "AIPROD_SIMULATE_BACKENDS is off and no backend has credentials: jobs will fail at `financial`"
+            "no backend is enabled (no credentials, and AIPROD_SIMULATE_BACKENDS is off): jobs will fail at `financial`"
         );
-        Arc::new(NoBackends)
-    };
+    } else {
+        tracing::info!(?enabled, simulate, "video backends");
+    }
     Ok(WorkerContext::new(
         p.pool.clone(),
         p.queue.clone(),

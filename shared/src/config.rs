@@ -61,6 +61,93 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// `AIPROD_BACKENDS__<NAME>__*`: price, quality and speed of each backend.
     pub backends: PriceTable,
+    /// `AIPROD_FALLBACK_ORDER`: the order in which backends are tried after the chosen one
+    /// fails (comma-separated in env).
+    #[serde(deserialize_with = "backend_list")]
+    pub fallback_order: Vec<BackendName>,
+    /// `AIPROD_CIRCUIT_FAILURE_THRESHOLD`: consecutive failures that open a backend's circuit.
+    pub circuit_failure_threshold: u32,
+    /// `AIPROD_CIRCUIT_COOLDOWN_MS`: how long a circuit stays open the first time; it doubles
+    /// each time the half-open probe fails.
+    pub circuit_cooldown_ms: u64,
+    /// `AIPROD_CIRCUIT_COOLDOWN_MAX_MS`: the longest cooldown.
+    pub circuit_cooldown_max_ms: u64,
+    /// `AIPROD_CIRCUIT_PROBE_TTL_MS`: how long the one half-open probe may take before another
+    /// worker may probe in its place (its worker may have died).
+    pub circuit_probe_ttl_ms: u64,
+    /// `AIPROD_JOB_DEADLINE_S`: a job's renders are canceled this long after it was accepted.
+    pub job_deadline_s: u64,
+    /// `AIPROD_BACKEND_HTTP_TIMEOUT_MS`: the longest one provider HTTP call may take.
+    pub backend_http_timeout_ms: u64,
+    /// `AIPROD_THROTTLE_WAIT_MAX_MS`: the longest a submit waits out a provider's 429 before it
+    /// falls back to the next backend.
+    pub throttle_wait_max_ms: u64,
+    /// `AIPROD_RUNWAY_*`: the Runway developer API.
+    #[serde(flatten)]
+    pub runway: RunwaySettings,
+    /// `AIPROD_VEO_*`: Veo 3 on Vertex AI.
+    #[serde(flatten)]
+    pub veo: VeoSettings,
+    /// `AIPROD_REPLICATE_*`: Replicate.
+    #[serde(flatten)]
+    pub replicate: ReplicateSettings,
+}
+
+/// The Runway client. Enabled when `AIPROD_RUNWAY_API_KEY` is set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct RunwaySettings {
+    /// `AIPROD_RUNWAY_BASE_URL`.
+    pub runway_base_url: String,
+    /// `AIPROD_RUNWAY_API_KEY`.
+    #[serde(skip_serializing)]
+    pub runway_api_key: Option<SecretString>,
+    /// `AIPROD_RUNWAY_API_VERSION`: the `X-Runway-Version` header.
+    pub runway_api_version: String,
+    /// `AIPROD_RUNWAY_RATIO`: the output's `ratio`.
+    pub runway_ratio: String,
+    /// `AIPROD_RUNWAY_POLL_MS`: the task polling cadence (±20 % jitter).
+    pub runway_poll_ms: u64,
+}
+
+/// The Veo 3 client. Enabled when `AIPROD_VEO_PROJECT` is set; it authenticates with
+/// Application Default Credentials unless `AIPROD_VEO_ACCESS_TOKEN` gives a token.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct VeoSettings {
+    /// `AIPROD_VEO_BASE_URL`: default `https://{location}-aiplatform.googleapis.com`.
+    pub veo_base_url: Option<String>,
+    /// `AIPROD_VEO_PROJECT`: the Google Cloud project.
+    pub veo_project: Option<String>,
+    /// `AIPROD_VEO_LOCATION`: the Vertex AI region.
+    pub veo_location: String,
+    /// `AIPROD_VEO_ACCESS_TOKEN`: a fixed OAuth token instead of ADC (short-lived; for checks).
+    #[serde(skip_serializing)]
+    pub veo_access_token: Option<SecretString>,
+    /// `AIPROD_VEO_STORAGE_URI`: a `gs://` prefix for outputs; unset, videos come back inline.
+    pub veo_storage_uri: Option<String>,
+    /// `AIPROD_VEO_GCS_BASE_URL`: where `gs://` outputs are read (the Cloud Storage JSON API).
+    pub veo_gcs_base_url: String,
+    /// `AIPROD_VEO_RESOLUTION`: `720p` or `1080p`.
+    pub veo_resolution: String,
+    /// `AIPROD_VEO_GENERATE_AUDIO`: ask for an audio track.
+    pub veo_generate_audio: bool,
+    /// `AIPROD_VEO_POLL_MS`: the operation polling cadence (±20 % jitter).
+    pub veo_poll_ms: u64,
+}
+
+/// The Replicate client. Enabled when `AIPROD_REPLICATE_API_TOKEN` is set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ReplicateSettings {
+    /// `AIPROD_REPLICATE_BASE_URL`.
+    pub replicate_base_url: String,
+    /// `AIPROD_REPLICATE_API_TOKEN`.
+    #[serde(skip_serializing)]
+    pub replicate_api_token: Option<SecretString>,
+    /// `AIPROD_REPLICATE_VERSION`: the model version to run.
+    pub replicate_version: String,
+    /// `AIPROD_REPLICATE_WAIT_S`: `Prefer: wait=N` on create (1–60; 0 leaves it out).
+    pub replicate_wait_s: u64,
+    /// `AIPROD_REPLICATE_POLL_MS`: the prediction polling cadence (±20 % jitter).
+    pub replicate_poll_ms: u64,
 }
 
 /// How log lines are written.
@@ -97,6 +184,39 @@ impl Default for Settings {
             forbidden_words: ["gore", "nsfw", "beheading"].map(String::from).to_vec(),
             retry: RetryPolicy::default(),
             backends: PriceTable::default(),
+            fallback_order: BackendName::ALL.to_vec(),
+            circuit_failure_threshold: 3,
+            circuit_cooldown_ms: 30_000,
+            circuit_cooldown_max_ms: 600_000,
+            circuit_probe_ttl_ms: 900_000,
+            job_deadline_s: 3_600,
+            backend_http_timeout_ms: 30_000,
+            throttle_wait_max_ms: 60_000,
+            runway: RunwaySettings {
+                runway_base_url: "https://api.dev.runwayml.com".into(),
+                runway_api_key: None,
+                runway_api_version: "2024-11-06".into(),
+                runway_ratio: "1280:720".into(),
+                runway_poll_ms: 6_000,
+            },
+            veo: VeoSettings {
+                veo_base_url: None,
+                veo_project: None,
+                veo_location: "us-central1".into(),
+                veo_access_token: None,
+                veo_storage_uri: None,
+                veo_gcs_base_url: "https://storage.googleapis.com".into(),
+                veo_resolution: "720p".into(),
+                veo_generate_audio: false,
+                veo_poll_ms: 10_000,
+            },
+            replicate: ReplicateSettings {
+                replicate_base_url: "https://api.replicate.com".into(),
+                replicate_api_token: None,
+                replicate_version: "stability-ai/stable-video-diffusion:3f0457e4619daac51203dedb472816fd4af51f3149fa7a9e0b5ffcf1b8172438".into(),
+                replicate_wait_s: 5,
+                replicate_poll_ms: 2_000,
+            },
         }
     }
 }
@@ -190,11 +310,99 @@ impl Settings {
             ));
         }
         self.retry.validate().map_err(SettingsError)?;
+        self.validate_backends()?;
         for name in BackendName::ALL {
             let p: &BackendProfile = self.backends.profile(name);
             p.validate(name).map_err(SettingsError)?;
         }
         Ok(())
+    }
+
+    fn validate_backends(&self) -> Result<(), SettingsError> {
+        let fail = |m: String| Err(SettingsError(m));
+        let mut seen = Vec::new();
+        for b in &self.fallback_order {
+            if seen.contains(b) {
+                return fail(format!("AIPROD_FALLBACK_ORDER names {b} twice"));
+            }
+            seen.push(*b);
+        }
+        if self.fallback_order.is_empty() {
+            return fail("AIPROD_FALLBACK_ORDER must name at least one backend".into());
+        }
+        if !(1..=100).contains(&self.circuit_failure_threshold) {
+            return fail(format!(
+                "AIPROD_CIRCUIT_FAILURE_THRESHOLD must be 1–100, got {}",
+                self.circuit_failure_threshold
+            ));
+        }
+        for (name, v) in [
+            ("AIPROD_CIRCUIT_COOLDOWN_MS", self.circuit_cooldown_ms),
+            ("AIPROD_CIRCUIT_COOLDOWN_MAX_MS", self.circuit_cooldown_max_ms),
+            ("AIPROD_CIRCUIT_PROBE_TTL_MS", self.circuit_probe_ttl_ms),
+            ("AIPROD_BACKEND_HTTP_TIMEOUT_MS", self.backend_http_timeout_ms),
+            ("AIPROD_THROTTLE_WAIT_MAX_MS", self.throttle_wait_max_ms),
+            ("AIPROD_RUNWAY_POLL_MS", self.runway.runway_poll_ms),
+            ("AIPROD_VEO_POLL_MS", self.veo.veo_poll_ms),
+            ("AIPROD_REPLICATE_POLL_MS", self.replicate.replicate_poll_ms),
+        ] {
+            if !(10..=86_400_000).contains(&v) {
+                return fail(format!("{name} must be 10–86400000, got {v}"));
+            }
+        }
+        if self.circuit_cooldown_max_ms < self.circuit_cooldown_ms {
+            return fail("AIPROD_CIRCUIT_COOLDOWN_MAX_MS must be at least AIPROD_CIRCUIT_COOLDOWN_MS".into());
+        }
+        if !(10..=7 * 86_400).contains(&self.job_deadline_s) {
+            return fail(format!(
+                "AIPROD_JOB_DEADLINE_S must be 10–604800, got {}",
+                self.job_deadline_s
+            ));
+        }
+        if self.replicate.replicate_wait_s > 60 {
+            return fail(format!(
+                "AIPROD_REPLICATE_WAIT_S must be 0–60, got {}",
+                self.replicate.replicate_wait_s
+            ));
+        }
+        if !["720p", "1080p"].contains(&self.veo.veo_resolution.as_str()) {
+            return fail(format!(
+                "AIPROD_VEO_RESOLUTION must be 720p or 1080p, got {}",
+                self.veo.veo_resolution
+            ));
+        }
+        const RATIOS: [&str; 6] = ["1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672"];
+        if !RATIOS.contains(&self.runway.runway_ratio.as_str()) {
+            return fail(format!(
+                "AIPROD_RUNWAY_RATIO must be one of {}, got {}",
+                RATIOS.join(", "),
+                self.runway.runway_ratio
+            ));
+        }
+        if let Some(uri) = &self.veo.veo_storage_uri
+            && !uri.starts_with("gs://")
+        {
+            return fail(format!("AIPROD_VEO_STORAGE_URI must start with gs://, got {uri}"));
+        }
+        for (name, url) in [
+            ("AIPROD_RUNWAY_BASE_URL", Some(&self.runway.runway_base_url)),
+            ("AIPROD_REPLICATE_BASE_URL", Some(&self.replicate.replicate_base_url)),
+            ("AIPROD_VEO_BASE_URL", self.veo.veo_base_url.as_ref()),
+            ("AIPROD_VEO_GCS_BASE_URL", Some(&self.veo.veo_gcs_base_url)),
+        ] {
+            if let Some(url) = url
+                && !url.starts_with("http://")
+                && !url.starts_with("https://")
+            {
+                return fail(format!("{name} must be an http(s) URL, got {url}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The job's render deadline, counted from its acceptance.
+    pub fn job_deadline(&self) -> Duration {
+        Duration::from_secs(self.job_deadline_s)
     }
 
     /// Whether backends are simulated: the explicit setting, else the mode's default.
@@ -230,6 +438,17 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
             .map(String::from)
             .collect(),
     })
+}
+
+/// A list of backend names, or one comma-separated string.
+fn backend_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BackendName>, D::Error> {
+    list_or_csv(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<BackendName>()
+                .map_err(|_| serde::de::Error::custom(format!("unknown backend `{s}`")))
+        })
+        .collect()
 }
 
 /// Figment errors can span lines and list the whole chain; the operator wants one line.

@@ -35,6 +35,16 @@ pub struct Metrics {
     pub leases_reaped: IntCounter,
     /// Outbox rows relayed to the queue.
     pub outbox_relayed: IntCounter,
+    /// HTTP calls to a provider (submit, poll, cancel, download), per backend.
+    pub backend_requests: IntCounterVec,
+    /// Failed calls and failed renders, per backend (throttling excluded).
+    pub backend_errors: IntCounterVec,
+    /// Shots that left a backend for the next one in the fallback order, per backend left.
+    pub backend_fallbacks: IntCounterVec,
+    /// Seconds from submit to the provider's answer, per backend.
+    pub render_duration: HistogramVec,
+    /// Dollars a finished job cost.
+    pub cost_per_job: Histogram,
 }
 
 impl Metrics {
@@ -87,6 +97,44 @@ impl Metrics {
                 "Outbox rows relayed to the queue.",
             )
             .expect("valid"),
+            backend_requests: IntCounterVec::new(
+                Opts::new("backend_requests_total", "HTTP calls to a video provider."),
+                &["backend"],
+            )
+            .expect("valid"),
+            backend_errors: IntCounterVec::new(
+                Opts::new(
+                    "backend_errors_total",
+                    "Failed provider calls and failed renders (throttling excluded).",
+                ),
+                &["backend"],
+            )
+            .expect("valid"),
+            backend_fallbacks: IntCounterVec::new(
+                Opts::new(
+                    "backend_fallbacks_total",
+                    "Shots that left this backend for the next in the fallback order.",
+                ),
+                &["backend"],
+            )
+            .expect("valid"),
+            render_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "render_duration_seconds",
+                    "Seconds from submit to the provider's final answer.",
+                )
+                .buckets(vec![
+                    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+                ]),
+                &["backend"],
+            )
+            .expect("valid"),
+            cost_per_job: Histogram::with_opts(
+                HistogramOpts::new("cost_per_job_usd", "Dollars a finished job cost.").buckets(
+                    vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0],
+                ),
+            )
+            .expect("valid"),
             registry,
         };
         let r = &m.registry;
@@ -113,6 +161,17 @@ impl Metrics {
         r.register(Box::new(m.pipeline_duration.clone()))
             .expect("registered once");
         r.register(Box::new(m.stage_errors.clone()))
+            .expect("registered once");
+        for c in [
+            &m.backend_requests,
+            &m.backend_errors,
+            &m.backend_fallbacks,
+        ] {
+            r.register(Box::new(c.clone())).expect("registered once");
+        }
+        r.register(Box::new(m.render_duration.clone()))
+            .expect("registered once");
+        r.register(Box::new(m.cost_per_job.clone()))
             .expect("registered once");
         m
     }

@@ -9,7 +9,8 @@ use aiprod_shared::storage::ArtifactStore;
 use sqlx::PgPool;
 
 use crate::acker::Acker;
-use crate::backend::Backends;
+use crate::backend::Fleet;
+use crate::budget::{BudgetView, Unlimited};
 use crate::lease::Leases;
 use crate::writer::CheckpointWriter;
 
@@ -23,7 +24,9 @@ pub struct WorkerContext {
     /// Where artifacts go.
     pub store: ArtifactStore,
     /// The enabled video backends.
-    pub backends: Arc<dyn Backends>,
+    pub backends: Fleet,
+    /// The money left, as routing reads it.
+    pub budget: Arc<dyn BudgetView>,
     /// Every setting.
     pub settings: Arc<Settings>,
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
@@ -36,12 +39,18 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
+    /// Reads the budget through `budget` instead of applying no limit.
+    pub fn with_budget(mut self, budget: Arc<dyn BudgetView>) -> WorkerContext {
+        self.budget = budget;
+        self
+    }
+
     /// Builds a context with a fresh worker id.
     pub fn new(
         pool: PgPool,
         queue: Arc<dyn Queue>,
         store: ArtifactStore,
-        backends: Arc<dyn Backends>,
+        backends: Fleet,
         settings: Arc<Settings>,
     ) -> WorkerContext {
         let host =
@@ -53,6 +62,7 @@ impl WorkerContext {
             queue,
             store,
             backends,
+            budget: Arc::new(Unlimited),
             settings,
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),

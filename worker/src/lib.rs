@@ -6,9 +6,12 @@
 //! - `pipeline`: one job, stage after stage, with retries and checkpoints.
 //! - `transition`: the pure function that decides what follows a stage's outcome.
 //! - `stages`: one file per stage; `planner` and `backend` serve them.
+//! - `backend`: one client per video provider behind the `Backend` trait; `render` runs the
+//!   write-ahead protocol, the fleet-wide circuit breaker and fallback around them.
 
 mod acker;
-mod backend;
+pub mod backend;
+pub mod budget;
 mod consumer;
 mod context;
 mod dbretry;
@@ -16,11 +19,12 @@ mod lease;
 mod ops;
 mod pipeline;
 mod planner;
+mod render;
 mod stages;
 mod transition;
 mod writer;
 
-pub use backend::{Backends, NoBackends, RenderedShot, SimulatedBackends};
+pub use backend::{Backend, Fleet, RenderedShot};
 pub use consumer::{Outcome, run, run_once};
 pub use context::WorkerContext;
 pub use ops::ops_router;

@@ -89,6 +89,8 @@ async fn run_stages(
     }
     let mut state = JobState {
         id: job_id,
+        lease_epoch: epoch,
+        created_at: claim.job.created_at,
         spec: claim.job.spec(),
         outputs,
     };

@@ -17,7 +17,7 @@ use aiprod_shared::store::{
     insert_job, request_cancel, save_checkpoint,
 };
 use aiprod_shared::testdb::TestDb;
-use aiprod_worker::{JobOutcome, Outcome, SimulatedBackends, WorkerContext, run_once};
+use aiprod_worker::{Fleet, JobOutcome, Outcome, WorkerContext, run_once};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -59,12 +59,11 @@ impl Rig {
         let pool = db.pool().await?;
         let artifacts = tempfile::tempdir()?;
         let store = ArtifactStore::local(artifacts.path())?;
-        let backends = Arc::new(SimulatedBackends::new(
-            settings.backends.clone(),
-            store.clone(),
+        let backends = Fleet::from_settings(
+            &settings,
+            true,
             Duration::from_millis(settings.sim_latency_ms),
-            settings.sim_failure_rate,
-        ));
+        )?;
         let queue = Arc::new(PgQueue::new(
             pool.clone(),
             Duration::from_millis(settings.queue_ack_deadline_ms),
@@ -654,8 +653,28 @@ async fn a_stage_that_keeps_failing_fails_the_job_naming_the_stage() -> anyhow::
             .await?;
     assert_eq!((status.as_str(), stage.as_str()), ("failed", "render"));
     assert!(
-        error.starts_with("stage render failed: simulated replicate render"),
+        error.starts_with("stage render failed: shot 0: no backend rendered it (replicate: simulated replicate render failed (internal); runway: "),
         "{error}"
+    );
+    // Each stage try began with the cheapest, then walked the configured fallback order
+    // (runway, veo3): every try is a row.
+    let tries: Vec<(i32, String, String, String)> = sqlx::query_as(
+        "select attempt, backend::text, state::text, failure_class from render_task
+          where job_id = $1 order by attempt",
+    )
+    .bind(id)
+    .fetch_all(&rig.pool)
+    .await?;
+    let order: Vec<&str> = tries.iter().map(|t| t.1.as_str()).collect();
+    assert_eq!(
+        order,
+        ["replicate", "runway", "veo3", "replicate", "runway", "veo3"]
+    );
+    assert!(
+        tries
+            .iter()
+            .all(|t| t.2 == "failed" && t.3 == "internal"),
+        "{tries:?}"
     );
     assert!(
         error.ends_with("(gave up after the last attempt)"),

@@ -4,8 +4,10 @@
 
 mod checkpoint;
 mod dispatch;
+mod health;
 mod job;
 mod lease;
+mod render;
 
 pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
@@ -16,3 +18,11 @@ pub use job::{
     list_jobs, request_cancel,
 };
 pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
+pub use health::{
+    Availability, BackendHealth, CircuitPolicy, CircuitState, Gate, backend_health, db_now, gate,
+    record_failure, record_success, release_probe,
+};
+pub use render::{
+    Intent, RenderState, RenderTask, RenderUpdate, adopt_orphan, insert_intent, orphans,
+    render_tasks, update_render,
+};

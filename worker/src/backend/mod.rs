@@ -1,65 +1,330 @@
-//! Video backends behind one trait. Today only the simulated stand-ins exist; the real Runway,
-//! Veo 3 and Replicate clients plug in here.
+//! Video backends behind one trait, one file per provider. A client only speaks its provider's
+//! HTTP API and classifies its answers; the write-ahead protocol, health, fallback and money
+//! live in `crate::render`, the same for every backend, simulated or real.
 
+mod http;
+mod replicate;
+mod runway;
 mod simulated;
+mod veo3;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use aiprod_shared::Money;
-use aiprod_shared::domain::{BackendName, JobId};
-use aiprod_shared::retry::StepError;
+use aiprod_shared::Settings;
+use aiprod_shared::domain::BackendName;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
-pub use simulated::SimulatedBackends;
-
-use crate::planner::Shot;
+pub use http::Api;
+pub use replicate::Replicate;
+pub use runway::Runway;
+pub use simulated::Simulated;
+pub use veo3::Veo3;
 
 /// A rendered shot, stored in our artifact store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderedShot {
     /// Which shot.
     pub index: usize,
+    /// Where it was rendered.
+    #[serde(default = "legacy_backend")]
+    pub backend: BackendName,
     /// The provider's id of the render.
     pub remote_id: String,
     /// Where our copy is.
     pub uri: String,
+    /// The length the provider was asked for (Veo rounds up to 4, 6 or 8 s).
+    #[serde(default)]
+    pub duration_s: u32,
     /// What it cost.
     pub cost: Money,
 }
 
-/// The enabled backends.
-#[async_trait]
-pub trait Backends: Send + Sync + 'static {
-    /// Which backends can render now.
-    fn enabled(&self) -> Vec<BackendName>;
-    /// Renders one shot on `backend` and stores the result.
-    async fn render(
-        &self,
-        backend: BackendName,
-        job: JobId,
-        shot: &Shot,
-        keyframe_uri: &str,
-    ) -> Result<RenderedShot, StepError>;
+fn legacy_backend() -> BackendName {
+    BackendName::Replicate
 }
 
-/// No backend at all: production with no credentials and simulation off. Every job then fails
-/// at `financial` with a reason that says how to enable one, and nothing is faked.
-pub struct NoBackends;
+/// The keyframe a shot starts from.
+#[derive(Clone, Debug)]
+pub enum Image {
+    /// A URL the provider fetches itself (the client's `image_url`).
+    Url(String),
+    /// Bytes we send inline.
+    Inline {
+        /// `image/png`, `image/jpeg`…
+        mime: String,
+        /// The image.
+        data: Vec<u8>,
+    },
+}
 
-#[async_trait]
-impl Backends for NoBackends {
-    fn enabled(&self) -> Vec<BackendName> {
-        Vec::new()
+impl Image {
+    /// The image as a data URI, or the URL as given.
+    pub fn as_uri(&self) -> String {
+        use base64::Engine as _;
+        match self {
+            Image::Url(u) => u.clone(),
+            Image::Inline { mime, data } => format!(
+                "data:{mime};base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(data)
+            ),
+        }
+    }
+}
+
+/// One shot to render.
+#[derive(Clone, Debug)]
+pub struct ShotRequest {
+    /// The shot's prompt.
+    pub prompt: String,
+    /// The length to ask for, as the backend allows it (`Backend::render_seconds`).
+    pub duration_s: u32,
+    /// The keyframe.
+    pub image: Image,
+    /// A seed that identifies this try at the provider (see `render_task.seed`).
+    pub seed: u32,
+    /// When the provider should give up by itself, where it can be told.
+    pub cancel_after: Option<Duration>,
+}
+
+/// The provider's id of a render.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteHandle(pub String);
+
+/// Where a finished render's video is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// An (expiring) HTTPS URL.
+    Url(String),
+    /// A Cloud Storage object.
+    Gcs(String),
+    /// The bytes themselves (Veo without a storage URI, and the simulation).
+    Inline(Vec<u8>),
+}
+
+impl Output {
+    /// The output as recorded in `render_task.outputs`: inline bytes are not kept there.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Output::Url(u) => json!({"url": u}),
+            Output::Gcs(u) => json!({"gcs": u}),
+            Output::Inline(b) => json!({"inline_bytes": b.len()}),
+        }
     }
 
-    async fn render(
+    /// Reads back what `to_json` wrote; inline outputs must be fetched again.
+    pub fn from_json(v: &Value) -> Option<Output> {
+        if let Some(u) = v.get("url").and_then(Value::as_str) {
+            Some(Output::Url(u.to_owned()))
+        } else {
+            v.get("gcs")
+                .and_then(Value::as_str)
+                .map(|u| Output::Gcs(u.to_owned()))
+        }
+    }
+}
+
+/// How a render failed at the provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The provider's safety filter refused the input: charged, and never retried.
+    InputSafety,
+    /// The safety filter refused the output: try again.
+    OutputSafety,
+    /// The provider failed: try again.
+    Internal,
+    /// The input image (or another asset) is unusable for this provider: try another.
+    InvalidAsset,
+    /// Canceled before it finished.
+    Canceled,
+    /// Never started (Replicate `aborted`): not billed.
+    Aborted,
+}
+
+impl FailureClass {
+    /// The wire name, as stored in `render_task.failure_class`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::InputSafety => "input_safety",
+            FailureClass::OutputSafety => "output_safety",
+            FailureClass::Internal => "internal",
+            FailureClass::InvalidAsset => "invalid_asset",
+            FailureClass::Canceled => "canceled",
+            FailureClass::Aborted => "aborted",
+        }
+    }
+
+    /// Whether the same request may succeed if tried again.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            FailureClass::OutputSafety | FailureClass::Internal | FailureClass::Aborted
+        )
+    }
+
+    /// Whether it speaks of the backend's health (the caller's bad input does not).
+    pub fn counts_against_health(self) -> bool {
+        matches!(self, FailureClass::OutputSafety | FailureClass::Internal)
+    }
+}
+
+/// What a poll found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Queued or running; progress 0–1 where the provider tells.
+    Pending(Option<u8>),
+    /// Queued over our concurrency limit: capacity, not ill health.
+    Throttled,
+    /// Finished: where the video is.
+    Done(Vec<Output>),
+    /// Failed at the provider.
+    Failed(FailureClass, String),
+}
+
+/// A call that did not get an answer it could use.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// 429 or quota: capacity. Wait `retry_after` if given.
+    #[error("throttled: {message}")]
+    Throttled {
+        /// What the provider said.
+        message: String,
+        /// The provider's `Retry-After` (or its words for it).
+        retry_after: Option<Duration>,
+    },
+    /// A network error before the request was sent, or a 5xx: the same call may work later.
+    #[error("{0}")]
+    Transient(String),
+    /// No answer in time: the provider may or may not have acted on the request.
+    #[error("{0}")]
+    Timeout(String),
+    /// The provider refused this request (400, 404, 422): do not repeat it.
+    #[error("{0}")]
+    Rejected(String),
+    /// Our credentials were refused (401, 403): the backend is unusable until fixed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// An output URL that has expired (403, 404, 410 on download): fetch fresh ones.
+    #[error("{0}")]
+    Expired(String),
+}
+
+/// A render the provider lists, for the orphan reconciler.
+#[derive(Clone, Debug)]
+pub struct RemoteSummary {
+    /// The provider's id.
+    pub id: String,
+    /// When the provider created it.
+    pub created_at: DateTime<Utc>,
+    /// The seed it was given, if the listing shows it.
+    pub seed: Option<u32>,
+    /// Whether it may still run (and cost).
+    pub running: bool,
+}
+
+/// One provider's API.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Which backend this is.
+    fn name(&self) -> BackendName;
+    /// The provider's polling cadence (jitter is added by the caller).
+    fn poll_interval(&self) -> Duration;
+    /// The length to ask for when a shot lasts `seconds` (the provider may allow only some).
+    fn render_seconds(&self, seconds: u32) -> u32 {
+        seconds
+    }
+    /// Whether a failure of this class is billed.
+    fn charged_on_failure(&self, class: FailureClass) -> bool {
+        class == FailureClass::InputSafety
+    }
+    /// Starts a render.
+    async fn submit(&self, shot: &ShotRequest) -> Result<RemoteHandle, BackendError>;
+    /// Asks how a render is going.
+    async fn poll(&self, handle: &RemoteHandle) -> Result<Poll, BackendError>;
+    /// Asks the provider to stop a render.
+    async fn cancel(&self, handle: &RemoteHandle) -> Result<(), BackendError>;
+    /// Fresh output locations of a finished render, where the provider gives them again.
+    async fn fetch_output(&self, handle: &RemoteHandle) -> Result<Vec<Output>, BackendError>;
+    /// Reads one output's bytes.
+    async fn download(&self, output: &Output) -> Result<Vec<u8>, BackendError>;
+    /// Renders created since `since`, where the provider lists them (`None`: it does not).
+    async fn list_since(
         &self,
-        backend: BackendName,
-        _: JobId,
-        _: &Shot,
-        _: &str,
-    ) -> Result<RenderedShot, StepError> {
-        Err(StepError::Permanent(format!(
-            "backend {backend} is not enabled"
-        )))
+        _since: DateTime<Utc>,
+    ) -> Result<Option<Vec<RemoteSummary>>, BackendError> {
+        Ok(None)
+    }
+}
+
+/// The backends this process can use: a real client where credentials are configured, the
+/// simulation where it is switched on and credentials are not.
+#[derive(Clone, Default)]
+pub struct Fleet {
+    backends: BTreeMap<BackendName, Arc<dyn Backend>>,
+}
+
+impl Fleet {
+    /// No backend at all: every job fails at `financial` with a reason that says how to enable
+    /// one, and nothing is faked.
+    pub fn empty() -> Fleet {
+        Fleet::default()
+    }
+
+    /// Adds (or replaces) a backend.
+    pub fn with(mut self, backend: Arc<dyn Backend>) -> Fleet {
+        self.backends.insert(backend.name(), backend);
+        self
+    }
+
+    /// The fleet the settings describe: real clients where credentials are set, else the
+    /// simulation when `simulate` is on.
+    pub fn from_settings(
+        settings: &Settings,
+        simulate: bool,
+        sim_latency: Duration,
+    ) -> anyhow::Result<Fleet> {
+        let api = |b| Api::new(b, Duration::from_millis(settings.backend_http_timeout_ms));
+        let model = |b| settings.backends.profile(b).model.clone();
+        let mut fleet = Fleet::empty();
+        for name in BackendName::ALL {
+            let real: Option<Arc<dyn Backend>> = match name {
+                BackendName::Runway if settings.runway.runway_api_key.is_some() => Some(Arc::new(
+                    Runway::new(api(name)?, &settings.runway).with_model(&model(name)),
+                )),
+                BackendName::Veo3 if settings.veo.veo_project.is_some() => Some(Arc::new(
+                    Veo3::new(api(name)?, &settings.veo)?.with_model(&model(name)),
+                )),
+                BackendName::Replicate if settings.replicate.replicate_api_token.is_some() => {
+                    Some(Arc::new(Replicate::new(api(name)?, &settings.replicate)))
+                }
+                _ => None,
+            };
+            if let Some(b) = real {
+                fleet = fleet.with(b);
+            } else if simulate {
+                fleet = fleet.with(Arc::new(Simulated::new(
+                    name,
+                    sim_latency.mul_f64(settings.backends.profile(name).latency_factor),
+                    settings.sim_failure_rate,
+                )));
+            }
+        }
+        Ok(fleet)
+    }
+
+    /// The enabled backends.
+    pub fn enabled(&self) -> Vec<BackendName> {
+        self.backends.keys().copied().collect()
+    }
+
+    /// One backend, if enabled.
+    pub fn get(&self, name: BackendName) -> Option<&Arc<dyn Backend>> {
+        self.backends.get(&name)
     }
 }

@@ -1,85 +1,116 @@
-//! Simulated backends for `aiprod dev` and tests: each with its seed profile of cost, quality
-//! and relative latency, failing at the configured rate, and writing a real MP4 container of
-//! the shot's length into the artifact store.
+//! The stand-in for a backend without credentials, for `aiprod dev` and tests: the same
+//! submit/poll protocol as the real clients, with the seed profile's relative latency and a
+//! configured failure rate. The handle carries everything a poll needs (when it is ready, how
+//! long the clip is, whether it fails), so a worker that restarts mid-render resumes polling
+//! the same simulated render, exactly as with a real provider.
 
 use std::time::Duration;
 
-use aiprod_shared::domain::{BackendName, JobId};
+use aiprod_shared::domain::BackendName;
 use aiprod_shared::mp4;
-use aiprod_shared::pricing::PriceTable;
-use aiprod_shared::retry::StepError;
-use aiprod_shared::storage::ArtifactStore;
 use async_trait::async_trait;
 use rand::Rng;
 
-use super::{Backends, RenderedShot};
-use crate::planner::Shot;
+use super::{Backend, BackendError, FailureClass, Output, Poll, RemoteHandle, ShotRequest};
 
-/// Every backend, simulated.
-pub struct SimulatedBackends {
-    prices: PriceTable,
-    store: ArtifactStore,
-    base_latency: Duration,
+/// One simulated backend.
+pub struct Simulated {
+    name: BackendName,
+    latency: Duration,
     failure_rate: f64,
 }
 
-impl SimulatedBackends {
-    /// Simulated backends with the given profiles, base latency and failure rate (0–1).
-    pub fn new(
-        prices: PriceTable,
-        store: ArtifactStore,
-        base_latency: Duration,
-        failure_rate: f64,
-    ) -> Self {
-        SimulatedBackends {
-            prices,
-            store,
-            base_latency,
+impl Simulated {
+    /// A backend that answers after `latency` and fails `failure_rate` (0–1) of its renders.
+    pub fn new(name: BackendName, latency: Duration, failure_rate: f64) -> Simulated {
+        Simulated {
+            name,
+            latency,
             failure_rate,
         }
     }
 }
 
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `sim-{backend}-{ready_at_ms}-{seconds}-{fails}-{uuid}`.
+fn parse(handle: &RemoteHandle) -> Option<(i64, u32, bool)> {
+    let mut parts = handle.0.splitn(6, '-');
+    let (_sim, _backend) = (parts.next()?, parts.next()?);
+    let ready = parts.next()?.parse().ok()?;
+    let seconds = parts.next()?.parse().ok()?;
+    let fails = parts.next()? == "1";
+    Some((ready, seconds, fails))
+}
+
 #[async_trait]
-impl Backends for SimulatedBackends {
-    fn enabled(&self) -> Vec<BackendName> {
-        BackendName::ALL.to_vec()
+impl Backend for Simulated {
+    fn name(&self) -> BackendName {
+        self.name
     }
 
-    async fn render(
-        &self,
-        backend: BackendName,
-        job: JobId,
-        shot: &Shot,
-        _keyframe_uri: &str,
-    ) -> Result<RenderedShot, StepError> {
-        let profile = self.prices.profile(backend);
-        let latency = self.base_latency.mul_f64(profile.latency_factor);
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+    fn poll_interval(&self) -> Duration {
+        (self.latency / 4).clamp(Duration::from_millis(5), Duration::from_millis(500))
+    }
+
+    async fn submit(&self, shot: &ShotRequest) -> Result<RemoteHandle, BackendError> {
+        let fails = self.failure_rate > 0.0 && rand::rng().random_bool(self.failure_rate);
+        let ready = now_ms() + i64::try_from(self.latency.as_millis()).unwrap_or(i64::MAX / 2);
+        Ok(RemoteHandle(format!(
+            "sim-{}-{ready}-{}-{}-{}",
+            self.name,
+            shot.duration_s,
+            u8::from(fails),
+            uuid::Uuid::new_v4().simple()
+        )))
+    }
+
+    async fn poll(&self, handle: &RemoteHandle) -> Result<Poll, BackendError> {
+        let (ready, seconds, fails) = parse(handle).ok_or_else(|| {
+            BackendError::Expired(format!("{}: unknown render {}", self.name, handle.0))
+        })?;
+        let now = now_ms();
+        if now < ready {
+            let total = self.latency.as_millis().max(1) as i64;
+            let pct = (100 - (ready - now) * 100 / total).clamp(0, 99) as u8;
+            return Ok(Poll::Pending(Some(pct)));
         }
-        if self.failure_rate > 0.0 && rand::rng().random_bool(self.failure_rate) {
-            return Err(StepError::Retryable(format!(
-                "simulated {backend} render of shot {} failed",
-                shot.index
-            )));
+        if fails {
+            return Ok(Poll::Failed(
+                FailureClass::Internal,
+                format!("simulated {} render failed", self.name),
+            ));
         }
-        let remote_id = format!("sim-{backend}-{}", uuid::Uuid::new_v4());
-        let payload = format!("{remote_id}\n{}\n", shot.prompt);
-        let bytes = mp4::write_minimal(
-            Duration::from_secs(shot.duration_s as u64),
+        let payload = format!("{}\n", handle.0);
+        Ok(Poll::Done(vec![Output::Inline(mp4::write_minimal(
+            Duration::from_secs(u64::from(seconds)),
             payload.as_bytes(),
-        );
-        let uri = self
-            .store
-            .put(job, &format!("shot-{:02}.mp4", shot.index), &bytes)
-            .await
-            .map_err(|e| StepError::Retryable(e.to_string()))?;
-        Ok(RenderedShot {
-            index: shot.index,
-            remote_id,
-            uri,
-            cost: profile.shot_cost(i64::from(shot.duration_s)),
-        })
+        ))]))
+    }
+
+    async fn cancel(&self, _: &RemoteHandle) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn fetch_output(&self, handle: &RemoteHandle) -> Result<Vec<Output>, BackendError> {
+        match self.poll(handle).await? {
+            Poll::Done(o) => Ok(o),
+            other => Err(BackendError::Rejected(format!(
+                "{}: {} has no output ({other:?})",
+                self.name, handle.0
+            ))),
+        }
+    }
+
+    async fn download(&self, output: &Output) -> Result<Vec<u8>, BackendError> {
+        match output {
+            Output::Inline(b) => Ok(b.clone()),
+            other => Err(BackendError::Rejected(format!(
+                "{}: nothing to download at {other:?}",
+                self.name
+            ))),
+        }
     }
 }

@@ -25,6 +25,7 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
     let manifest = json!({
         "job_id": job.id,
         "backend": f.backend,
+        "backends": r.shots.iter().map(|s| s.backend).collect::<std::collections::BTreeSet<_>>(),
         "duration_s": job.spec.duration_s,
         "cost_usd": r.cost,
         "shots": r.shots.iter().map(|s| json!({"index": s.index, "uri": s.uri})).collect::<Vec<_>>(),
@@ -35,6 +36,9 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
         .put(job.id, "manifest.json", &bytes)
         .await
         .map_err(|e| StepError::Retryable(e.to_string()))?;
+    aiprod_shared::metrics::Metrics::global()
+        .cost_per_job
+        .observe(r.cost.micros() as f64 / 1e6);
     let patch = JobPatch {
         cost_micros: Some(r.cost.micros()),
         result_uri: Some(result_uri.clone()),

@@ -1,10 +1,10 @@
 //! `financial`: estimates the cost on every backend and chooses one. Selection, after
-//! DESIGN.md: keep enabled backends, then those whose quality meets the job's floor, then those
-//! whose estimate fits the budget; with speed priority take the fastest, for premium (`high`)
-//! jobs the best quality, else the cheapest. Ties follow the fallback order.
-//!
-//! Fleet-wide health and the daily budget come later; `Selection::budget_left` is where the
-//! budget plugs in.
+//! DESIGN.md: keep enabled and healthy backends (the fleet-wide circuit), then those whose
+//! quality meets the job's floor, then those whose estimate fits the budget; with speed
+//! priority take the fastest, for premium (`high`) jobs the best quality, else the cheapest.
+//! Ties follow the fallback order. The backends that also qualify, in the configured fallback
+//! order, are where `render` goes when the chosen one fails. A backend named in the request is
+//! the only candidate: if it is disabled or unhealthy the job fails and says why.
 
 use std::collections::BTreeMap;
 
@@ -12,12 +12,14 @@ use aiprod_shared::Money;
 use aiprod_shared::domain::{BackendName, JobSpec, Priority, Stage};
 use aiprod_shared::pricing::PriceTable;
 use aiprod_shared::retry::StepError;
-use aiprod_shared::store::JobPatch;
+use aiprod_shared::store::{Availability, JobPatch, backend_health, db_now};
+use backon::Retryable;
 use serde::{Deserialize, Serialize};
 
 use super::visual::Visual;
 use super::{JobState, StageOutput};
 use crate::context::WorkerContext;
+use crate::dbretry::{db_retry, transient};
 
 /// The choice and how it was made.
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,14 +31,30 @@ pub(crate) struct Financial {
     pub estimates: BTreeMap<BackendName, Money>,
     /// Why each backend not chosen was left out.
     pub rejected: BTreeMap<BackendName, String>,
+    /// Where `render` falls back to, in order, after the chosen backend.
+    #[serde(default)]
+    pub fallbacks: Vec<BackendName>,
+}
+
+impl Financial {
+    /// The chosen backend, then its fallbacks.
+    pub fn candidates(&self) -> Vec<BackendName> {
+        std::iter::once(self.backend)
+            .chain(self.fallbacks.iter().copied().filter(|b| *b != self.backend))
+            .collect()
+    }
 }
 
 /// The facts selection reads besides the request.
 pub(crate) struct Selection<'a> {
     pub prices: &'a PriceTable,
     pub enabled: &'a [BackendName],
+    /// Why a backend's circuit keeps it out; absent: healthy (or a probe is free).
+    pub unhealthy: &'a BTreeMap<BackendName, String>,
     /// `None`: no budget limit applies.
     pub budget_left: Option<Money>,
+    /// The configured fallback order.
+    pub fallback_order: &'a [BackendName],
 }
 
 /// Chooses a backend for shots of the given lengths, or says why none qualifies.
@@ -59,6 +77,8 @@ pub(crate) fn select(
         let p = sel.prices.profile(b);
         let reason = if !sel.enabled.contains(&b) {
             Some("not enabled (no credentials, and simulation is off)".to_owned())
+        } else if let Some(why) = sel.unhealthy.get(&b) {
+            Some(format!("unhealthy: {why}"))
         } else if p.quality < spec.quality_min {
             Some(format!(
                 "quality {} is below quality_min {}",
@@ -103,22 +123,35 @@ pub(crate) fn select(
         qualifying.iter().min_by_key(|b| (estimates[*b], order(b)))
     };
     let Some(&backend) = chosen else {
+        if let Some(b) = spec.backend.named() {
+            let why = rejected.get(&b).map_or("it does not qualify", String::as_str);
+            return Err(StepError::Permanent(format!(
+                "the requested backend {b} cannot take this job: {why}"
+            )));
+        }
         let why: Vec<String> = rejected.iter().map(|(b, r)| format!("{b}: {r}")).collect();
         return Err(StepError::Permanent(format!(
             "no backend qualifies ({})",
             why.join("; ")
         )));
     };
+    let fallbacks = sel
+        .fallback_order
+        .iter()
+        .copied()
+        .filter(|b| *b != backend && qualifying.contains(b))
+        .collect();
     Ok(Financial {
         backend,
         model: sel.prices.profile(backend).model.clone(),
         estimated_cost: estimates[&backend],
         estimates,
         rejected,
+        fallbacks,
     })
 }
 
-pub(crate) fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, StepError> {
+pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, StepError> {
     let v: Visual = job.output(Stage::Visual)?;
     let seconds: Vec<i64> = v
         .shots
@@ -126,13 +159,38 @@ pub(crate) fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, St
         .map(|s| i64::from(s.shot.duration_s))
         .collect();
     let enabled = ctx.backends.enabled();
+    let health = (|| async {
+        let rows = backend_health(&ctx.pool).await?;
+        let now = db_now(&ctx.pool).await?;
+        Ok::<_, sqlx::Error>((rows, now))
+    })
+    .retry(db_retry())
+    .when(transient)
+    .await
+    .map_err(|e| StepError::Retryable(format!("cannot read backend health: {e}")))?;
+    let holder = job.id.to_string();
+    let unhealthy: BTreeMap<BackendName, String> = health
+        .0
+        .iter()
+        .filter_map(|(b, h)| match h.availability(&holder, health.1) {
+            Availability::Unhealthy(why) => Some((*b, why)),
+            Availability::Healthy | Availability::ProbeAvailable => None,
+        })
+        .collect();
+    let budget_left = ctx
+        .budget
+        .remaining()
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
     let f = select(
         &job.spec,
         &seconds,
         &Selection {
             prices: &ctx.settings.backends,
             enabled: &enabled,
-            budget_left: None,
+            unhealthy: &unhealthy,
+            budget_left,
+            fallback_order: &ctx.settings.fallback_order,
         },
     )?;
     let patch = JobPatch {
@@ -160,10 +218,13 @@ mod tests {
     fn choose(extra: serde_json::Value, budget: Option<&str>) -> Result<BackendName, StepError> {
         let prices = PriceTable::default();
         let budget_left = budget.map(|b| b.parse().expect("money"));
+        let unhealthy = BTreeMap::new();
         let sel = Selection {
             prices: &prices,
             enabled: &BackendName::ALL,
+            unhealthy: &unhealthy,
             budget_left,
+            fallback_order: &BackendName::ALL,
         };
         select(&spec(extra), &[5], &sel).map(|f| f.backend)
     }
@@ -211,14 +272,48 @@ mod tests {
     #[test]
     fn a_disabled_named_backend_fails_with_the_reason() {
         let prices = PriceTable::default();
+        let unhealthy = BTreeMap::new();
         let sel = Selection {
             prices: &prices,
             enabled: &[],
+            unhealthy: &unhealthy,
             budget_left: None,
+            fallback_order: &BackendName::ALL,
         };
         let mut s = spec(json!({}));
         s.backend = BackendChoice::Veo3;
         let e = select(&s, &[5], &sel).expect_err("disabled");
-        assert!(e.to_string().contains("veo3: not enabled"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the requested backend veo3 cannot take this job: not enabled"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_open_circuit_keeps_a_backend_out_and_fallbacks_follow_the_order() {
+        let prices = PriceTable::default();
+        let unhealthy = BTreeMap::from([(BackendName::Runway, "circuit open".to_owned())]);
+        let order = [BackendName::Replicate, BackendName::Veo3, BackendName::Runway];
+        let sel = Selection {
+            prices: &prices,
+            enabled: &BackendName::ALL,
+            unhealthy: &unhealthy,
+            budget_left: None,
+            fallback_order: &order,
+        };
+        let f = select(&spec(json!({"speed_priority": true, "quality_min": 0})), &[5], &sel)
+            .expect("veo3 qualifies");
+        assert_eq!(f.backend, BackendName::Veo3);
+        assert_eq!(f.candidates(), [BackendName::Veo3, BackendName::Replicate]);
+        assert!(f.rejected[&BackendName::Runway].contains("unhealthy: circuit open"));
+        let mut named = spec(json!({"quality_min": 0}));
+        named.backend = BackendChoice::Runway;
+        let e = select(&named, &[5], &sel).expect_err("runway is unhealthy");
+        assert!(
+            e.to_string()
+                .contains("the requested backend runway cannot take this job: unhealthy"),
+            "{e}"
+        );
     }
 }

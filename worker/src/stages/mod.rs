@@ -26,6 +26,8 @@ use crate::context::WorkerContext;
 #[derive(Debug, Clone)]
 pub(crate) struct JobState {
     pub id: JobId,
+    pub lease_epoch: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
     pub spec: JobSpec,
     pub outputs: BTreeMap<Stage, Value>,
 }
@@ -75,7 +77,7 @@ pub(crate) async fn run(
         Stage::Analysis => analysis::run(job),
         Stage::Creative => creative::run(job),
         Stage::Visual => visual::run(ctx, job).await,
-        Stage::Financial => financial::run(ctx, job),
+        Stage::Financial => financial::run(ctx, job).await,
         Stage::Render => render::run(ctx, job).await,
         Stage::QaTechnical => qa_technical::run(ctx, job).await,
         Stage::QaSemantic => qa_semantic::run(ctx, job),

@@ -1,9 +1,11 @@
-//! `render`: renders every shot on the chosen backend, concurrently, and stores each output in
-//! the artifact store at once (provider URLs expire).
+//! `render`: renders every shot, concurrently, through `crate::render`: write-ahead per shot,
+//! resumed after a crash, on the backend `financial` chose and then down its fallback order.
 
 use aiprod_shared::Money;
 use aiprod_shared::domain::Stage;
 use aiprod_shared::retry::StepError;
+use aiprod_shared::store::{JobPatch, render_tasks};
+use backon::Retryable;
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,8 @@ use super::visual::Visual;
 use super::{JobState, StageOutput};
 use crate::backend::RenderedShot;
 use crate::context::WorkerContext;
+use crate::dbretry::{db_retry, transient};
+use crate::render::{Renderer, by_shot};
 
 /// The rendered shots and what they cost.
 #[derive(Debug, Serialize, Deserialize)]
@@ -23,11 +27,35 @@ pub(crate) struct Render {
 pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, StepError> {
     let f: Financial = job.output(Stage::Financial)?;
     let v: Visual = job.output(Stage::Visual)?;
+    let history = (|| render_tasks(&ctx.pool, job.id))
+        .retry(db_retry())
+        .when(transient)
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read earlier renders: {e}")))?;
+    let history = by_shot(history);
+    let deadline = job.created_at
+        + chrono::Duration::from_std(ctx.settings.job_deadline()).unwrap_or(chrono::TimeDelta::MAX);
+    let renderer = Renderer {
+        ctx,
+        job_id: job.id,
+        lease_epoch: job.lease_epoch,
+        deadline,
+    };
+    let candidates = f.candidates();
     let renders = v.shots.iter().map(|s| {
-        ctx.backends
-            .render(f.backend, job.id, &s.shot, &s.keyframe_uri)
+        let past = history
+            .get(&(s.shot.index as i32))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        renderer.render_shot(&s.shot, &s.keyframe_uri, &candidates, past)
     });
     let shots = try_join_all(renders).await?;
     let cost = shots.iter().map(|s| s.cost).sum();
-    Ok(StageOutput::of(&Render { shots, cost }))
+    // The job's backend is the one that rendered it, when one backend rendered every shot.
+    let backend = shots.first().map(|s| s.backend).filter(|b| shots.iter().all(|s| s.backend == *b));
+    let patch = JobPatch {
+        backend,
+        ..JobPatch::default()
+    };
+    Ok(StageOutput::of(&Render { shots, cost }).with(patch))
 }

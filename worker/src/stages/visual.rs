@@ -1,6 +1,7 @@
 //! `visual`: gives every shot a keyframe image (Runway gen4_turbo and Replicate SVD need one).
-//! The client's `image_url` when given; otherwise a generated placeholder frame (a PPM image
-//! coloured from the shot's prompt) stored as an artifact.
+//! The client's `image_url` when given; otherwise a generated placeholder frame (a 640×360 PNG
+//! in a gradient coloured from the shot's prompt, which every provider accepts) stored as an
+//! artifact.
 
 use aiprod_shared::domain::Stage;
 use aiprod_shared::retry::StepError;
@@ -36,8 +37,8 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
                 .store
                 .put(
                     job.id,
-                    &format!("keyframe-{:02}.ppm", shot.index),
-                    &keyframe(&shot.prompt),
+                    &format!("keyframe-{:02}.png", shot.index),
+                    &keyframe(&shot.prompt)?,
                 )
                 .await
                 .map_err(|e| StepError::Retryable(e.to_string()))?,
@@ -47,19 +48,29 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
     Ok(StageOutput::of(&Visual { shots }))
 }
 
-/// A 16×9 binary PPM in a gradient of two colours derived from the prompt.
-fn keyframe(prompt: &str) -> Vec<u8> {
+/// A 640×360 PNG in a gradient of two colours derived from the prompt.
+fn keyframe(prompt: &str) -> Result<Vec<u8>, StepError> {
+    const W: u32 = 640;
+    const H: u32 = 360;
     let h = Sha256::digest(prompt.as_bytes());
-    let (w, ht) = (16u8, 9u8);
-    let mut out = format!("P6\n{w} {ht}\n255\n").into_bytes();
-    for y in 0..ht {
-        for x in 0..w {
+    let mut pixels = Vec::with_capacity((W * H * 3) as usize);
+    for y in 0..H {
+        for x in 0..W {
+            let t = (x + y) * 256 / (W + H);
             for c in 0..3 {
-                let (a, b) = (u16::from(h[c]), u16::from(h[c + 3]));
-                let t = u16::from(x) + u16::from(y);
-                out.push(((a * (24 - t) + b * t) / 24) as u8);
+                let (a, b) = (u32::from(h[c]), u32::from(h[c + 3]));
+                pixels.push(((a * (256 - t) + b * t) / 256) as u8);
             }
         }
     }
-    out
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, W, H);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Fast);
+    let fail = |e: png::EncodingError| StepError::Permanent(format!("cannot encode the keyframe: {e}"));
+    let mut w = enc.write_header().map_err(fail)?;
+    w.write_image_data(&pixels).map_err(fail)?;
+    w.finish().map_err(fail)?;
+    Ok(out)
 }

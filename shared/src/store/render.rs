@@ -1,0 +1,264 @@
+//! The write-ahead record of remote renders (`render_task`): an intent before the POST, the
+//! provider's id right after it, then the outputs, our copy and the cost, each its own durable
+//! step. A worker that restarts reads these rows and resumes where the last step ended.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::{BackendName, JobId};
+use crate::money::Money;
+
+/// Where a render stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type, Serialize)]
+#[sqlx(type_name = "render_state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum RenderState {
+    /// Written before the POST; no remote id yet.
+    Intent,
+    /// The provider accepted it; its id is saved.
+    Submitted,
+    /// The provider finished; the outputs are recorded.
+    Rendered,
+    /// Our copy is stored.
+    Downloaded,
+    /// It failed.
+    Failed,
+    /// We canceled it.
+    Canceled,
+    /// A crash hit between the POST and saving the id.
+    Orphaned,
+}
+
+impl RenderState {
+    /// Whether the row will change no more (the reconciler may still adopt an orphan).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RenderState::Downloaded
+                | RenderState::Failed
+                | RenderState::Canceled
+                | RenderState::Orphaned
+        )
+    }
+}
+
+/// One row of `render_task`.
+#[derive(Clone, Debug, sqlx::FromRow, Serialize)]
+pub struct RenderTask {
+    /// Its id (UUIDv7).
+    pub id: Uuid,
+    /// The job.
+    pub job_id: JobId,
+    /// The shot's index.
+    pub shot: i32,
+    /// The try of this shot, from 1.
+    pub attempt: i32,
+    /// Where it runs.
+    pub backend: BackendName,
+    /// Where it stands.
+    pub state: RenderState,
+    /// The provider's id.
+    pub remote_id: Option<String>,
+    /// The seed sent to the provider.
+    pub seed: i64,
+    /// The length asked of the provider.
+    pub duration_s: i32,
+    /// The estimate.
+    pub estimated_cost_micros: i64,
+    /// What the provider charged.
+    pub cost_micros: Option<i64>,
+    /// Where the provider put the video.
+    pub outputs: Option<Value>,
+    /// Our copy.
+    pub artifact_uri: Option<String>,
+    /// How it failed: `input_safety`, `output_safety`, `internal`, `invalid_asset`, `timeout`…
+    pub failure_class: Option<String>,
+    /// Why it failed, for people.
+    pub error: Option<String>,
+    /// The intent's time.
+    pub created_at: DateTime<Utc>,
+    /// When the id was saved.
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, job_id, shot, attempt, backend, state, remote_id, seed, duration_s, \
+     estimated_cost_micros, cost_micros, outputs, artifact_uri, failure_class, error, \
+     created_at, submitted_at, finished_at";
+
+/// Every render of a job, by shot and try.
+pub async fn render_tasks(
+    db: impl PgExecutor<'_>,
+    job: JobId,
+) -> Result<Vec<RenderTask>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from render_task where job_id = $1 order by shot, attempt"
+    ))
+    .bind(job)
+    .fetch_all(db)
+    .await
+}
+
+/// What an intent row records.
+#[derive(Clone, Debug)]
+pub struct Intent<'a> {
+    /// The job.
+    pub job_id: JobId,
+    /// The lease the caller holds.
+    pub lease_epoch: i64,
+    /// The caller.
+    pub worker_id: &'a str,
+    /// The shot.
+    pub shot: i32,
+    /// The try.
+    pub attempt: i32,
+    /// Where.
+    pub backend: BackendName,
+    /// How long.
+    pub duration_s: i32,
+    /// The estimate.
+    pub estimate: Money,
+}
+
+/// Writes the intent before the POST, fenced on the job's lease: `None` when the lease is
+/// gone (another worker owns the job, and must not be raced to the provider).
+pub async fn insert_intent(
+    db: impl PgExecutor<'_>,
+    intent: &Intent<'_>,
+) -> Result<Option<RenderTask>, sqlx::Error> {
+    let id = Uuid::now_v7();
+    // 31 bits of the id: every provider takes a seed of that size.
+    let seed = i64::from(u32::from_be_bytes(
+        id.as_bytes()[12..16].try_into().expect("four bytes"),
+    ) >> 1);
+    sqlx::query_as(&format!(
+        "insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
+                                  estimated_cost_micros)
+         select $1, j.id, $4, $5, $6, $7, $8, $9 from job j
+          where j.id = $2 and j.lease_epoch = $3 and j.locked_by = $10
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(intent.job_id)
+    .bind(intent.lease_epoch)
+    .bind(intent.shot)
+    .bind(intent.attempt)
+    .bind(intent.backend)
+    .bind(seed)
+    .bind(intent.duration_s)
+    .bind(intent.estimate.micros())
+    .bind(intent.worker_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A step forward of one render. `None` fields keep their value.
+#[derive(Clone, Debug, Default)]
+pub struct RenderUpdate {
+    /// The new state.
+    pub state: Option<RenderState>,
+    /// The provider's id.
+    pub remote_id: Option<String>,
+    /// Where the provider put the video.
+    pub outputs: Option<Value>,
+    /// Our copy.
+    pub artifact_uri: Option<String>,
+    /// What was charged.
+    pub cost: Option<Money>,
+    /// How it failed.
+    pub failure_class: Option<String>,
+    /// Why, for people.
+    pub error: Option<String>,
+}
+
+/// Records a step of render `id` taken from state `from`. Deliberately not fenced on the job's
+/// lease: what the provider did (an id, a charge) is a fact whoever learns it. Returns false if
+/// the row had left `from` (another worker got there first).
+pub async fn update_render(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    from: RenderState,
+    u: &RenderUpdate,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update render_task
+            set state = coalesce($3, state),
+                remote_id = coalesce($4, remote_id),
+                outputs = coalesce($5, outputs),
+                artifact_uri = coalesce($6, artifact_uri),
+                cost_micros = coalesce($7, cost_micros),
+                failure_class = coalesce($8, failure_class),
+                error = coalesce($9, error),
+                submitted_at = case when $4::text is not null then now() else submitted_at end,
+                finished_at = case when $3 in ('downloaded', 'failed', 'canceled', 'orphaned')
+                                   then now() else finished_at end,
+                updated_at = now()
+          where id = $1 and state = $2",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(u.state)
+    .bind(u.remote_id.as_deref())
+    .bind(u.outputs.as_ref())
+    .bind(u.artifact_uri.as_deref())
+    .bind(u.cost.map(Money::micros))
+    .bind(u.failure_class.as_deref())
+    .bind(u.error.as_deref())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Suspected orphans on `backend` older than `settle` (their POST may still be in flight):
+/// intents whose worker died, and intents a later try marked orphaned, with no remote id.
+pub async fn orphans(
+    db: impl PgExecutor<'_>,
+    backend: BackendName,
+    settle: std::time::Duration,
+) -> Result<Vec<RenderTask>, sqlx::Error> {
+    let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from render_task r
+          where r.backend = $1 and r.remote_id is null
+            and r.created_at < now() - make_interval(secs => $2::double precision / 1000)
+            and (r.state = 'orphaned'
+                 or (r.state = 'intent' and not exists (
+                        select 1 from job j where j.id = r.job_id and j.status = 'running'
+                           and j.locked_until > now())))
+          order by r.created_at
+          limit 500"
+    ))
+    .bind(backend)
+    .bind(settle_ms)
+    .fetch_all(db)
+    .await
+}
+
+/// The reconciler found orphan `id` at the provider: records its id and what it cost, and
+/// closes it as orphaned (its job has moved on, so nobody downloads it).
+pub async fn adopt_orphan(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    remote_id: &str,
+    cost: Money,
+    note: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update render_task
+            set state = 'orphaned', remote_id = $2, cost_micros = $3, error = $4,
+                submitted_at = coalesce(submitted_at, now()), finished_at = now(),
+                updated_at = now()
+          where id = $1 and remote_id is null and state in ('intent', 'orphaned')",
+    )
+    .bind(id)
+    .bind(remote_id)
+    .bind(cost.micros())
+    .bind(note)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
