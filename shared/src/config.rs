@@ -338,9 +338,15 @@ impl Settings {
         }
         for (name, v) in [
             ("AIPROD_CIRCUIT_COOLDOWN_MS", self.circuit_cooldown_ms),
-            ("AIPROD_CIRCUIT_COOLDOWN_MAX_MS", self.circuit_cooldown_max_ms),
+            (
+                "AIPROD_CIRCUIT_COOLDOWN_MAX_MS",
+                self.circuit_cooldown_max_ms,
+            ),
             ("AIPROD_CIRCUIT_PROBE_TTL_MS", self.circuit_probe_ttl_ms),
-            ("AIPROD_BACKEND_HTTP_TIMEOUT_MS", self.backend_http_timeout_ms),
+            (
+                "AIPROD_BACKEND_HTTP_TIMEOUT_MS",
+                self.backend_http_timeout_ms,
+            ),
             ("AIPROD_THROTTLE_WAIT_MAX_MS", self.throttle_wait_max_ms),
             ("AIPROD_RUNWAY_POLL_MS", self.runway.runway_poll_ms),
             ("AIPROD_VEO_POLL_MS", self.veo.veo_poll_ms),
@@ -351,11 +357,13 @@ impl Settings {
             }
         }
         if self.circuit_cooldown_max_ms < self.circuit_cooldown_ms {
-            return fail("AIPROD_CIRCUIT_COOLDOWN_MAX_MS must be at least AIPROD_CIRCUIT_COOLDOWN_MS".into());
+            return fail(
+                "AIPROD_CIRCUIT_COOLDOWN_MAX_MS must be at least AIPROD_CIRCUIT_COOLDOWN_MS".into(),
+            );
         }
-        if !(10..=7 * 86_400).contains(&self.job_deadline_s) {
+        if !(1..=7 * 86_400).contains(&self.job_deadline_s) {
             return fail(format!(
-                "AIPROD_JOB_DEADLINE_S must be 10–604800, got {}",
+                "AIPROD_JOB_DEADLINE_S must be 1–604800, got {}",
                 self.job_deadline_s
             ));
         }
@@ -371,7 +379,9 @@ impl Settings {
                 self.veo.veo_resolution
             ));
         }
-        const RATIOS: [&str; 6] = ["1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672"];
+        const RATIOS: [&str; 6] = [
+            "1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672",
+        ];
         if !RATIOS.contains(&self.runway.runway_ratio.as_str()) {
             return fail(format!(
                 "AIPROD_RUNWAY_RATIO must be one of {}, got {}",
@@ -382,11 +392,16 @@ impl Settings {
         if let Some(uri) = &self.veo.veo_storage_uri
             && !uri.starts_with("gs://")
         {
-            return fail(format!("AIPROD_VEO_STORAGE_URI must start with gs://, got {uri}"));
+            return fail(format!(
+                "AIPROD_VEO_STORAGE_URI must start with gs://, got {uri}"
+            ));
         }
         for (name, url) in [
             ("AIPROD_RUNWAY_BASE_URL", Some(&self.runway.runway_base_url)),
-            ("AIPROD_REPLICATE_BASE_URL", Some(&self.replicate.replicate_base_url)),
+            (
+                "AIPROD_REPLICATE_BASE_URL",
+                Some(&self.replicate.replicate_base_url),
+            ),
             ("AIPROD_VEO_BASE_URL", self.veo.veo_base_url.as_ref()),
             ("AIPROD_VEO_GCS_BASE_URL", Some(&self.veo.veo_gcs_base_url)),
         ] {

@@ -131,7 +131,9 @@ impl Metrics {
             .expect("valid"),
             cost_per_job: Histogram::with_opts(
                 HistogramOpts::new("cost_per_job_usd", "Dollars a finished job cost.").buckets(
-                    vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0],
+                    vec![
+                        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0,
+                    ],
                 ),
             )
             .expect("valid"),
@@ -162,11 +164,7 @@ impl Metrics {
             .expect("registered once");
         r.register(Box::new(m.stage_errors.clone()))
             .expect("registered once");
-        for c in [
-            &m.backend_requests,
-            &m.backend_errors,
-            &m.backend_fallbacks,
-        ] {
+        for c in [&m.backend_requests, &m.backend_errors, &m.backend_fallbacks] {
             r.register(Box::new(c.clone())).expect("registered once");
         }
         r.register(Box::new(m.render_duration.clone()))

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: build and start real `aiprod` processes against a
 //! fresh database, and talk to them over HTTP.
 
+pub mod stubs;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

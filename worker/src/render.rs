@@ -119,7 +119,10 @@ impl Renderer<'_> {
                         },
                     )
                     .await?;
-                    left.push(format!("{}: try {} was orphaned", last.backend, last.attempt));
+                    left.push(format!(
+                        "{}: try {} was orphaned",
+                        last.backend, last.attempt
+                    ));
                 }
                 _ => {}
             }
@@ -176,7 +179,9 @@ impl Renderer<'_> {
                 .await
                 .map_err(|e| StepError::Retryable(format!("cannot write the render intent: {e}")))?
                 .ok_or_else(|| StepError::Retryable("the job's lease is gone".into()))?;
-            let end = self.submit_and_follow(backend.as_ref(), task, shot, &image).await;
+            let end = self
+                .submit_and_follow(backend.as_ref(), task, shot, &image)
+                .await;
             if let Some(result) = self.settle(name, probe, end, &mut left).await {
                 return result;
             }
@@ -216,8 +221,12 @@ impl Renderer<'_> {
                 .when(transient)
                 .await;
             match r {
-                Ok(state) => tracing::info!(backend = %name, ?state, %reason, "backend failure recorded"),
-                Err(e) => tracing::warn!(backend = %name, error = %e, "cannot record a backend failure"),
+                Ok(state) => {
+                    tracing::info!(backend = %name, ?state, %reason, "backend failure recorded")
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %name, error = %e, "cannot record a backend failure")
+                }
             }
         };
         let neutral = || async move {
@@ -261,7 +270,12 @@ impl Renderer<'_> {
         }
     }
 
-    async fn update(&self, id: uuid::Uuid, from: RenderState, u: RenderUpdate) -> Result<bool, StepError> {
+    async fn update(
+        &self,
+        id: uuid::Uuid,
+        from: RenderState,
+        u: RenderUpdate,
+    ) -> Result<bool, StepError> {
         (|| update_render(&self.ctx.pool, id, from, &u))
             .retry(db_retry())
             .when(transient)
@@ -293,7 +307,10 @@ impl Renderer<'_> {
     }
 
     fn left(&self) -> Option<Duration> {
-        (self.deadline - Utc::now()).to_std().ok().filter(|d| !d.is_zero())
+        (self.deadline - Utc::now())
+            .to_std()
+            .ok()
+            .filter(|d| !d.is_zero())
     }
 
     /// Sleeps `d`, or until the deadline if that comes first.
@@ -323,12 +340,19 @@ impl Renderer<'_> {
         let handle = loop {
             if self.left().is_none() {
                 let why = "the job's deadline passed before the shot could be submitted";
-                return self.stop_on(self.fail(&task, "deadline", why, Money::ZERO).await, StepError::Permanent(why.into()), false);
+                return self.stop_on(
+                    self.fail(&task, "deadline", why, Money::ZERO).await,
+                    StepError::Permanent(why.into()),
+                    false,
+                );
             }
             let result = backend.submit(&req).await;
             match result {
                 Ok(h) => break h,
-                Err(BackendError::Throttled { message, retry_after }) => {
+                Err(BackendError::Throttled {
+                    message,
+                    retry_after,
+                }) => {
                     let wait = retry_after.unwrap_or_else(|| backend.poll_interval());
                     if throttled + wait > throttle_max {
                         let r = self.fail(&task, "throttled", &message, Money::ZERO).await;
@@ -340,7 +364,10 @@ impl Renderer<'_> {
                 }
                 Err(BackendError::Transient(m)) => match delays.next() {
                     Some(d) => {
-                        Metrics::global().backend_errors.with_label_values(&[name.as_str()]).inc();
+                        Metrics::global()
+                            .backend_errors
+                            .with_label_values(&[name.as_str()])
+                            .inc();
                         tracing::info!(backend = %name, error = %m, "submit failed before reaching the provider; retrying");
                         self.pause(d).await;
                     }
@@ -397,7 +424,10 @@ impl Renderer<'_> {
             }
             Err(e) => {
                 tracing::error!(backend = %name, remote_id = %handle.0, "cannot save the provider's id: the render is an orphan");
-                return TryEnd::Stop { error: e, health: false };
+                return TryEnd::Stop {
+                    error: e,
+                    health: false,
+                };
             }
         }
         tracing::info!(backend = %name, shot = task.shot, remote_id = %handle.0, "submitted");
@@ -496,11 +526,18 @@ impl Renderer<'_> {
                 }
                 Err(BackendError::Expired(m)) => {
                     let r = self.fail(&task, "lost", &m, Money::ZERO).await;
-                    return self.next_on(r, format!("the provider no longer knows the render ({m})"), true);
+                    return self.next_on(
+                        r,
+                        format!("the provider no longer knows the render ({m})"),
+                        true,
+                    );
                 }
                 Err(e) => {
                     errors += 1;
-                    Metrics::global().backend_errors.with_label_values(&[name.as_str()]).inc();
+                    Metrics::global()
+                        .backend_errors
+                        .with_label_values(&[name.as_str()])
+                        .inc();
                     if errors >= 5 {
                         return TryEnd::Stop {
                             error: StepError::Retryable(format!(
@@ -524,7 +561,9 @@ impl Renderer<'_> {
         mut outputs: Vec<Output>,
     ) -> TryEnd {
         let name = backend.name();
-        if task.state == RenderState::Submitted && !outputs.iter().any(|o| matches!(o, Output::Inline(_))) {
+        if task.state == RenderState::Submitted
+            && !outputs.iter().any(|o| matches!(o, Output::Inline(_)))
+        {
             let recorded = self
                 .update(
                     task.id,
@@ -537,7 +576,10 @@ impl Renderer<'_> {
                 )
                 .await;
             if let Err(error) = recorded {
-                return TryEnd::Stop { error, health: false };
+                return TryEnd::Stop {
+                    error,
+                    health: false,
+                };
             }
             task.state = RenderState::Rendered;
         }
@@ -547,7 +589,9 @@ impl Renderer<'_> {
         let bytes = loop {
             let got = match outputs.first() {
                 Some(o) => backend.download(o).await,
-                None => Err(BackendError::Expired(format!("{name}: the render has no output"))),
+                None => Err(BackendError::Expired(format!(
+                    "{name}: the render has no output"
+                ))),
             };
             match got {
                 Ok(b) => break b,
@@ -556,19 +600,28 @@ impl Renderer<'_> {
                     tracing::info!(backend = %name, error = %m, "output gone; asking for fresh URLs");
                     match backend.fetch_output(handle).await {
                         Ok(fresh) => outputs = fresh,
-                        Err(e) => tracing::warn!(backend = %name, error = %e, "cannot get fresh output URLs"),
+                        Err(e) => {
+                            tracing::warn!(backend = %name, error = %e, "cannot get fresh output URLs")
+                        }
                     }
                 }
                 Err(BackendError::Expired(m)) => {
                     // Paid for, and lost: the provider deleted it before we stored it.
                     let r = self.fail(&task, "output_expired", &m, cost).await;
-                    return self.next_on(r, format!("its output expired before download ({m})"), false);
+                    return self.next_on(
+                        r,
+                        format!("its output expired before download ({m})"),
+                        false,
+                    );
                 }
                 Err(e) => match delays.next() {
                     Some(d) => self.pause(d).await,
                     None => {
                         return TryEnd::Stop {
-                            error: StepError::Retryable(format!("cannot download shot {}: {e}", task.shot)),
+                            error: StepError::Retryable(format!(
+                                "cannot download shot {}: {e}",
+                                task.shot
+                            )),
                             health: false,
                         };
                     }
@@ -576,7 +629,12 @@ impl Renderer<'_> {
             }
         };
         let name_in_store = format!("shot-{:02}-try{}.mp4", task.shot, task.attempt);
-        let uri = match self.ctx.store.put(self.job_id, &name_in_store, &bytes).await {
+        let uri = match self
+            .ctx
+            .store
+            .put(self.job_id, &name_in_store, &bytes)
+            .await
+        {
             Ok(u) => u,
             Err(e) => {
                 return TryEnd::Stop {
@@ -598,7 +656,10 @@ impl Renderer<'_> {
             )
             .await;
         if let Err(error) = recorded {
-            return TryEnd::Stop { error, health: false };
+            return TryEnd::Stop {
+                error,
+                health: false,
+            };
         }
         TryEnd::Shot(RenderedShot {
             index: task.shot as usize,
@@ -629,8 +690,15 @@ impl Renderer<'_> {
             .get(keyframe)
             .await
             .map_err(|e| StepError::Retryable(format!("cannot read the keyframe: {e}")))?;
-        let mime = if keyframe.ends_with(".png") { "image/png" } else { "image/x-portable-pixmap" };
-        Ok(Image::Inline { mime: mime.into(), data })
+        let mime = if keyframe.ends_with(".png") {
+            "image/png"
+        } else {
+            "image/x-portable-pixmap"
+        };
+        Ok(Image::Inline {
+            mime: mime.into(),
+            data,
+        })
     }
 }
 

@@ -671,9 +671,7 @@ async fn a_stage_that_keeps_failing_fails_the_job_naming_the_stage() -> anyhow::
         ["replicate", "runway", "veo3", "replicate", "runway", "veo3"]
     );
     assert!(
-        tries
-            .iter()
-            .all(|t| t.2 == "failed" && t.3 == "internal"),
+        tries.iter().all(|t| t.2 == "failed" && t.3 == "internal"),
         "{tries:?}"
     );
     assert!(

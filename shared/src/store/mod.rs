@@ -13,15 +13,15 @@ pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
 };
 pub use dispatch::{relay_outbox, requeue_expired_leases};
+pub use health::{
+    Availability, BackendHealth, CircuitPolicy, CircuitState, Gate, backend_health, db_now, gate,
+    record_failure, record_success, release_probe,
+};
 pub use job::{
     CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_stages, insert_job,
     list_jobs, request_cancel,
 };
 pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
-pub use health::{
-    Availability, BackendHealth, CircuitPolicy, CircuitState, Gate, backend_health, db_now, gate,
-    record_failure, record_success, release_probe,
-};
 pub use render::{
     Intent, RenderState, RenderTask, RenderUpdate, adopt_orphan, insert_intent, orphans,
     render_tasks, update_render,

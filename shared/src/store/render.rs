@@ -132,9 +132,8 @@ pub async fn insert_intent(
 ) -> Result<Option<RenderTask>, sqlx::Error> {
     let id = Uuid::now_v7();
     // 31 bits of the id: every provider takes a seed of that size.
-    let seed = i64::from(u32::from_be_bytes(
-        id.as_bytes()[12..16].try_into().expect("four bytes"),
-    ) >> 1);
+    let seed =
+        i64::from(u32::from_be_bytes(id.as_bytes()[12..16].try_into().expect("four bytes")) >> 1);
     sqlx::query_as(&format!(
         "insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
                                   estimated_cost_micros)

@@ -227,10 +227,7 @@ impl Backend for Replicate {
         let mut url = "/v1/predictions".to_owned();
         // Newest first; stop at the first page that reaches back past `since`.
         for _ in 0..50 {
-            let page: Page = self
-                .api
-                .json(self.req(reqwest::Method::GET, &url))
-                .await?;
+            let page: Page = self.api.json(self.req(reqwest::Method::GET, &url)).await?;
             let mut older = false;
             for p in page.results {
                 let Some(created) = p.created_at else {

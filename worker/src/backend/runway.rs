@@ -114,7 +114,10 @@ impl Backend for Runway {
         });
         let created: Created = self
             .api
-            .json(self.req(reqwest::Method::POST, "/v1/image_to_video").json(&body))
+            .json(
+                self.req(reqwest::Method::POST, "/v1/image_to_video")
+                    .json(&body),
+            )
             .await?;
         Ok(RemoteHandle(created.id))
     }

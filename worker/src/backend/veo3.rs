@@ -15,7 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Api, Backend, BackendError, FailureClass, Image, Output, Poll, RemoteHandle, ShotRequest};
+use super::{
+    Api, Backend, BackendError, FailureClass, Image, Output, Poll, RemoteHandle, ShotRequest,
+};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
@@ -181,8 +183,9 @@ impl Operation {
             let message = e.message.unwrap_or_else(|| "operation failed".into());
             // google.rpc codes: 3 INVALID_ARGUMENT (our input), 8 RESOURCE_EXHAUSTED (quota).
             let class = match e.code {
-                Some(3) if message.to_ascii_lowercase().contains("safety")
-                    || message.to_ascii_lowercase().contains("responsible ai") =>
+                Some(3)
+                    if message.to_ascii_lowercase().contains("safety")
+                        || message.to_ascii_lowercase().contains("responsible ai") =>
                 {
                     FailureClass::InputSafety
                 }
@@ -299,9 +302,9 @@ impl Backend for Veo3 {
                 let rest = uri.strip_prefix("gs://").ok_or_else(|| {
                     BackendError::Rejected(format!("veo3: not a gs:// URI: {uri}"))
                 })?;
-                let (bucket, object) = rest.split_once('/').ok_or_else(|| {
-                    BackendError::Rejected(format!("veo3: no object in {uri}"))
-                })?;
+                let (bucket, object) = rest
+                    .split_once('/')
+                    .ok_or_else(|| BackendError::Rejected(format!("veo3: no object in {uri}")))?;
                 let mut url = url::Url::parse(&format!("{}/storage/v1/b/", self.gcs_base))
                     .map_err(|e| BackendError::Rejected(format!("veo3: bad GCS URL: {e}")))?;
                 url.path_segments_mut()
@@ -311,9 +314,10 @@ impl Backend for Veo3 {
                 url.query_pairs_mut().append_pair("alt", "media");
                 let req = self.api.http().get(url).bearer_auth(self.bearer().await?);
                 let resp = self.api.send(req).await?;
-                resp.bytes().await.map(|b| b.to_vec()).map_err(|e| {
-                    BackendError::Transient(format!("veo3: download cut short: {e}"))
-                })
+                resp.bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| BackendError::Transient(format!("veo3: download cut short: {e}")))
             }
             Output::Url(_) => self.api.download_url(output).await,
         }

@@ -40,7 +40,12 @@ impl Financial {
     /// The chosen backend, then its fallbacks.
     pub fn candidates(&self) -> Vec<BackendName> {
         std::iter::once(self.backend)
-            .chain(self.fallbacks.iter().copied().filter(|b| *b != self.backend))
+            .chain(
+                self.fallbacks
+                    .iter()
+                    .copied()
+                    .filter(|b| *b != self.backend),
+            )
             .collect()
     }
 }
@@ -124,7 +129,9 @@ pub(crate) fn select(
     };
     let Some(&backend) = chosen else {
         if let Some(b) = spec.backend.named() {
-            let why = rejected.get(&b).map_or("it does not qualify", String::as_str);
+            let why = rejected
+                .get(&b)
+                .map_or("it does not qualify", String::as_str);
             return Err(StepError::Permanent(format!(
                 "the requested backend {b} cannot take this job: {why}"
             )));
@@ -294,7 +301,11 @@ mod tests {
     fn an_open_circuit_keeps_a_backend_out_and_fallbacks_follow_the_order() {
         let prices = PriceTable::default();
         let unhealthy = BTreeMap::from([(BackendName::Runway, "circuit open".to_owned())]);
-        let order = [BackendName::Replicate, BackendName::Veo3, BackendName::Runway];
+        let order = [
+            BackendName::Replicate,
+            BackendName::Veo3,
+            BackendName::Runway,
+        ];
         let sel = Selection {
             prices: &prices,
             enabled: &BackendName::ALL,
@@ -302,8 +313,12 @@ mod tests {
             budget_left: None,
             fallback_order: &order,
         };
-        let f = select(&spec(json!({"speed_priority": true, "quality_min": 0})), &[5], &sel)
-            .expect("veo3 qualifies");
+        let f = select(
+            &spec(json!({"speed_priority": true, "quality_min": 0})),
+            &[5],
+            &sel,
+        )
+        .expect("veo3 qualifies");
         assert_eq!(f.backend, BackendName::Veo3);
         assert_eq!(f.candidates(), [BackendName::Veo3, BackendName::Replicate]);
         assert!(f.rejected[&BackendName::Runway].contains("unhealthy: circuit open"));

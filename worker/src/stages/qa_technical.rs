@@ -52,7 +52,11 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
             })?;
         // A backend may render only some lengths (Veo: 4, 6 or 8 s); the check holds the clip
         // to the length it was asked for.
-        let asked = if shot.duration_s > 0 { shot.duration_s } else { expected_s.unsigned_abs() };
+        let asked = if shot.duration_s > 0 {
+            shot.duration_s
+        } else {
+            expected_s.unsigned_abs()
+        };
         let expected_ms = u128::from(asked) * 1000;
         let duration = mp4::read_duration(&bytes).ok_or_else(|| {
             StepError::Permanent(format!("shot {} artifact declares no duration", shot.index))

@@ -52,7 +52,10 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
     let shots = try_join_all(renders).await?;
     let cost = shots.iter().map(|s| s.cost).sum();
     // The job's backend is the one that rendered it, when one backend rendered every shot.
-    let backend = shots.first().map(|s| s.backend).filter(|b| shots.iter().all(|s| s.backend == *b));
+    let backend = shots
+        .first()
+        .map(|s| s.backend)
+        .filter(|b| shots.iter().all(|s| s.backend == *b));
     let patch = JobPatch {
         backend,
         ..JobPatch::default()

@@ -68,7 +68,8 @@ fn keyframe(prompt: &str) -> Result<Vec<u8>, StepError> {
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Fast);
-    let fail = |e: png::EncodingError| StepError::Permanent(format!("cannot encode the keyframe: {e}"));
+    let fail =
+        |e: png::EncodingError| StepError::Permanent(format!("cannot encode the keyframe: {e}"));
     let mut w = enc.write_header().map_err(fail)?;
     w.write_image_data(&pixels).map_err(fail)?;
     w.finish().map_err(fail)?;
