@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use aiprod_shared::domain::{JobId, JobSpec, JobStatus};
+use aiprod_shared::domain::{JobId, JobSpec, JobStatus, Stage};
 use aiprod_shared::metrics::Metrics;
 use aiprod_shared::store::{self, CancelOutcome, InsertOutcome};
 use axum::Json;
@@ -71,8 +71,7 @@ pub(crate) async fn create(
     let job = store::get_job(&s.pool, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("job {id} vanished after insert"))?;
-    let stages = store::get_stages(&s.pool, id).await?;
-    let mut resp = (StatusCode::ACCEPTED, Json(JobView::new(job, Some(stages)))).into_response();
+    let mut resp = (StatusCode::ACCEPTED, Json(full_view(&s, job).await?)).into_response();
     let location =
         HeaderValue::from_str(&format!("/v1/jobs/{id}")).expect("a uuid path is a valid header");
     resp.headers_mut().insert(header::LOCATION, location);
@@ -114,8 +113,16 @@ pub(crate) async fn get(
     let job = store::get_job(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    Ok(Json(full_view(&s, job).await?))
+}
+
+/// A job with its stages, its routing decision and its render tries.
+async fn full_view(s: &AppState, job: store::JobRecord) -> Result<JobView, ApiError> {
+    let id = job.id;
     let stages = store::get_stages(&s.pool, id).await?;
-    Ok(Json(JobView::new(job, Some(stages))))
+    let financial = store::get_stage_output(&s.pool, id, Stage::Financial).await?;
+    let renders = store::render_tasks(&s.pool, id).await?;
+    Ok(JobView::new(job, Some(stages)).with_backends(financial, renders))
 }
 
 /// `GET /v1/jobs?status=&limit=&cursor=`: newest first, keyset-paginated.
@@ -199,6 +206,5 @@ pub(crate) async fn cancel(
     let job = store::get_job(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    let stages = store::get_stages(&s.pool, id).await?;
-    Ok((code, Json(JobView::new(job, Some(stages)))).into_response())
+    Ok((code, Json(full_view(&s, job).await?)).into_response())
 }

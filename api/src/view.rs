@@ -2,7 +2,7 @@
 
 use aiprod_shared::Money;
 use aiprod_shared::domain::{BackendName, JobId, JobStatus, Priority, Stage, StageStatus};
-use aiprod_shared::store::{JobRecord, StageRecord};
+use aiprod_shared::store::{JobRecord, RenderTask, StageRecord};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -68,6 +68,59 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     /// Ended at.
     pub finished_at: Option<DateTime<Utc>>,
+    /// How the backend was chosen: the estimate on each backend, why each one not chosen was
+    /// left out, and the fallback order (once `financial` has run; omitted in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Value>,
+    /// Every render try, shot by shot: where it ran, how it ended, what it cost (omitted in
+    /// lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renders: Option<Vec<RenderView>>,
+}
+
+/// One try of one shot on one backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenderView {
+    /// The shot.
+    pub shot: i32,
+    /// The try of this shot, from 1.
+    pub attempt: i32,
+    /// Where it ran.
+    pub backend: BackendName,
+    /// `intent`, `submitted`, `rendered`, `downloaded`, `failed`, `canceled` or `orphaned`.
+    pub state: String,
+    /// The provider's id.
+    pub remote_id: Option<String>,
+    /// How it failed.
+    pub failure_class: Option<String>,
+    /// Why it was left.
+    pub error: Option<String>,
+    /// What the provider charged, as a decimal string of dollars.
+    pub cost_usd: Option<Money>,
+    /// The intent's time.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<RenderTask> for RenderView {
+    fn from(t: RenderTask) -> RenderView {
+        RenderView {
+            shot: t.shot,
+            attempt: t.attempt,
+            backend: t.backend,
+            state: serde_json::to_value(t.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            remote_id: t.remote_id,
+            failure_class: t.failure_class,
+            error: t.error,
+            cost_usd: t.cost_micros.map(Money::from_micros),
+            created_at: t.created_at,
+            finished_at: t.finished_at,
+        }
+    }
 }
 
 impl JobView {
@@ -124,6 +177,22 @@ impl JobView {
             metadata: j.metadata,
             created_at: j.created_at,
             finished_at: j.finished_at,
+            routing: None,
+            renders: None,
         }
+    }
+
+    /// Adds the routing decision (the `financial` stage's output) and the render tries.
+    pub fn with_backends(mut self, financial: Option<Value>, renders: Vec<RenderTask>) -> JobView {
+        self.routing = financial.map(|f| {
+            serde_json::json!({
+                "chosen": f.get("backend"),
+                "fallbacks": f.get("fallbacks"),
+                "estimates_usd": f.get("estimates"),
+                "rejected": f.get("rejected"),
+            })
+        });
+        self.renders = Some(renders.into_iter().map(RenderView::from).collect());
+        self
     }
 }

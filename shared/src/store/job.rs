@@ -175,6 +175,22 @@ pub async fn get_stages(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Vec<
     .await
 }
 
+/// The checkpointed output of one stage of a job, if it finished.
+pub async fn get_stage_output(
+    db: impl PgExecutor<'_>,
+    id: JobId,
+    stage: crate::domain::Stage,
+) -> sqlx::Result<Option<serde_json::Value>> {
+    Ok(sqlx::query_scalar(
+        "select output from job_stage where job_id = $1 and stage = $2 and output is not null",
+    )
+    .bind(id)
+    .bind(stage)
+    .fetch_optional(db)
+    .await?
+    .flatten())
+}
+
 /// A page of jobs, newest first, after `cursor` (the last id of the previous page).
 pub async fn list_jobs(
     db: impl PgExecutor<'_>,

@@ -18,8 +18,8 @@ pub use health::{
     record_failure, record_success, release_probe,
 };
 pub use job::{
-    CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_stages, insert_job,
-    list_jobs, request_cancel,
+    CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_stage_output, get_stages,
+    insert_job, list_jobs, request_cancel,
 };
 pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
 pub use render::{
