@@ -81,6 +81,7 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
         p.pool.clone(),
         p.queue.clone(),
         p.settings.clone(),
+        Vec::new(),
         stop.clone(),
     ));
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiprod_api::AppState;
+use aiprod_scheduler::Periodic;
 use aiprod_shared::queue::{PgQueue, Queue};
 use aiprod_shared::storage::ArtifactStore;
 use aiprod_shared::{Settings, db, shutdown, telemetry};
@@ -105,11 +106,12 @@ pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
         p.settings.artifact_dir.display()
     );
     let api = tokio::spawn(aiprod_api::serve(listener, p.app_state(), stop.clone()));
-    let worker = tokio::spawn(aiprod_worker::run(ctx, stop.clone()));
+    let worker = tokio::spawn(aiprod_worker::run(ctx.clone(), stop.clone()));
     let sched = tokio::spawn(aiprod_scheduler::run(
         p.pool.clone(),
         p.queue.clone(),
         p.settings.clone(),
+        leader_tasks(&p, ctx.backends.clone()),
         stop.clone(),
     ));
     let (a, w, s) = tokio::join!(api, worker, sched);
@@ -154,14 +156,35 @@ pub async fn worker(settings: Settings, listen: SocketAddr) -> anyhow::Result<Ex
 pub async fn scheduler(settings: Settings) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
     let p = parts(settings, false, false).await?;
+    // Only real clients can list renders; the simulation leaves no orphans to find.
+    let fleet = Fleet::from_settings(&p.settings, false, Duration::ZERO)?;
     aiprod_scheduler::run(
         p.pool.clone(),
         p.queue.clone(),
         p.settings.clone(),
+        leader_tasks(&p, fleet),
         shutdown::on_signal(),
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The leader's work that needs the provider clients: the orphan reconciler.
+pub fn leader_tasks(p: &Parts, fleet: Fleet) -> Vec<Periodic> {
+    let pool = p.pool.clone();
+    let settle = Duration::from_millis(p.settings.orphan_settle_ms);
+    vec![Periodic {
+        name: "reconcile_orphans",
+        every: Duration::from_millis(p.settings.reconcile_interval_ms),
+        task: Arc::new(move || {
+            let (pool, fleet) = (pool.clone(), fleet.clone());
+            Box::pin(async move {
+                aiprod_worker::reconcile_orphans(&pool, &fleet, settle)
+                    .await
+                    .map(|_| ())
+            })
+        }),
+    }]
 }
 
 /// `aiprod migrate`.

@@ -2,6 +2,8 @@
 //! the leader's whole term; if that connection dies, the lock is released by Postgres and
 //! another replica takes over.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +21,30 @@ pub const LEADER_LOCK_KEY: i64 = 0x6169_7072_6f64;
 /// The channel the API notifies when it writes to the outbox.
 pub const OUTBOX_CHANNEL: &str = "aiprod_outbox";
 
+/// Work the leader does every `every` besides its own, supplied by the binary (such as the
+/// orphan reconciler, which needs the provider clients). A failure is logged and retried at
+/// the next tick; it never costs the leadership.
+#[derive(Clone)]
+pub struct Periodic {
+    /// For logs.
+    pub name: &'static str,
+    /// How often.
+    pub every: Duration,
+    /// One run.
+    pub task:
+        Arc<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync>,
+}
+
 /// Runs the scheduler until `shutdown`: waits for leadership, then leads until it is lost.
 pub async fn run(
     pool: PgPool,
     queue: Arc<dyn Queue>,
     settings: Arc<Settings>,
+    extra: Vec<Periodic>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     while !shutdown.is_cancelled() {
-        match lead(&pool, queue.as_ref(), &settings, &shutdown).await {
+        match lead(&pool, queue.as_ref(), &settings, &extra, &shutdown).await {
             Ok(true) => {}
             Ok(false) => {
                 tokio::select! {
@@ -56,6 +73,7 @@ async fn lead(
     pool: &PgPool,
     queue: &dyn Queue,
     settings: &Settings,
+    extra: &[Periodic],
     shutdown: &CancellationToken,
 ) -> anyhow::Result<bool> {
     let mut lock_conn = pool.acquire().await?.detach();
@@ -67,6 +85,24 @@ async fn lead(
         return Ok(false);
     }
     tracing::info!("scheduler is the leader");
+    // Dropped with the leadership, which aborts them.
+    let mut side = tokio::task::JoinSet::new();
+    for p in extra.iter().cloned() {
+        side.spawn(async move {
+            let mut tick = tokio::time::interval(p.every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = (p.task)().await {
+                    tracing::warn!(
+                        task = p.name,
+                        error = format!("{e:#}"),
+                        "leader task failed; retrying at its next tick"
+                    );
+                }
+            }
+        });
+    }
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(super::leader::OUTBOX_CHANNEL).await?;
     let mut reap = tokio::time::interval(Duration::from_millis(settings.reaper_interval_ms));

@@ -51,6 +51,7 @@ async fn start(
         pool,
         queue,
         settings.clone(),
+        Vec::new(),
         stop,
     )))
 }

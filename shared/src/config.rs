@@ -82,6 +82,12 @@ pub struct Settings {
     /// `AIPROD_THROTTLE_WAIT_MAX_MS`: the longest a submit waits out a provider's 429 before it
     /// falls back to the next backend.
     pub throttle_wait_max_ms: u64,
+    /// `AIPROD_RECONCILE_INTERVAL_MS`: how often the scheduler looks for orphaned renders at
+    /// providers that list them.
+    pub reconcile_interval_ms: u64,
+    /// `AIPROD_ORPHAN_SETTLE_MS`: how old a suspected orphan must be before it is looked for
+    /// (its POST may still be in flight).
+    pub orphan_settle_ms: u64,
     /// `AIPROD_RUNWAY_*`: the Runway developer API.
     #[serde(flatten)]
     pub runway: RunwaySettings,
@@ -192,6 +198,8 @@ impl Default for Settings {
             job_deadline_s: 3_600,
             backend_http_timeout_ms: 30_000,
             throttle_wait_max_ms: 60_000,
+            reconcile_interval_ms: 60_000,
+            orphan_settle_ms: 60_000,
             runway: RunwaySettings {
                 runway_base_url: "https://api.dev.runwayml.com".into(),
                 runway_api_key: None,
@@ -348,6 +356,8 @@ impl Settings {
                 self.backend_http_timeout_ms,
             ),
             ("AIPROD_THROTTLE_WAIT_MAX_MS", self.throttle_wait_max_ms),
+            ("AIPROD_RECONCILE_INTERVAL_MS", self.reconcile_interval_ms),
+            ("AIPROD_ORPHAN_SETTLE_MS", self.orphan_settle_ms),
             ("AIPROD_RUNWAY_POLL_MS", self.runway.runway_poll_ms),
             ("AIPROD_VEO_POLL_MS", self.veo.veo_poll_ms),
             ("AIPROD_REPLICATE_POLL_MS", self.replicate.replicate_poll_ms),

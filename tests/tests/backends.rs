@@ -536,3 +536,70 @@ async fn a_render_past_the_jobs_deadline_is_canceled_at_the_provider() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() -> anyhow::Result<()>
+{
+    use aiprod_shared::Money;
+    use aiprod_shared::store::{Intent, claim_job, insert_intent};
+
+    let stub = Stub::start(Provider::Replicate).await;
+    let rig = Rig::new(settings_for(Provider::Replicate, &stub.uri())).await?;
+    stub.hold();
+    // A worker wrote its intent and POSTed, then died before saving the id.
+    let spec =
+        JobSpec::from_json(&json!({"prompt": "A fox."})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let id = uuid::Uuid::now_v7();
+    insert_job(&rig.pool, id, &spec, None).await?;
+    let claim = claim_job(&rig.pool, id, "doomed", Duration::from_secs(30))
+        .await?
+        .expect("free");
+    let task = insert_intent(
+        &rig.pool,
+        &Intent {
+            job_id: id,
+            lease_epoch: claim.lease_epoch,
+            worker_id: "doomed",
+            shot: 0,
+            attempt: 1,
+            backend: BackendName::Replicate,
+            duration_s: 5,
+            estimate: "0.26".parse::<Money>()?,
+        },
+    )
+    .await?
+    .expect("the lease is held");
+    // Other predictions on the account, created around the same time, must not be mistaken
+    // for it.
+    let b = client(Provider::Replicate, &stub, Duration::from_secs(5));
+    let mut other = shot(5);
+    other.seed = 7;
+    b.submit(&other).await.expect("another prediction");
+    let mut ours = shot(5);
+    ours.seed = u32::try_from(task.seed)?;
+    let lost = b.submit(&ours).await.expect("the orphan");
+    sqlx::query("update job set locked_until = now() - interval '1 second' where id = $1")
+        .bind(id)
+        .execute(&rig.pool)
+        .await?;
+
+    let found =
+        aiprod_worker::reconcile_orphans(&rig.pool, &rig.ctx.backends, Duration::ZERO).await?;
+    assert_eq!(found, 1);
+    let row: (String, Option<String>, Option<i64>) =
+        sqlx::query_as("select state::text, remote_id, cost_micros from render_task where id = $1")
+            .bind(task.id)
+            .fetch_one(&rig.pool)
+            .await?;
+    assert_eq!(
+        row,
+        ("orphaned".to_owned(), Some(lost.0.clone()), Some(260_000))
+    );
+    assert_eq!(stub.canceled(), [lost.0]);
+    // Found once: the next pass has nothing to do.
+    assert_eq!(
+        aiprod_worker::reconcile_orphans(&rig.pool, &rig.ctx.backends, Duration::ZERO).await?,
+        0
+    );
+    Ok(())
+}

@@ -224,6 +224,8 @@ pub async fn orphans(
         "select {COLUMNS} from render_task r
           where r.backend = $1 and r.remote_id is null
             and r.created_at < now() - make_interval(secs => $2::double precision / 1000)
+            and r.created_at > now() - interval '1 day'
+            and r.error is distinct from 'not found at the provider' 
             and (r.state = 'orphaned'
                  or (r.state = 'intent' and not exists (
                         select 1 from job j where j.id = r.job_id and j.status = 'running'

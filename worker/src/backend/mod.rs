@@ -226,6 +226,9 @@ pub struct RemoteSummary {
     pub seed: Option<u32>,
     /// Whether it may still run (and cost).
     pub running: bool,
+    /// Whether it was billed: it ran, whatever its end (Replicate bills GPU time even for a
+    /// failure, not an abort before it started).
+    pub billed: bool,
 }
 
 /// One provider's API.

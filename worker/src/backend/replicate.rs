@@ -249,6 +249,7 @@ impl Backend for Replicate {
                         .and_then(Value::as_u64)
                         .and_then(|s| u32::try_from(s).ok()),
                     running: matches!(p.status.as_str(), "starting" | "processing"),
+                    billed: !matches!(p.status.as_str(), "aborted"),
                     id: p.id,
                     created_at: created,
                 });
