@@ -548,6 +548,43 @@ mod tests {
     }
 
     #[test]
+    fn backend_credentials_and_routing_come_from_their_documented_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_RUNWAY_API_KEY", "key_1");
+            jail.set_env("AIPROD_RUNWAY_BASE_URL", "http://127.0.0.1:9001");
+            jail.set_env("AIPROD_REPLICATE_API_TOKEN", "r8_1");
+            jail.set_env("AIPROD_REPLICATE_BASE_URL", "http://127.0.0.1:9002");
+            jail.set_env("AIPROD_VEO_PROJECT", "acme");
+            jail.set_env("AIPROD_VEO_LOCATION", "europe-west4");
+            jail.set_env("AIPROD_VEO_BASE_URL", "http://127.0.0.1:9003");
+            jail.set_env("AIPROD_FALLBACK_ORDER", "veo3, replicate");
+            let s = Settings::load(None).expect("loads");
+            assert!(s.runway.runway_api_key.is_some());
+            assert_eq!(s.runway.runway_base_url, "http://127.0.0.1:9001");
+            assert!(s.replicate.replicate_api_token.is_some());
+            assert_eq!(s.veo.veo_project.as_deref(), Some("acme"));
+            assert_eq!(s.veo.veo_location, "europe-west4");
+            assert_eq!(s.fallback_order, [BackendName::Veo3, BackendName::Replicate]);
+            // Secrets never appear when settings are printed.
+            let shown = format!("{s:?}");
+            assert!(!shown.contains("key_1") && !shown.contains("r8_1"), "{shown}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_FALLBACK_ORDER", "runway,sora");
+            let e = Settings::load(None).expect_err("unknown backend").to_string();
+            assert!(e.contains("unknown backend `sora`"), "{e}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_RUNWAY_APIKEY", "typo");
+            let e = Settings::load(None).expect_err("a misspelt setting").to_string();
+            assert!(e.contains("runway_apikey"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_bad_value_stops_the_start_with_one_line() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("AIPROD_WORKER_CONCURRENCY", "many");

@@ -277,6 +277,52 @@ mod tests {
     }
 
     #[test]
+    fn the_seed_budget_examples_decide_which_backends_qualify() {
+        use BackendName::*;
+        let prices = PriceTable::default();
+        let unhealthy = BTreeMap::new();
+        // A 5 s shot: runway $30.00, veo3 $2.60, replicate $0.26.
+        let cases: [(&str, &[BackendName]); 7] = [
+            ("0", &[]),
+            ("0.25", &[]),
+            ("1", &[Replicate]),
+            ("5", &[Veo3, Replicate]),
+            ("29.99", &[Veo3, Replicate]),
+            ("30", &[Runway, Veo3, Replicate]),
+            ("35", &[Runway, Veo3, Replicate]),
+        ];
+        for (budget, expected) in cases {
+            let sel = Selection {
+                prices: &prices,
+                enabled: &BackendName::ALL,
+                unhealthy: &unhealthy,
+                budget_left: Some(budget.parse().expect("money")),
+                fallback_order: &BackendName::ALL,
+            };
+            let got = select(&spec(json!({"quality_min": 0})), &[5], &sel)
+                .map(|f| {
+                    let mut c = f.candidates();
+                    c.sort();
+                    c
+                })
+                .unwrap_or_default();
+            assert_eq!(got, expected, "budget ${budget}");
+        }
+        // The quality floor applies before the budget: $5 with quality 0.8 leaves veo3 alone.
+        let sel = Selection {
+            prices: &prices,
+            enabled: &BackendName::ALL,
+            unhealthy: &unhealthy,
+            budget_left: Some("5".parse().expect("money")),
+            fallback_order: &BackendName::ALL,
+        };
+        let f = select(&spec(json!({"quality_min": 0.8})), &[5], &sel).expect("veo3");
+        assert_eq!(f.candidates(), [Veo3]);
+        assert!(f.rejected[&Replicate].contains("below quality_min"));
+        assert!(f.rejected[&Runway].contains("exceeds the budget left"));
+    }
+
+    #[test]
     fn a_disabled_named_backend_fails_with_the_reason() {
         let prices = PriceTable::default();
         let unhealthy = BTreeMap::new();
