@@ -21,6 +21,9 @@ pub const LEADER_LOCK_KEY: i64 = 0x6169_7072_6f64;
 /// The channel the API notifies when it writes to the outbox.
 pub const OUTBOX_CHANNEL: &str = "aiprod_outbox";
 
+/// One run of a `Periodic` task.
+pub type TaskRun = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
 /// Work the leader does every `every` besides its own, supplied by the binary (such as the
 /// orphan reconciler, which needs the provider clients). A failure is logged and retried at
 /// the next tick; it never costs the leadership.
@@ -31,8 +34,7 @@ pub struct Periodic {
     /// How often.
     pub every: Duration,
     /// One run.
-    pub task:
-        Arc<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync>,
+    pub task: Arc<dyn Fn() -> TaskRun + Send + Sync>,
 }
 
 /// Runs the scheduler until `shutdown`: waits for leadership, then leads until it is lost.

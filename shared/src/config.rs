@@ -564,21 +564,31 @@ mod tests {
             assert!(s.replicate.replicate_api_token.is_some());
             assert_eq!(s.veo.veo_project.as_deref(), Some("acme"));
             assert_eq!(s.veo.veo_location, "europe-west4");
-            assert_eq!(s.fallback_order, [BackendName::Veo3, BackendName::Replicate]);
+            assert_eq!(
+                s.fallback_order,
+                [BackendName::Veo3, BackendName::Replicate]
+            );
             // Secrets never appear when settings are printed.
             let shown = format!("{s:?}");
-            assert!(!shown.contains("key_1") && !shown.contains("r8_1"), "{shown}");
+            assert!(
+                !shown.contains("key_1") && !shown.contains("r8_1"),
+                "{shown}"
+            );
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("AIPROD_FALLBACK_ORDER", "runway,sora");
-            let e = Settings::load(None).expect_err("unknown backend").to_string();
+            let e = Settings::load(None)
+                .expect_err("unknown backend")
+                .to_string();
             assert!(e.contains("unknown backend `sora`"), "{e}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("AIPROD_RUNWAY_APIKEY", "typo");
-            let e = Settings::load(None).expect_err("a misspelt setting").to_string();
+            let e = Settings::load(None)
+                .expect_err("a misspelt setting")
+                .to_string();
             assert!(e.contains("runway_apikey"), "{e}");
             Ok(())
         });

@@ -41,7 +41,10 @@ async fn the_circuit_opens_probes_once_backs_off_and_closes() -> anyhow::Result<
 
     // Two failures leave it closed; a success forgets them.
     for _ in 0..2 {
-        assert_eq!(record_failure(&pool, B, "w", "boom", p).await?, CircuitState::Closed);
+        assert_eq!(
+            record_failure(&pool, B, "w", "boom", p).await?,
+            CircuitState::Closed
+        );
     }
     record_success(&pool, B).await?;
     assert_eq!(backend_health(&pool).await?[&B].consecutive_failures, 0);
@@ -49,9 +52,19 @@ async fn the_circuit_opens_probes_once_backs_off_and_closes() -> anyhow::Result<
     // Three in a row open it; while open nobody passes, throttling aside.
     for i in 1..=3 {
         let s = record_failure(&pool, B, "w", "boom", p).await?;
-        assert_eq!(s, if i < 3 { CircuitState::Closed } else { CircuitState::Open });
+        assert_eq!(
+            s,
+            if i < 3 {
+                CircuitState::Closed
+            } else {
+                CircuitState::Open
+            }
+        );
     }
-    assert!(matches!(gate(&pool, B, "job-x", ttl).await?, Gate::Blocked(_)));
+    assert!(matches!(
+        gate(&pool, B, "job-x", ttl).await?,
+        Gate::Blocked(_)
+    ));
     assert!((cooldown_ms(&pool).await? - 300.0).abs() < 50.0);
 
     // After the cooldown, twenty concurrent callers: exactly one probe.
@@ -71,7 +84,10 @@ async fn the_circuit_opens_probes_once_backs_off_and_closes() -> anyhow::Result<
     assert_eq!(gate(&pool, B, &prober, ttl).await?, Gate::Probe);
 
     // The probe fails: open again, for twice as long.
-    assert_eq!(record_failure(&pool, B, &prober, "still down", p).await?, CircuitState::Open);
+    assert_eq!(
+        record_failure(&pool, B, &prober, "still down", p).await?,
+        CircuitState::Open
+    );
     assert!((cooldown_ms(&pool).await? - 600.0).abs() < 50.0);
     let h = &backend_health(&pool).await?[&B];
     assert_eq!((h.trips, h.last_error.as_deref()), (2, Some("still down")));
@@ -81,7 +97,10 @@ async fn the_circuit_opens_probes_once_backs_off_and_closes() -> anyhow::Result<
     assert_eq!(gate(&pool, B, "job-y", ttl).await?, Gate::Probe);
     record_success(&pool, B).await?;
     let h = &backend_health(&pool).await?[&B];
-    assert_eq!((h.state, h.consecutive_failures, h.trips), (CircuitState::Closed, 0, 0));
+    assert_eq!(
+        (h.state, h.consecutive_failures, h.trips),
+        (CircuitState::Closed, 0, 0)
+    );
     assert_eq!(gate(&pool, B, "job-z", ttl).await?, Gate::Pass);
     Ok(())
 }
@@ -97,7 +116,10 @@ async fn a_probe_whose_holder_vanished_is_given_to_another_after_its_ttl() -> an
     tokio::time::sleep(Duration::from_millis(30)).await;
     let short = Duration::from_millis(200);
     assert_eq!(gate(&pool, B, "dead-job", short).await?, Gate::Probe);
-    assert!(matches!(gate(&pool, B, "live-job", short).await?, Gate::Blocked(_)));
+    assert!(matches!(
+        gate(&pool, B, "live-job", short).await?,
+        Gate::Blocked(_)
+    ));
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(gate(&pool, B, "live-job", short).await?, Gate::Probe);
     Ok(())

@@ -48,26 +48,27 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
     Ok(StageOutput::of(&Visual { shots }))
 }
 
-/// A 640×360 PNG in a gradient of two colours derived from the prompt.
+/// A 640×360 PNG in a horizontal gradient of two colours derived from the prompt. Every row is
+/// the same, so with PNG's `Up` filter all rows but the first encode as zeros: about 0.1 ms and
+/// 7 KB a frame (a diagonal gradient cost 2 ms and 116 KB, most of a simulated job's CPU).
 fn keyframe(prompt: &str) -> Result<Vec<u8>, StepError> {
     const W: u32 = 640;
     const H: u32 = 360;
     let h = Sha256::digest(prompt.as_bytes());
-    let mut pixels = Vec::with_capacity((W * H * 3) as usize);
-    for y in 0..H {
-        for x in 0..W {
-            let t = (x + y) * 256 / (W + H);
-            for c in 0..3 {
-                let (a, b) = (u32::from(h[c]), u32::from(h[c + 3]));
-                pixels.push(((a * (256 - t) + b * t) / 256) as u8);
-            }
+    let mut row = Vec::with_capacity((W * 3) as usize);
+    for x in 0..W {
+        for c in 0..3 {
+            let (a, b) = (u32::from(h[c]), u32::from(h[c + 3]));
+            row.push(((a * (W - x) + b * x) / W) as u8);
         }
     }
+    let pixels = row.repeat(H as usize);
     let mut out = Vec::new();
     let mut enc = png::Encoder::new(&mut out, W, H);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Fast);
+    enc.set_filter(png::Filter::Up);
     let fail =
         |e: png::EncodingError| StepError::Permanent(format!("cannot encode the keyframe: {e}"));
     let mut w = enc.write_header().map_err(fail)?;
