@@ -126,6 +126,20 @@ async fn until(
     }
 }
 
+/// Waits for the job to end, and asserts that it succeeded (with the worker's log if not).
+async fn succeeds(pool: &PgPool, id: Uuid, worker: &Proc) -> anyhow::Result<()> {
+    until(
+        pool,
+        "select status in ('succeeded', 'failed') from job where id = $1",
+        Some(id),
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; worker {}", worker.tail()))?;
+    assert_eq!(status(pool, id).await?, ("succeeded".into(), None));
+    Ok(())
+}
+
 async fn status(pool: &PgPool, id: Uuid) -> anyhow::Result<(String, Option<String>)> {
     Ok(
         sqlx::query_as("select status::text, error from job where id = $1")
@@ -190,15 +204,7 @@ async fn a_worker_killed_mid_render_is_resumed_with_exactly_one_post_per_shot() 
     )
     .await?;
     runway.release();
-    until(
-        &pool,
-        "select status in ('succeeded', 'failed') from job where id = $1",
-        Some(id),
-        Duration::from_secs(60),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}; worker b: {}", b.tail()))?;
-    assert_eq!(status(&pool, id).await?, ("succeeded".into(), None));
+    succeeds(&pool, id, &b).await?;
 
     // The stub saw exactly one POST per shot, and every try is the first.
     assert_eq!(runway.count("POST", "/v1/image_to_video").await, shots);
@@ -265,15 +271,7 @@ async fn an_open_circuit_is_seen_by_every_worker_and_one_probe_closes_it() -> an
         first.push(fleet.submit(fast.clone()).await?);
     }
     for id in &first {
-        until(
-            &pool,
-            "select status in ('succeeded', 'failed') from job where id = $1",
-            Some(*id),
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}; worker a: {}", a.tail()))?;
-        assert_eq!(status(&pool, *id).await?, ("succeeded".into(), None));
+        succeeds(&pool, *id, &a).await?;
     }
     assert_eq!(runway_posts().await, 3);
     let (state, failures): (String, i32) = sqlx::query_as(
@@ -307,15 +305,7 @@ async fn an_open_circuit_is_seen_by_every_worker_and_one_probe_closes_it() -> an
     // Worker B, a different process, skips runway without trying it.
     let mut b = fleet.worker("worker-b")?;
     let id = fleet.submit(fast.clone()).await?;
-    until(
-        &pool,
-        "select status in ('succeeded', 'failed') from job where id = $1",
-        Some(id),
-        Duration::from_secs(60),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}; worker b: {}", b.tail()))?;
-    assert_eq!(status(&pool, id).await?, ("succeeded".into(), None));
+    succeeds(&pool, id, &b).await?;
     assert_eq!(
         runway_posts().await,
         3,
