@@ -102,7 +102,7 @@ pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
     eprintln!(
         "aiprod dev: API on http://{addr} · {} worker slots · backends {} · artifacts in {}",
         p.settings.worker_concurrency,
-        if simulate { "simulated" } else { "real" },
+        ctx.backends.describe(),
         p.settings.artifact_dir.display()
     );
     let api = tokio::spawn(aiprod_api::serve(listener, p.app_state(), stop.clone()));

@@ -242,6 +242,10 @@ pub trait Backend: Send + Sync + 'static {
     fn render_seconds(&self, seconds: u32) -> u32 {
         seconds
     }
+    /// Whether this is the simulation rather than a provider.
+    fn simulated(&self) -> bool {
+        false
+    }
     /// Whether a failure of this class is billed.
     fn charged_on_failure(&self, class: FailureClass) -> bool {
         class == FailureClass::InputSafety
@@ -324,6 +328,23 @@ impl Fleet {
     /// The enabled backends.
     pub fn enabled(&self) -> Vec<BackendName> {
         self.backends.keys().copied().collect()
+    }
+
+    /// The enabled backends for people: `runway (real), veo3 (simulated)`, or `none`.
+    pub fn describe(&self) -> String {
+        if self.backends.is_empty() {
+            return "none".into();
+        }
+        self.backends
+            .iter()
+            .map(|(name, b)| {
+                format!(
+                    "{name} ({})",
+                    if b.simulated() { "simulated" } else { "real" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// One backend, if enabled.

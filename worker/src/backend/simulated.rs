@@ -51,6 +51,10 @@ impl Backend for Simulated {
         self.name
     }
 
+    fn simulated(&self) -> bool {
+        true
+    }
+
     fn poll_interval(&self) -> Duration {
         (self.latency / 4).clamp(Duration::from_millis(5), Duration::from_millis(500))
     }
