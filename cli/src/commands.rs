@@ -62,11 +62,7 @@ pub fn worker_context(p: &Parts, simulate: bool) -> anyhow::Result<WorkerContext
             p.settings.artifact_dir.display()
         )
     })?;
-    let backends = Fleet::from_settings(
-        &p.settings,
-        simulate,
-        Duration::from_millis(p.settings.sim_latency_ms),
-    )?;
+    let backends = Fleet::from_settings(&p.settings, simulate)?;
     let enabled = backends.enabled();
     if enabled.is_empty() {
         tracing::warn!(
@@ -157,7 +153,7 @@ pub async fn scheduler(settings: Settings) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
     let p = parts(settings, false, false).await?;
     // Only real clients can list renders; the simulation leaves no orphans to find.
-    let fleet = Fleet::from_settings(&p.settings, false, Duration::ZERO)?;
+    let fleet = Fleet::from_settings(&p.settings, false)?;
     aiprod_scheduler::run(
         p.pool.clone(),
         p.queue.clone(),

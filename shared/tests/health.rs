@@ -47,7 +47,10 @@ async fn the_circuit_opens_probes_once_backs_off_and_closes() -> anyhow::Result<
         );
     }
     record_success(&pool, B).await?;
-    assert_eq!(backend_health(&pool).await?[&B].consecutive_failures, 0);
+    assert_eq!(
+        backend_health(&pool).await?.rows[&B].consecutive_failures,
+        0
+    );
 
     // Three in a row open it; while open nobody passes, throttling aside.
     for i in 1..=3 {
@@ -89,14 +92,14 @@ async fn the_circuit_opens_probes_once_backs_off_and_closes() -> anyhow::Result<
         CircuitState::Open
     );
     assert!((cooldown_ms(&pool).await? - 600.0).abs() < 50.0);
-    let h = &backend_health(&pool).await?[&B];
+    let h = &backend_health(&pool).await?.rows[&B];
     assert_eq!((h.trips, h.last_error.as_deref()), (2, Some("still down")));
 
     // The next probe succeeds: closed, every count reset.
     tokio::time::sleep(Duration::from_millis(650)).await;
     assert_eq!(gate(&pool, B, "job-y", ttl).await?, Gate::Probe);
     record_success(&pool, B).await?;
-    let h = &backend_health(&pool).await?[&B];
+    let h = &backend_health(&pool).await?.rows[&B];
     assert_eq!(
         (h.state, h.consecutive_failures, h.trips),
         (CircuitState::Closed, 0, 0)

@@ -52,11 +52,13 @@ fn client(provider: Provider, stub: &Stub, timeout: Duration) -> Arc<dyn Backend
         Provider::Runway => Arc::new(Runway::new(
             Api::new(BackendName::Runway, timeout).expect("client"),
             &s.runway,
+            &s.backends.runway.model,
         )),
         Provider::Veo => Arc::new(
             Veo3::new(
                 Api::new(BackendName::Veo3, timeout).expect("client"),
                 &s.veo,
+                &s.backends.veo3.model,
             )
             .expect("veo client"),
         ),
@@ -341,7 +343,7 @@ impl Rig {
         let pool = db.pool().await?;
         let artifacts = tempfile::tempdir()?;
         let store = ArtifactStore::local(artifacts.path())?;
-        let fleet = Fleet::from_settings(&settings, false, Duration::ZERO)?;
+        let fleet = Fleet::from_settings(&settings, false)?;
         let queue = Arc::new(PgQueue::new(pool.clone(), Duration::from_secs(30)));
         let ctx = WorkerContext::new(
             pool.clone(),

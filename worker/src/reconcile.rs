@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use aiprod_shared::Money;
 use aiprod_shared::metrics::Metrics;
-use aiprod_shared::store::{RenderState, RenderUpdate, adopt_orphan, orphans, update_render};
+use aiprod_shared::store::{
+    NOT_FOUND_AT_PROVIDER, RenderState, RenderUpdate, adopt_orphan, orphans, update_render,
+};
 use chrono::Utc;
 use sqlx::PgPool;
 
@@ -53,7 +55,7 @@ pub async fn reconcile_orphans(
                         o.state,
                         &RenderUpdate {
                             state: Some(RenderState::Orphaned),
-                            error: Some("not found at the provider".into()),
+                            error: Some(NOT_FOUND_AT_PROVIDER.into()),
                             cost: Some(Money::ZERO),
                             ..RenderUpdate::default()
                         },

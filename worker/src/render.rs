@@ -53,6 +53,32 @@ enum TryEnd {
     Stop { error: StepError, health: bool },
 }
 
+impl TryEnd {
+    /// Stop, for a reason that says nothing of the backend's health.
+    fn halt(error: StepError) -> TryEnd {
+        TryEnd::Stop {
+            error,
+            health: false,
+        }
+    }
+
+    /// Go on to the next backend once the try's end is recorded; stop if it could not be.
+    fn next_after(recorded: Result<(), StepError>, reason: String, health: bool) -> TryEnd {
+        match recorded {
+            Ok(()) => TryEnd::Next { reason, health },
+            Err(error) => TryEnd::Stop { error, health },
+        }
+    }
+
+    /// Stop with `error` once the try's end is recorded, or with the recording's error.
+    fn stop_after(recorded: Result<(), StepError>, error: StepError, health: bool) -> TryEnd {
+        TryEnd::Stop {
+            error: recorded.err().unwrap_or(error),
+            health,
+        }
+    }
+}
+
 /// Renders shots of one job.
 pub(crate) struct Renderer<'a> {
     pub ctx: &'a WorkerContext,
@@ -101,7 +127,7 @@ impl Renderer<'_> {
                     };
                     tracing::info!(shot = shot.index, backend = %last.backend, remote_id = ?last.remote_id, "resuming a render");
                     let end = self.follow(backend.as_ref(), last.clone()).await;
-                    if let Some(result) = self.settle(last.backend, false, end, &mut left).await {
+                    if let Some(result) = self.settle(last.backend, end, &mut left).await {
                         return result;
                     }
                 }
@@ -139,11 +165,10 @@ impl Renderer<'_> {
                 .when(transient)
                 .await
                 .map_err(|e| StepError::Retryable(format!("cannot read {name}'s health: {e}")))?;
-            let probe = match gate {
-                Gate::Pass => false,
+            match gate {
+                Gate::Pass => {}
                 Gate::Probe => {
                     tracing::info!(backend = %name, "this job carries the half-open probe");
-                    true
                 }
                 Gate::Blocked(why) => {
                     tracing::info!(backend = %name, %why, "skipping a backend");
@@ -154,7 +179,7 @@ impl Renderer<'_> {
                     left.push(format!("{name}: {why}"));
                     continue;
                 }
-            };
+            }
             attempt += 1;
             let seconds = backend.render_seconds(shot.duration_s.unsigned_abs());
             let estimate = self
@@ -182,7 +207,7 @@ impl Renderer<'_> {
             let end = self
                 .submit_and_follow(backend.as_ref(), task, shot, &image)
                 .await;
-            if let Some(result) = self.settle(name, probe, end, &mut left).await {
+            if let Some(result) = self.settle(name, end, &mut left).await {
                 return result;
             }
         }
@@ -198,11 +223,11 @@ impl Renderer<'_> {
     }
 
     /// Books a try's end in the backend's health; returns the shot's result, or `None` to go on
-    /// to the next backend.
+    /// to the next backend. An end that says nothing of health hands back the half-open probe
+    /// if this job holds it (a no-op otherwise), resumed tries included.
     async fn settle(
         &self,
         name: BackendName,
-        probe: bool,
         end: TryEnd,
         left: &mut Vec<String>,
     ) -> Option<Result<RenderedShot, StepError>> {
@@ -230,7 +255,7 @@ impl Renderer<'_> {
             }
         };
         let neutral = || async move {
-            if probe && let Err(e) = release_probe(pool, name, holder).await {
+            if let Err(e) = release_probe(pool, name, holder).await {
                 tracing::warn!(backend = %name, error = %e, "cannot hand the probe back; it expires by itself");
             }
         };
@@ -340,7 +365,7 @@ impl Renderer<'_> {
         let handle = loop {
             if self.left().is_none() {
                 let why = "the job's deadline passed before the shot could be submitted";
-                return self.stop_on(
+                return TryEnd::stop_after(
                     self.fail(&task, "deadline", why, Money::ZERO).await,
                     StepError::Permanent(why.into()),
                     false,
@@ -356,7 +381,7 @@ impl Renderer<'_> {
                     let wait = retry_after.unwrap_or_else(|| backend.poll_interval());
                     if throttled + wait > throttle_max {
                         let r = self.fail(&task, "throttled", &message, Money::ZERO).await;
-                        return self.next_on(r, format!("throttled ({message})"), false);
+                        return TryEnd::next_after(r, format!("throttled ({message})"), false);
                     }
                     tracing::info!(backend = %name, wait_ms = wait.as_millis() as u64, "provider throttled the submit; waiting");
                     throttled += wait;
@@ -373,7 +398,7 @@ impl Renderer<'_> {
                     }
                     None => {
                         let r = self.fail(&task, "unavailable", &m, Money::ZERO).await;
-                        return self.next_on(r, m, true);
+                        return TryEnd::next_after(r, m, true);
                     }
                 },
                 Err(BackendError::Timeout(m)) => {
@@ -391,15 +416,15 @@ impl Renderer<'_> {
                             },
                         )
                         .await;
-                    return self.next_on(r.map(|_| ()), note, true);
+                    return TryEnd::next_after(r.map(|_| ()), note, true);
                 }
                 Err(BackendError::Rejected(m)) => {
                     let r = self.fail(&task, "rejected", &m, Money::ZERO).await;
-                    return self.next_on(r, m, false);
+                    return TryEnd::next_after(r, m, false);
                 }
                 Err(BackendError::Unauthorized(m) | BackendError::Expired(m)) => {
                     let r = self.fail(&task, "unavailable", &m, Money::ZERO).await;
-                    return self.next_on(r, m, true);
+                    return TryEnd::next_after(r, m, true);
                 }
             }
         };
@@ -417,17 +442,13 @@ impl Renderer<'_> {
         match saved {
             Ok(true) => {}
             Ok(false) => {
-                return TryEnd::Stop {
-                    error: StepError::Retryable("another worker took over this render".into()),
-                    health: false,
-                };
+                return TryEnd::halt(StepError::Retryable(
+                    "another worker took over this render".into(),
+                ));
             }
             Err(e) => {
                 tracing::error!(backend = %name, remote_id = %handle.0, "cannot save the provider's id: the render is an orphan");
-                return TryEnd::Stop {
-                    error: e,
-                    health: false,
-                };
+                return TryEnd::halt(e);
             }
         }
         tracing::info!(backend = %name, shot = task.shot, remote_id = %handle.0, "submitted");
@@ -435,20 +456,6 @@ impl Renderer<'_> {
         task.remote_id = Some(handle.0);
         task.submitted_at = Some(Utc::now());
         self.follow(backend, task).await
-    }
-
-    fn next_on(&self, recorded: Result<(), StepError>, reason: String, health: bool) -> TryEnd {
-        match recorded {
-            Ok(()) => TryEnd::Next { reason, health },
-            Err(error) => TryEnd::Stop { error, health },
-        }
-    }
-
-    fn stop_on(&self, recorded: Result<(), StepError>, error: StepError, health: bool) -> TryEnd {
-        match recorded {
-            Ok(()) => TryEnd::Stop { error, health },
-            Err(e) => TryEnd::Stop { error: e, health },
-        }
     }
 
     /// Polls a submitted render to its end, then downloads it.
@@ -487,7 +494,7 @@ impl Renderer<'_> {
                         },
                     )
                     .await;
-                return self.stop_on(r.map(|_| ()), StepError::Permanent(why), false);
+                return TryEnd::stop_after(r.map(|_| ()), StepError::Permanent(why), false);
             }
             self.pause(wait).await;
             wait = jitter(backend.poll_interval());
@@ -510,7 +517,7 @@ impl Renderer<'_> {
                     let reason = format!("{message} ({})", class.as_str());
                     let r = self.fail(&task, class.as_str(), &message, cost).await;
                     return match class {
-                        FailureClass::InputSafety => self.stop_on(
+                        FailureClass::InputSafety => TryEnd::stop_after(
                             r,
                             StepError::Permanent(format!(
                                 "{name} refused the input of shot {}: {reason}",
@@ -518,7 +525,7 @@ impl Renderer<'_> {
                             )),
                             false,
                         ),
-                        c => self.next_on(r, reason, c.counts_against_health()),
+                        c => TryEnd::next_after(r, reason, c.counts_against_health()),
                     };
                 }
                 Err(BackendError::Throttled { retry_after, .. }) => {
@@ -526,7 +533,7 @@ impl Renderer<'_> {
                 }
                 Err(BackendError::Expired(m)) => {
                     let r = self.fail(&task, "lost", &m, Money::ZERO).await;
-                    return self.next_on(
+                    return TryEnd::next_after(
                         r,
                         format!("the provider no longer knows the render ({m})"),
                         true,
@@ -576,10 +583,7 @@ impl Renderer<'_> {
                 )
                 .await;
             if let Err(error) = recorded {
-                return TryEnd::Stop {
-                    error,
-                    health: false,
-                };
+                return TryEnd::halt(error);
             }
             task.state = RenderState::Rendered;
         }
@@ -608,7 +612,7 @@ impl Renderer<'_> {
                 Err(BackendError::Expired(m)) => {
                     // Paid for, and lost: the provider deleted it before we stored it.
                     let r = self.fail(&task, "output_expired", &m, cost).await;
-                    return self.next_on(
+                    return TryEnd::next_after(
                         r,
                         format!("its output expired before download ({m})"),
                         false,
@@ -617,13 +621,10 @@ impl Renderer<'_> {
                 Err(e) => match delays.next() {
                     Some(d) => self.pause(d).await,
                     None => {
-                        return TryEnd::Stop {
-                            error: StepError::Retryable(format!(
-                                "cannot download shot {}: {e}",
-                                task.shot
-                            )),
-                            health: false,
-                        };
+                        return TryEnd::halt(StepError::Retryable(format!(
+                            "cannot download shot {}: {e}",
+                            task.shot
+                        )));
                     }
                 },
             }
@@ -637,10 +638,10 @@ impl Renderer<'_> {
         {
             Ok(u) => u,
             Err(e) => {
-                return TryEnd::Stop {
-                    error: StepError::Retryable(format!("cannot store shot {}: {e}", task.shot)),
-                    health: false,
-                };
+                return TryEnd::halt(StepError::Retryable(format!(
+                    "cannot store shot {}: {e}",
+                    task.shot
+                )));
             }
         };
         let recorded = self
@@ -656,14 +657,11 @@ impl Renderer<'_> {
             )
             .await;
         if let Err(error) = recorded {
-            return TryEnd::Stop {
-                error,
-                health: false,
-            };
+            return TryEnd::halt(error);
         }
         TryEnd::Shot(RenderedShot {
             index: task.shot as usize,
-            backend: name,
+            backend: Some(name),
             remote_id: handle.0.clone(),
             uri,
             duration_s: task.duration_s as u32,
@@ -710,7 +708,7 @@ fn jitter(d: Duration) -> Duration {
 fn rendered(t: &RenderTask) -> RenderedShot {
     RenderedShot {
         index: t.shot as usize,
-        backend: t.backend,
+        backend: Some(t.backend),
         remote_id: t.remote_id.clone().unwrap_or_default(),
         uri: t.artifact_uri.clone().unwrap_or_default(),
         duration_s: t.duration_s as u32,

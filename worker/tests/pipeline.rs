@@ -59,11 +59,7 @@ impl Rig {
         let pool = db.pool().await?;
         let artifacts = tempfile::tempdir()?;
         let store = ArtifactStore::local(artifacts.path())?;
-        let backends = Fleet::from_settings(
-            &settings,
-            true,
-            Duration::from_millis(settings.sim_latency_ms),
-        )?;
+        let backends = Fleet::from_settings(&settings, true)?;
         let queue = Arc::new(PgQueue::new(
             pool.clone(),
             Duration::from_millis(settings.queue_ack_deadline_ms),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use super::millis;
 use crate::domain::BackendName;
 
 /// The circuit's state as the table has it.
@@ -84,22 +85,38 @@ impl BackendHealth {
     }
 }
 
-/// Every backend's row.
-pub async fn backend_health(
-    db: impl PgExecutor<'_>,
-) -> Result<BTreeMap<BackendName, BackendHealth>, sqlx::Error> {
-    let rows: Vec<BackendHealth> = sqlx::query_as(
+/// Every backend's row, and the database's clock when it was read: every worker compares
+/// against the same clock.
+#[derive(Clone, Debug)]
+pub struct HealthSnapshot {
+    /// The rows, by backend.
+    pub rows: BTreeMap<BackendName, BackendHealth>,
+    /// `now()` of the reading statement.
+    pub now: DateTime<Utc>,
+}
+
+/// Reads every backend's row in one statement.
+pub async fn backend_health(db: impl PgExecutor<'_>) -> Result<HealthSnapshot, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        health: BackendHealth,
+        now: DateTime<Utc>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         "select backend, state, consecutive_failures, trips, open_until, probe_holder, \
-         probe_until, last_error from backend_health",
+         probe_until, last_error, now() as now from backend_health",
     )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.backend, r.clone())).collect())
-}
-
-/// The database's clock: every worker compares against the same one.
-pub async fn db_now(db: impl PgExecutor<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar("select now()").fetch_one(db).await
+    let now = rows.first().map_or_else(Utc::now, |r| r.now);
+    Ok(HealthSnapshot {
+        rows: rows
+            .into_iter()
+            .map(|r| (r.health.backend, r.health))
+            .collect(),
+        now,
+    })
 }
 
 /// The gate in front of one call to a backend.
@@ -122,7 +139,6 @@ pub async fn gate(
     holder: &str,
     probe_ttl: Duration,
 ) -> Result<Gate, sqlx::Error> {
-    let ttl_ms = i64::try_from(probe_ttl.as_millis()).unwrap_or(i64::MAX);
     // One statement: take the probe if it is free, else report the state as it is.
     let row: (CircuitState, Option<String>, bool, Option<String>) = sqlx::query_as(
         "with took as (
@@ -142,7 +158,7 @@ pub async fn gate(
     )
     .bind(backend)
     .bind(holder)
-    .bind(ttl_ms)
+    .bind(millis(probe_ttl))
     .fetch_one(db)
     .await?;
     Ok(match row {
@@ -198,7 +214,6 @@ pub async fn record_failure(
     error: &str,
     policy: CircuitPolicy,
 ) -> Result<CircuitState, sqlx::Error> {
-    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     // Every SET expression reads the row as it was before this update, and a concurrent
     // failure re-evaluates against the newest row (the row lock), so `opens` is decided once.
     let opens = "((state = 'closed' and consecutive_failures + 1 >= $6) \
@@ -221,8 +236,8 @@ pub async fn record_failure(
     .bind(backend)
     .bind(holder)
     .bind(error)
-    .bind(ms(policy.cooldown))
-    .bind(ms(policy.cooldown_max))
+    .bind(millis(policy.cooldown))
+    .bind(millis(policy.cooldown_max))
     .bind(i32::try_from(policy.threshold).unwrap_or(i32::MAX))
     .fetch_one(db)
     .await

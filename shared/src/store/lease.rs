@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 
 use super::job::JobRecord;
+use super::millis;
 use crate::domain::{JobId, Stage};
 
 /// A job that this worker now holds, or found to be canceled.
@@ -18,10 +19,6 @@ pub struct Claim {
     pub job: JobRecord,
     /// The fencing token for every write under this lease.
     pub lease_epoch: i64,
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Takes the lease on `id` if the job is unfinished and no one holds a live lease, and records

@@ -2,6 +2,8 @@
 //! `impl PgExecutor`; every write that must be atomic is one statement or one short
 //! transaction, and none is held across a stage's work.
 
+use std::time::Duration;
+
 mod checkpoint;
 mod dispatch;
 mod health;
@@ -9,13 +11,18 @@ mod job;
 mod lease;
 mod render;
 
+/// A duration as whole milliseconds for SQL (`make_interval(secs => $n / 1000)`), saturating.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
 };
 pub use dispatch::{relay_outbox, requeue_expired_leases};
 pub use health::{
-    Availability, BackendHealth, CircuitPolicy, CircuitState, Gate, backend_health, db_now, gate,
-    record_failure, record_success, release_probe,
+    Availability, BackendHealth, CircuitPolicy, CircuitState, Gate, HealthSnapshot, backend_health,
+    gate, record_failure, record_success, release_probe,
 };
 pub use job::{
     CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_stage_output, get_stages,
@@ -23,6 +30,6 @@ pub use job::{
 };
 pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
 pub use render::{
-    Intent, RenderState, RenderTask, RenderUpdate, adopt_orphan, insert_intent, orphans,
-    render_tasks, update_render,
+    Intent, NOT_FOUND_AT_PROVIDER, RenderState, RenderTask, RenderUpdate, adopt_orphan,
+    insert_intent, orphans, render_tasks, update_render,
 };

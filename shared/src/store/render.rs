@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use super::millis;
 use crate::domain::{BackendName, JobId};
 use crate::money::Money;
 
@@ -212,6 +213,10 @@ pub async fn update_render(
     Ok(done.rows_affected() == 1)
 }
 
+/// The note on a suspected orphan the provider never heard of: nothing was paid, and it is not
+/// looked for again.
+pub const NOT_FOUND_AT_PROVIDER: &str = "not found at the provider";
+
 /// Suspected orphans on `backend` older than `settle` (their POST may still be in flight):
 /// intents whose worker died, and intents a later try marked orphaned, with no remote id.
 pub async fn orphans(
@@ -219,13 +224,12 @@ pub async fn orphans(
     backend: BackendName,
     settle: std::time::Duration,
 ) -> Result<Vec<RenderTask>, sqlx::Error> {
-    let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
     sqlx::query_as(&format!(
         "select {COLUMNS} from render_task r
           where r.backend = $1 and r.remote_id is null
             and r.created_at < now() - make_interval(secs => $2::double precision / 1000)
             and r.created_at > now() - interval '1 day'
-            and r.error is distinct from 'not found at the provider' 
+            and r.error is distinct from $3
             and (r.state = 'orphaned'
                  or (r.state = 'intent' and not exists (
                         select 1 from job j where j.id = r.job_id and j.status = 'running'
@@ -234,7 +238,8 @@ pub async fn orphans(
           limit 500"
     ))
     .bind(backend)
-    .bind(settle_ms)
+    .bind(millis(settle))
+    .bind(NOT_FOUND_AT_PROVIDER)
     .fetch_all(db)
     .await
 }

@@ -31,9 +31,9 @@ pub use veo3::Veo3;
 pub struct RenderedShot {
     /// Which shot.
     pub index: usize,
-    /// Where it was rendered.
-    #[serde(default = "legacy_backend")]
-    pub backend: BackendName,
+    /// Where it was rendered (absent in checkpoints written before backends were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendName>,
     /// The provider's id of the render.
     pub remote_id: String,
     /// Where our copy is.
@@ -43,10 +43,6 @@ pub struct RenderedShot {
     pub duration_s: u32,
     /// What it cost.
     pub cost: Money,
-}
-
-fn legacy_backend() -> BackendName {
-    BackendName::Replicate
 }
 
 /// The keyframe a shot starts from.
@@ -291,21 +287,18 @@ impl Fleet {
 
     /// The fleet the settings describe: real clients where credentials are set, else the
     /// simulation when `simulate` is on.
-    pub fn from_settings(
-        settings: &Settings,
-        simulate: bool,
-        sim_latency: Duration,
-    ) -> anyhow::Result<Fleet> {
+    pub fn from_settings(settings: &Settings, simulate: bool) -> anyhow::Result<Fleet> {
+        let sim_latency = Duration::from_millis(settings.sim_latency_ms);
         let api = |b| Api::new(b, Duration::from_millis(settings.backend_http_timeout_ms));
         let model = |b| settings.backends.profile(b).model.clone();
         let mut fleet = Fleet::empty();
         for name in BackendName::ALL {
             let real: Option<Arc<dyn Backend>> = match name {
                 BackendName::Runway if settings.runway.runway_api_key.is_some() => Some(Arc::new(
-                    Runway::new(api(name)?, &settings.runway).with_model(&model(name)),
+                    Runway::new(api(name)?, &settings.runway, &model(name)),
                 )),
                 BackendName::Veo3 if settings.veo.veo_project.is_some() => Some(Arc::new(
-                    Veo3::new(api(name)?, &settings.veo)?.with_model(&model(name)),
+                    Veo3::new(api(name)?, &settings.veo, &model(name))?,
                 )),
                 BackendName::Replicate if settings.replicate.replicate_api_token.is_some() => {
                     Some(Arc::new(Replicate::new(api(name)?, &settings.replicate)))

@@ -131,10 +131,6 @@ impl Backend for Replicate {
         self.poll
     }
 
-    fn render_seconds(&self, seconds: u32) -> u32 {
-        seconds
-    }
-
     async fn submit(&self, shot: &ShotRequest) -> Result<RemoteHandle, BackendError> {
         let (frames, fps) = frames_for(shot.duration_s);
         let video_length = if frames == 14 {

@@ -25,8 +25,9 @@ pub struct Runway {
 }
 
 impl Runway {
-    /// A client for the configured base URL and key.
-    pub fn new(api: Api, s: &RunwaySettings) -> Runway {
+    /// A client for the configured base URL and key, rendering with `model` (the price
+    /// table's, `gen4_turbo` by default).
+    pub fn new(api: Api, s: &RunwaySettings, model: &str) -> Runway {
         Runway {
             api,
             base: s.runway_base_url.trim_end_matches('/').to_owned(),
@@ -36,15 +37,9 @@ impl Runway {
                 .unwrap_or_else(|| SecretString::from("")),
             version: s.runway_api_version.clone(),
             ratio: s.runway_ratio.clone(),
-            model: "gen4_turbo".into(),
+            model: model.to_owned(),
             poll: Duration::from_millis(s.runway_poll_ms),
         }
-    }
-
-    /// Uses another model id (from the price table).
-    pub fn with_model(mut self, model: &str) -> Runway {
-        model.clone_into(&mut self.model);
-        self
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

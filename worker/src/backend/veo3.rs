@@ -40,9 +40,10 @@ pub struct Veo3 {
 }
 
 impl Veo3 {
-    /// A client for the configured project and location. Without a fixed token it builds ADC
-    /// credentials now; the token itself is fetched (and cached) on first use.
-    pub fn new(api: Api, s: &VeoSettings) -> anyhow::Result<Veo3> {
+    /// A client for the configured project and location, rendering with `model` (the price
+    /// table's). Without a fixed token it builds ADC credentials now; the token itself is
+    /// fetched (and cached) on first use.
+    pub fn new(api: Api, s: &VeoSettings, model: &str) -> anyhow::Result<Veo3> {
         let project = s
             .veo_project
             .clone()
@@ -64,9 +65,8 @@ impl Veo3 {
         Ok(Veo3 {
             api,
             model_url: format!(
-                "{}/v1/projects/{project}/locations/{location}/publishers/google/models/{}",
+                "{}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}",
                 base.trim_end_matches('/'),
-                "veo-3.0-generate-001"
             ),
             gcs_base: s.veo_gcs_base_url.trim_end_matches('/').to_owned(),
             token,
@@ -75,15 +75,6 @@ impl Veo3 {
             audio: s.veo_generate_audio,
             poll: Duration::from_millis(s.veo_poll_ms),
         })
-    }
-
-    /// Uses another model id (from the price table).
-    pub fn with_model(mut self, model: &str) -> Veo3 {
-        if let Some(at) = self.model_url.rfind("/models/") {
-            self.model_url.truncate(at + "/models/".len());
-            self.model_url.push_str(model);
-        }
-        self
     }
 
     async fn bearer(&self) -> Result<String, BackendError> {

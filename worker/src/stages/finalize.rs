@@ -25,7 +25,7 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
     let manifest = json!({
         "job_id": job.id,
         "backend": f.backend,
-        "backends": r.shots.iter().map(|s| s.backend).collect::<std::collections::BTreeSet<_>>(),
+        "backends": r.shots.iter().filter_map(|s| s.backend).collect::<std::collections::BTreeSet<_>>(),
         "duration_s": job.spec.duration_s,
         "cost_usd": r.cost,
         "shots": r.shots.iter().map(|s| json!({"index": s.index, "uri": s.uri})).collect::<Vec<_>>(),

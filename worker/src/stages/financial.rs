@@ -12,7 +12,7 @@ use aiprod_shared::Money;
 use aiprod_shared::domain::{BackendName, JobSpec, Priority, Stage};
 use aiprod_shared::pricing::PriceTable;
 use aiprod_shared::retry::StepError;
-use aiprod_shared::store::{Availability, JobPatch, backend_health, db_now};
+use aiprod_shared::store::{Availability, JobPatch, backend_health};
 use backon::Retryable;
 use serde::{Deserialize, Serialize};
 
@@ -166,20 +166,16 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
         .map(|s| i64::from(s.shot.duration_s))
         .collect();
     let enabled = ctx.backends.enabled();
-    let health = (|| async {
-        let rows = backend_health(&ctx.pool).await?;
-        let now = db_now(&ctx.pool).await?;
-        Ok::<_, sqlx::Error>((rows, now))
-    })
-    .retry(db_retry())
-    .when(transient)
-    .await
-    .map_err(|e| StepError::Retryable(format!("cannot read backend health: {e}")))?;
+    let health = (|| backend_health(&ctx.pool))
+        .retry(db_retry())
+        .when(transient)
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read backend health: {e}")))?;
     let holder = job.id.to_string();
     let unhealthy: BTreeMap<BackendName, String> = health
-        .0
+        .rows
         .iter()
-        .filter_map(|(b, h)| match h.availability(&holder, health.1) {
+        .filter_map(|(b, h)| match h.availability(&holder, health.now) {
             Availability::Unhealthy(why) => Some((*b, why)),
             Availability::Healthy | Availability::ProbeAvailable => None,
         })

@@ -54,8 +54,8 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
     // The job's backend is the one that rendered it, when one backend rendered every shot.
     let backend = shots
         .first()
-        .map(|s| s.backend)
-        .filter(|b| shots.iter().all(|s| s.backend == *b));
+        .and_then(|s| s.backend)
+        .filter(|b| shots.iter().all(|s| s.backend == Some(*b)));
     let patch = JobPatch {
         backend,
         ..JobPatch::default()
