@@ -34,6 +34,14 @@ pub enum ApiError {
         /// What is wrong.
         detail: String,
     },
+    /// The caller may not do this (admin endpoints without the admin token).
+    #[error("{detail}")]
+    Forbidden {
+        /// 401 (no or wrong credentials) or 403 (admin endpoints disabled).
+        status: StatusCode,
+        /// What is wrong.
+        detail: String,
+    },
     /// Something failed on our side.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -107,6 +115,17 @@ impl IntoResponse for ApiError {
                     "detail": detail,
                     "field": field,
                     "rule": rule,
+                }),
+            ),
+            ApiError::Forbidden { status, detail } => (
+                *status,
+                json!({
+                    "type": "https://aiprod.dev/problems/forbidden",
+                    "title": "Not allowed",
+                    "status": status.as_u16(),
+                    "detail": detail,
+                    "field": "Authorization",
+                    "rule": if status.as_u16() == 403 { "admin_disabled" } else { "admin_token" },
                 }),
             ),
             ApiError::Internal(e) => {

@@ -1,10 +1,12 @@
 //! The HTTP API v1: accepts generation jobs and reports on them.
 //!
 //! - `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`
+//! - `GET /v1/budget`, `PUT /v1/budget` (admin), `GET /v1/alerts`
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`
 //!
 //! Every error is `application/problem+json` naming the field and the rule (`error`).
 
+mod budget;
 mod error;
 mod jobs;
 mod view;
@@ -22,6 +24,7 @@ use axum::routing::{get, post};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub use budget::BudgetView;
 pub use error::ApiError;
 pub use view::{JobView, StageView};
 
@@ -41,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/budget", get(budget::get).put(budget::put))
+        .route("/v1/alerts", get(budget::alerts))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -70,7 +75,16 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    // The fleet-wide gauges (budget, alerts, SLOs) come from SQL at scrape time, so every API
+    // replica reports the same figures. A slow database does not hold the scrape up.
+    let refresh =
+        aiprod_shared::report::refresh_fleet_gauges(&s.pool, &s.settings, chrono::Utc::now());
+    match tokio::time::timeout(std::time::Duration::from_secs(2), refresh).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the fleet gauges"),
+        Err(_) => tracing::warn!("refreshing the fleet gauges timed out"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         Metrics::global().render(),

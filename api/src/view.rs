@@ -31,7 +31,7 @@ pub struct StageView {
 pub struct JobView {
     /// Its id.
     pub id: JobId,
-    /// `queued`, `running`, `succeeded`, `failed` or `canceled`.
+    /// `queued`, `running`, `waiting_budget`, `succeeded`, `failed` or `canceled`.
     pub status: JobStatus,
     /// The current stage, or null.
     pub stage: Option<Stage>,
@@ -62,6 +62,13 @@ pub struct JobView {
     pub error: Option<String>,
     /// A cancel is pending.
     pub cancel_requested: bool,
+    /// `wait` (the default) or `fail`: what the job does when the budget does not cover it.
+    pub over_budget: String,
+    /// The budget day that carries its money, once reserved.
+    pub budget_day: Option<chrono::NaiveDate>,
+    /// Why and since when it waits for money (status `waiting_budget`), and the least it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Value>,
     /// Client metadata.
     pub metadata: Value,
     /// Accepted at.
@@ -134,6 +141,7 @@ impl JobView {
                         name: *name,
                         status: match r.status {
                             StageStatus::Running => "running",
+                            StageStatus::Waiting => "waiting",
                             StageStatus::Succeeded => "succeeded",
                             StageStatus::Failed => "failed",
                             StageStatus::Canceled => "canceled",
@@ -174,6 +182,15 @@ impl JobView {
             result_uri: j.result_uri,
             error: j.error,
             cancel_requested: j.cancel_requested,
+            over_budget: if j.fail_over_budget { "fail" } else { "wait" }.into(),
+            budget_day: j.budget_day,
+            waiting: (j.status == JobStatus::WaitingBudget).then(|| {
+                serde_json::json!({
+                    "reason": j.waiting_reason,
+                    "need_usd": j.waiting_need_micros.map(Money::from_micros),
+                    "since": j.waiting_since,
+                })
+            }),
             metadata: j.metadata,
             created_at: j.created_at,
             finished_at: j.finished_at,

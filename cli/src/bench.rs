@@ -55,6 +55,8 @@ pub async fn run(args: BenchArgs, mut settings: Settings) -> anyhow::Result<Exit
     )));
     settings.worker_concurrency = args.workers;
     settings.sim_latency_ms = 0;
+    // The ledger is on the measured path, but the run must never wait for money.
+    settings.budget.daily_budget_usd = aiprod_shared::Money::from_usd(1_000_000_000);
     settings.artifact_dir = artifacts.clone();
     settings.db_max_connections = settings.db_max_connections.max(args.workers + 16);
     let result = measure(&args, settings).await;

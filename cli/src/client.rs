@@ -43,6 +43,9 @@ pub enum JobsCommand {
         /// Makes retries of this submit safe.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// When the budget does not cover the job: wait (default) or fail.
+        #[arg(long)]
+        over_budget: Option<String>,
         /// Watch the job after submitting it.
         #[arg(long)]
         watch: bool,
@@ -93,6 +96,7 @@ pub async fn run(cmd: JobsCommand, base: &str) -> anyhow::Result<ExitCode> {
             image_url,
             metadata,
             idempotency_key,
+            over_budget,
             watch: follow,
         } => {
             let mut body = json!({"prompt": prompt, "speed_priority": speed_priority});
@@ -107,6 +111,7 @@ pub async fn run(cmd: JobsCommand, base: &str) -> anyhow::Result<ExitCode> {
                 ("priority", priority),
                 ("backend", backend),
                 ("image_url", image_url),
+                ("over_budget", over_budget),
             ] {
                 if let Some(v) = v {
                     obj.insert(k.into(), json!(v));
@@ -155,6 +160,58 @@ pub async fn run(cmd: JobsCommand, base: &str) -> anyhow::Result<ExitCode> {
             print_json(&send(http.post(format!("{base}/v1/jobs/{id}/cancel"))).await?)
         }
         JobsCommand::Watch { id } => return watch(&http, base, &id).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Today's budget and alerts.
+#[derive(Subcommand)]
+pub enum BudgetCommand {
+    /// Shows today's limit, reserved, spent and remaining money, and the estimates per backend.
+    Show,
+    /// Sets today's limit, at once for the whole fleet (needs AIPROD_ADMIN_TOKEN).
+    SetLimit {
+        /// The new limit in dollars, such as 150 or 99.50.
+        usd: String,
+    },
+    /// Lists alerts, newest first.
+    Alerts {
+        /// Only the open ones.
+        #[arg(long)]
+        open: bool,
+    },
+}
+
+/// Runs a budget subcommand against the API at `base`.
+pub async fn run_budget(
+    cmd: BudgetCommand,
+    base: &str,
+    admin_token: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = base.trim_end_matches('/');
+    match cmd {
+        BudgetCommand::Show => print_json(&send(http.get(format!("{base}/v1/budget"))).await?),
+        BudgetCommand::SetLimit { usd } => {
+            let limit: aiprod_shared::Money = usd
+                .parse()
+                .with_context(|| format!("the limit `{usd}` is not an amount of dollars"))?;
+            let mut req = http
+                .put(format!("{base}/v1/budget"))
+                .json(&json!({"limit_usd": limit}));
+            if let Some(t) = admin_token {
+                req = req.bearer_auth(t);
+            }
+            print_json(&send(req).await?);
+        }
+        BudgetCommand::Alerts { open } => {
+            let req = http
+                .get(format!("{base}/v1/alerts"))
+                .query(&[("open", open.to_string())]);
+            print_json(&send(req).await?);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,14 @@ enum Command {
         #[arg(long, global = true)]
         api_url: Option<String>,
     },
+    /// Today's budget, its limit, and the alerts (through the API).
+    Budget {
+        #[command(subcommand)]
+        command: client::BudgetCommand,
+        /// The API's base URL (default: AIPROD_API_URL, else http://127.0.0.1:8080).
+        #[arg(long, global = true)]
+        api_url: Option<String>,
+    },
     /// Measures end-to-end throughput on a fresh database.
     Bench(bench::BenchArgs),
 }
@@ -82,6 +90,15 @@ fn main() -> ExitCode {
             Command::Jobs { command, api_url } => {
                 let url = api_url.unwrap_or_else(|| settings.api_url.clone());
                 client::run(command, &url).await
+            }
+            Command::Budget { command, api_url } => {
+                use secrecy::ExposeSecret;
+                let url = api_url.unwrap_or_else(|| settings.api_url.clone());
+                let token = settings
+                    .admin_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned());
+                client::run_budget(command, &url, token.as_deref()).await
             }
             Command::Bench(args) => bench::run(args, settings).await,
             Command::Dev { listen } => commands::dev(settings, listen).await,

@@ -13,7 +13,12 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{Notifier, run_alert_rules};
+use crate::budget::roll_budget;
 use crate::tasks::{reap_once, relay_once};
+use aiprod_shared::budget::BudgetCalendar;
+use aiprod_shared::report::refresh_fleet_gauges;
+use chrono::Utc;
 
 /// The advisory-lock key that names the scheduler's leader ("aiprod" in ASCII).
 pub const LEADER_LOCK_KEY: i64 = 0x6169_7072_6f64;
@@ -111,6 +116,14 @@ async fn lead(
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let relay_every = Duration::from_millis(settings.relay_interval_ms);
     let mut check = tokio::time::interval(Duration::from_secs(5));
+    let calendar = BudgetCalendar::from_settings(&settings.budget);
+    let mut budget_tick =
+        tokio::time::interval(Duration::from_millis(settings.budget.budget_tick_ms));
+    budget_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alert_tick =
+        tokio::time::interval(Duration::from_millis(settings.alerts.alert_interval_ms));
+    alert_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let notifier = Notifier::from_settings(settings);
     loop {
         relay_once(pool, queue).await?;
         tokio::select! {
@@ -122,6 +135,24 @@ async fn lead(
             }
             _ = reap.tick() => {
                 reap_once(pool).await?;
+            }
+            _ = budget_tick.tick() => {
+                // A failed tick is retried at the next one; it never costs the leadership.
+                if let Err(e) = roll_budget(pool, &calendar, Utc::now()).await {
+                    tracing::warn!(error = format!("{e:#}"), "budget tick failed");
+                }
+            }
+            _ = alert_tick.tick() => {
+                let now = Utc::now();
+                if let Err(e) = run_alert_rules(pool, settings, now).await {
+                    tracing::warn!(error = format!("{e:#}"), "alert evaluation failed");
+                }
+                if let Some(n) = &notifier {
+                    n.spawn_delivery(pool.clone());
+                }
+                if let Err(e) = refresh_fleet_gauges(pool, settings, now).await {
+                    tracing::warn!(error = %e, "cannot refresh the fleet gauges");
+                }
             }
             _ = check.tick() => {
                 // The lock is only as alive as its connection.

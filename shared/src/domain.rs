@@ -22,6 +22,9 @@ pub enum JobStatus {
     Queued,
     /// A worker has run at least one stage; it may be between leases after a crash.
     Running,
+    /// Parked at `financial`: today's budget covers no backend that qualifies. It holds no
+    /// lease and resumes when a new budget day opens or the limit is raised.
+    WaitingBudget,
     /// All nine stages finished.
     Succeeded,
     /// A stage failed for good; `error` names it.
@@ -32,9 +35,10 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// Every status, for parsing query parameters.
-    pub const ALL: [JobStatus; 5] = [
+    pub const ALL: [JobStatus; 6] = [
         JobStatus::Queued,
         JobStatus::Running,
+        JobStatus::WaitingBudget,
         JobStatus::Succeeded,
         JobStatus::Failed,
         JobStatus::Canceled,
@@ -45,6 +49,7 @@ impl JobStatus {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
+            JobStatus::WaitingBudget => "waiting_budget",
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Canceled => "canceled",
@@ -54,7 +59,7 @@ impl JobStatus {
     /// True once the job can no longer change.
     pub fn is_terminal(self) -> bool {
         match self {
-            JobStatus::Queued | JobStatus::Running => false,
+            JobStatus::Queued | JobStatus::Running | JobStatus::WaitingBudget => false,
             JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled => true,
         }
     }
@@ -147,6 +152,8 @@ impl fmt::Display for Stage {
 pub enum StageStatus {
     /// Begun and not finished (or interrupted by a crash; it resumes).
     Running,
+    /// Parked until money is available (only `financial` parks).
+    Waiting,
     /// Finished and checkpointed; it never runs again.
     Succeeded,
     /// Failed for good.
@@ -288,9 +295,13 @@ pub struct JobSpec {
     pub image_url: Option<String>,
     /// Free-form client metadata, kept with the job.
     pub metadata: Value,
+    /// `over_budget: "fail"`: fail at once when the budget does not cover the job, instead of
+    /// waiting for money (`"wait"`, the default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_over_budget: bool,
 }
 
-const KNOWN_FIELDS: [&str; 8] = [
+const KNOWN_FIELDS: [&str; 9] = [
     "prompt",
     "duration_s",
     "quality_min",
@@ -299,6 +310,7 @@ const KNOWN_FIELDS: [&str; 8] = [
     "speed_priority",
     "image_url",
     "metadata",
+    "over_budget",
 ];
 
 impl JobSpec {
@@ -393,6 +405,19 @@ impl JobSpec {
             }
         };
         let image_url = parse_image_url(obj, &mut errors);
+        let fail_over_budget = match obj.get("over_budget") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) if s == "wait" => false,
+            Some(Value::String(s)) if s == "fail" => true,
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "over_budget",
+                    "enum",
+                    "must be one of wait, fail",
+                ));
+                false
+            }
+        };
         let metadata = match obj.get("metadata") {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v.clone(),
@@ -413,6 +438,7 @@ impl JobSpec {
             speed_priority,
             image_url,
             metadata,
+            fail_over_budget,
         })
     }
 

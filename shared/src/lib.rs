@@ -5,6 +5,8 @@
 //! matter (how a job is leased, how a stage is checkpointed, how money is counted) live in one
 //! place.
 
+pub mod budget;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -14,6 +16,7 @@ pub mod mp4;
 pub mod pgtemp;
 pub mod pricing;
 pub mod queue;
+pub mod report;
 pub mod retry;
 pub mod shutdown;
 pub mod storage;

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the fleet exports.
@@ -45,6 +45,26 @@ pub struct Metrics {
     pub render_duration: HistogramVec,
     /// Dollars a finished job cost.
     pub cost_per_job: Histogram,
+    /// The quality score of each job that passed semantic QA.
+    pub quality_score: Histogram,
+    /// Today's limit, in dollars (fleet-wide, read from the budget day).
+    pub budget_limit_usd: Gauge,
+    /// Today's money left to reserve.
+    pub budget_remaining_usd: Gauge,
+    /// Today's money reserved and not yet spent.
+    pub budget_reserved_usd: Gauge,
+    /// Today's money spent.
+    pub budget_spent_usd: Gauge,
+    /// Jobs waiting for money.
+    pub budget_waiting_jobs: IntGauge,
+    /// Reservations by this process, per outcome (`reserved`, `short`).
+    pub budget_reservations: IntCounterVec,
+    /// Alerts open now, per rule (fleet-wide).
+    pub alerts_open: IntGaugeVec,
+    /// Alerts opened by this process's scheduler, per rule.
+    pub alerts_fired: IntCounterVec,
+    /// SLO attainment over the rolling window, per SLO (`latency`, `quality`), 0–1.
+    pub slo_attainment: GaugeVec,
 }
 
 impl Metrics {
@@ -137,6 +157,56 @@ impl Metrics {
                 ),
             )
             .expect("valid"),
+            quality_score: Histogram::with_opts(
+                HistogramOpts::new("quality_score", "Quality score of jobs after semantic QA.")
+                    .buckets(vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]),
+            )
+            .expect("valid"),
+            budget_limit_usd: Gauge::new("budget_limit_usd", "Today's budget limit, in dollars.")
+                .expect("valid"),
+            budget_remaining_usd: Gauge::new(
+                "budget_remaining_usd",
+                "Today's budget left to reserve, in dollars.",
+            )
+            .expect("valid"),
+            budget_reserved_usd: Gauge::new(
+                "budget_reserved_usd",
+                "Today's budget reserved and not yet spent, in dollars.",
+            )
+            .expect("valid"),
+            budget_spent_usd: Gauge::new("budget_spent_usd", "Today's budget spent, in dollars.")
+                .expect("valid"),
+            budget_waiting_jobs: IntGauge::new(
+                "budget_waiting_jobs",
+                "Jobs waiting for money (status waiting_budget).",
+            )
+            .expect("valid"),
+            budget_reservations: IntCounterVec::new(
+                Opts::new(
+                    "budget_reservations_total",
+                    "Budget reservations by outcome (reserved, short).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid"),
+            alerts_open: IntGaugeVec::new(
+                Opts::new("alerts_open", "Alerts open now, per rule."),
+                &["rule"],
+            )
+            .expect("valid"),
+            alerts_fired: IntCounterVec::new(
+                Opts::new("alerts_fired_total", "Alerts opened, per rule."),
+                &["rule"],
+            )
+            .expect("valid"),
+            slo_attainment: GaugeVec::new(
+                Opts::new(
+                    "slo_attainment",
+                    "Share of jobs meeting each SLO over its rolling window (0-1).",
+                ),
+                &["slo"],
+            )
+            .expect("valid"),
             registry,
         };
         let r = &m.registry;
@@ -170,6 +240,25 @@ impl Metrics {
         r.register(Box::new(m.render_duration.clone()))
             .expect("registered once");
         r.register(Box::new(m.cost_per_job.clone()))
+            .expect("registered once");
+        r.register(Box::new(m.quality_score.clone()))
+            .expect("registered once");
+        for g in [
+            &m.budget_limit_usd,
+            &m.budget_remaining_usd,
+            &m.budget_reserved_usd,
+            &m.budget_spent_usd,
+        ] {
+            r.register(Box::new(g.clone())).expect("registered once");
+        }
+        r.register(Box::new(m.budget_waiting_jobs.clone()))
+            .expect("registered once");
+        for c in [&m.budget_reservations, &m.alerts_fired] {
+            r.register(Box::new(c.clone())).expect("registered once");
+        }
+        r.register(Box::new(m.alerts_open.clone()))
+            .expect("registered once");
+        r.register(Box::new(m.slo_attainment.clone()))
             .expect("registered once");
         m
     }

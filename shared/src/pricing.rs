@@ -74,10 +74,27 @@ impl PriceTable {
         }
     }
 
-    /// The estimated price of rendering shots of the given lengths on one backend.
+    /// The estimated price of rendering shots of the given lengths on one backend, each at the
+    /// length the provider will be asked for (and bill).
     pub fn estimate(&self, name: BackendName, shot_seconds: &[i64]) -> Money {
         let p = self.profile(name);
-        shot_seconds.iter().map(|s| p.shot_cost(*s)).sum()
+        shot_seconds
+            .iter()
+            .map(|s| p.shot_cost(billed_seconds(name, *s)))
+            .sum()
+    }
+}
+
+/// The length a provider renders (and bills) for a shot of `seconds`: Veo renders only 4, 6 or
+/// 8 seconds, so a shot is asked for the shortest of those that covers it.
+pub fn billed_seconds(name: BackendName, seconds: i64) -> i64 {
+    match name {
+        BackendName::Veo3 => match seconds {
+            ..=4 => 4,
+            5..=6 => 6,
+            _ => 8,
+        },
+        BackendName::Runway | BackendName::Replicate => seconds,
     }
 }
 
@@ -118,7 +135,9 @@ mod tests {
     fn seed_prices_for_a_five_second_shot() {
         let t = PriceTable::default();
         assert_eq!(t.estimate(BackendName::Runway, &[5]).to_string(), "30.00");
-        assert_eq!(t.estimate(BackendName::Veo3, &[5]).to_string(), "2.60");
+        // Veo renders 4, 6 or 8 s: a 5 s shot is billed as 6 s (0.10 + 0.50 × 6).
+        assert_eq!(t.estimate(BackendName::Veo3, &[5]).to_string(), "3.10");
+        assert_eq!(t.estimate(BackendName::Veo3, &[4]).to_string(), "2.10");
         assert_eq!(t.estimate(BackendName::Replicate, &[5]).to_string(), "0.26");
         assert_eq!(
             t.estimate(BackendName::Replicate, &[3, 2]).to_string(),

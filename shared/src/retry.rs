@@ -23,6 +23,15 @@ pub enum StepError {
         /// How long to wait at least.
         after: Duration,
     },
+    /// Today's budget covers no backend that qualifies: the job waits for money (status
+    /// `waiting_budget`) instead of failing.
+    #[error("{reason}")]
+    OverBudget {
+        /// Why, for the job's JSON.
+        reason: String,
+        /// The least that would let the job go on.
+        need: crate::Money,
+    },
 }
 
 /// Exponential backoff with jitter: `initial_ms · factor^n`, capped at `max_interval_ms`, at most

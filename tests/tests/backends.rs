@@ -543,7 +543,7 @@ async fn a_render_past_the_jobs_deadline_is_canceled_at_the_provider() -> anyhow
 async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() -> anyhow::Result<()>
 {
     use aiprod_shared::Money;
-    use aiprod_shared::store::{Intent, claim_job, insert_intent};
+    use aiprod_shared::store::{Intent, IntentOutcome, claim_job, insert_intent};
 
     let stub = Stub::start(Provider::Replicate).await;
     let rig = Rig::new(settings_for(Provider::Replicate, &stub.uri())).await?;
@@ -567,10 +567,13 @@ async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() ->
             backend: BackendName::Replicate,
             duration_s: 5,
             estimate: "0.26".parse::<Money>()?,
+            baseline: None,
         },
     )
-    .await?
-    .expect("the lease is held");
+    .await?;
+    let IntentOutcome::Written(task) = task else {
+        panic!("the lease is held and the job has no budget day: {task:?}");
+    };
     // Other predictions on the account, created around the same time, must not be mistaken
     // for it.
     let b = client(Provider::Replicate, &stub, Duration::from_secs(5));

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use crate::acker::Acker;
 use crate::backend::Fleet;
-use crate::budget::{BudgetView, Unlimited};
+use crate::budget::{Budget, Ledger};
 use crate::lease::Leases;
 use crate::writer::CheckpointWriter;
 
@@ -25,8 +25,8 @@ pub struct WorkerContext {
     pub store: ArtifactStore,
     /// The enabled video backends.
     pub backends: Fleet,
-    /// The money left, as routing reads it.
-    pub budget: Arc<dyn BudgetView>,
+    /// The money left today, as routing reads and reserves it (the daily ledger by default).
+    pub budget: Arc<dyn Budget>,
     /// Every setting.
     pub settings: Arc<Settings>,
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
@@ -39,8 +39,8 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
-    /// Reads the budget through `budget` instead of applying no limit.
-    pub fn with_budget(mut self, budget: Arc<dyn BudgetView>) -> WorkerContext {
+    /// Reads and reserves money through `budget` instead of the daily ledger.
+    pub fn with_budget(mut self, budget: Arc<dyn Budget>) -> WorkerContext {
         self.budget = budget;
         self
     }
@@ -58,11 +58,15 @@ impl WorkerContext {
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let worker_id = format!("{}-{}-{suffix}", host.trim(), std::process::id());
         WorkerContext {
-            pool,
+            pool: pool.clone(),
             queue,
             store,
             backends,
-            budget: Arc::new(Unlimited),
+            budget: Arc::new(Ledger::new(
+                pool,
+                aiprod_shared::budget::BudgetCalendar::from_settings(&settings.budget),
+                Arc::new(aiprod_shared::clock::SystemClock),
+            )),
             settings,
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),

@@ -9,7 +9,8 @@ use aiprod_shared::domain::Stage;
 use aiprod_shared::metrics::Metrics;
 use aiprod_shared::retry::StepError;
 use aiprod_shared::store::{
-    CheckpointOutcome, Claim, fail_job, load_outputs, release_lease, save_checkpoint,
+    CheckpointOutcome, Claim, fail_job, load_outputs, park_for_budget, release_lease,
+    save_checkpoint,
 };
 use backon::Retryable;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ pub enum JobOutcome {
     LeaseLost,
     /// This worker is shutting down and handed the job back for another to resume.
     Released,
+    /// Parked until the budget covers it (status `waiting_budget`).
+    WaitingBudget,
 }
 
 /// The two ways a worker stops: `soft` after the stage in flight, `hard` at once (grace over).
@@ -90,7 +93,8 @@ async fn run_stages(
     let mut state = JobState {
         id: job_id,
         lease_epoch: epoch,
-        created_at: claim.job.created_at,
+        // Time parked for budget does not count against the job's deadline.
+        created_at: claim.job.created_at + chrono::Duration::milliseconds(claim.job.waited_ms),
         spec: claim.job.spec(),
         outputs,
     };
@@ -116,6 +120,7 @@ async fn run_stages(
                         StepError::Permanent(_) => "permanent",
                         StepError::Retryable(_) => "retryable",
                         StepError::RetryAfter { .. } => "retry_after",
+                        StepError::OverBudget { .. } => "over_budget",
                     };
                     metrics
                         .stage_errors
@@ -135,6 +140,9 @@ async fn run_stages(
                     }
                 }
                 Decision::Fail(reason) => break Err(reason),
+                Decision::WaitForBudget { reason, need } => {
+                    return park(ctx, job_id, epoch, &reason, need).await;
+                }
             }
         };
         let out = match result {
@@ -216,6 +224,31 @@ async fn run_stages(
                 tracing::error!(%stage, error = %e, "cannot write the checkpoint; the stage runs again after the lease expires");
                 return JobOutcome::LeaseLost;
             }
+        }
+    }
+}
+
+/// Parks the job until money is available; the scheduler re-dispatches it.
+async fn park(
+    ctx: &WorkerContext,
+    job_id: aiprod_shared::domain::JobId,
+    epoch: i64,
+    reason: &str,
+    need: aiprod_shared::Money,
+) -> JobOutcome {
+    let parked = (|| park_for_budget(&ctx.pool, job_id, epoch, &ctx.worker_id, reason, need))
+        .retry(db_retry())
+        .when(transient)
+        .await;
+    match parked {
+        Ok(true) => {
+            tracing::info!(%reason, %need, "job waits for budget");
+            JobOutcome::WaitingBudget
+        }
+        Ok(false) => JobOutcome::LeaseLost,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot park the job; it resumes once its lease expires");
+            JobOutcome::LeaseLost
         }
     }
 }

@@ -24,8 +24,8 @@ use aiprod_shared::domain::BackendName;
 use aiprod_shared::metrics::Metrics;
 use aiprod_shared::retry::StepError;
 use aiprod_shared::store::{
-    CircuitPolicy, Gate, Intent, RenderState, RenderTask, RenderUpdate, gate, insert_intent,
-    record_failure, record_success, release_probe, update_render,
+    CircuitPolicy, Gate, Intent, IntentOutcome, RenderState, RenderTask, RenderUpdate, gate,
+    insert_intent, record_failure, record_success, release_probe, update_render,
 };
 use backon::Retryable;
 use base64::Engine as _;
@@ -188,6 +188,11 @@ impl Renderer<'_> {
                 .backends
                 .profile(name)
                 .shot_cost(i64::from(seconds));
+            let baseline = self
+                .ctx
+                .settings
+                .backends
+                .estimate(BackendName::Runway, &[i64::from(shot.duration_s)]);
             let intent = Intent {
                 job_id: self.job_id,
                 lease_epoch: self.lease_epoch,
@@ -197,13 +202,30 @@ impl Renderer<'_> {
                 backend: name,
                 duration_s: seconds as i32,
                 estimate,
+                baseline: Some(baseline),
             };
             let task = (|| insert_intent(&self.ctx.pool, &intent))
                 .retry(db_retry())
                 .when(transient)
                 .await
-                .map_err(|e| StepError::Retryable(format!("cannot write the render intent: {e}")))?
-                .ok_or_else(|| StepError::Retryable("the job's lease is gone".into()))?;
+                .map_err(|e| {
+                    StepError::Retryable(format!("cannot write the render intent: {e}"))
+                })?;
+            let task = match task {
+                IntentOutcome::Written(task) => *task,
+                IntentOutcome::LeaseLost => {
+                    return Err(StepError::Retryable("the job's lease is gone".into()));
+                }
+                IntentOutcome::OverBudget => {
+                    // Not a health matter: hand back the probe if this job holds it.
+                    let _ = release_probe(&self.ctx.pool, name, &holder).await;
+                    tracing::info!(backend = %name, %estimate, "the budget does not cover another try here");
+                    left.push(format!(
+                        "{name}: the job's budget day cannot cover another try ({estimate})"
+                    ));
+                    continue;
+                }
+            };
             let end = self
                 .submit_and_follow(backend.as_ref(), task, shot, &image)
                 .await;

@@ -15,6 +15,13 @@ pub enum Decision {
     Retry(Duration),
     /// Fail the job, with this reason.
     Fail(String),
+    /// Park the job until the budget covers `need`.
+    WaitForBudget {
+        /// Why, for the job's JSON.
+        reason: String,
+        /// The least that would let the job go on.
+        need: aiprod_shared::Money,
+    },
 }
 
 /// Decides what follows `outcome`, given the policy's next delay.
@@ -22,6 +29,10 @@ pub fn decide<T>(outcome: &Result<T, StepError>, next_delay: Option<Duration>) -
     match (outcome, next_delay) {
         (Ok(_), _) => Decision::Checkpoint,
         (Err(StepError::Permanent(reason)), _) => Decision::Fail(reason.clone()),
+        (Err(StepError::OverBudget { reason, need }), _) => Decision::WaitForBudget {
+            reason: reason.clone(),
+            need: *need,
+        },
         (Err(StepError::Retryable(_)), Some(d)) => Decision::Retry(d),
         (Err(StepError::RetryAfter { after, .. }), Some(d)) => Decision::Retry(d.max(*after)),
         (Err(e @ (StepError::Retryable(_) | StepError::RetryAfter { .. })), None) => {
@@ -60,6 +71,17 @@ mod tests {
                 Decision::Fail("flaky (gave up after the last attempt)".into()),
             ),
             (Err(retry_after(900)), Some(ms(5)), Decision::Retry(ms(900))),
+            (
+                Err(StepError::OverBudget {
+                    reason: "no money".into(),
+                    need: aiprod_shared::Money::from_usd(1),
+                }),
+                None,
+                Decision::WaitForBudget {
+                    reason: "no money".into(),
+                    need: aiprod_shared::Money::from_usd(1),
+                },
+            ),
             (Err(retry_after(1)), Some(ms(5)), Decision::Retry(ms(5))),
             (
                 Err(retry_after(1)),

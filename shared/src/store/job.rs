@@ -49,6 +49,20 @@ pub struct JobRecord {
     pub cancel_requested: bool,
     /// Times the reaper re-dispatched it.
     pub reap_count: i32,
+    /// The budget day that carries its money, once `financial` reserved.
+    pub budget_day: Option<chrono::NaiveDate>,
+    /// Reserved for it and not yet taken by a render try (micro-dollars).
+    pub budget_held_micros: i64,
+    /// Fail instead of waiting when the budget does not cover it.
+    pub fail_over_budget: bool,
+    /// Why it waits for money (status `waiting_budget`).
+    pub waiting_reason: Option<String>,
+    /// The least it needs to go on (micro-dollars).
+    pub waiting_need_micros: Option<i64>,
+    /// Waiting for money since.
+    pub waiting_since: Option<DateTime<Utc>>,
+    /// Time spent waiting for money, before now.
+    pub waited_ms: i64,
     /// Accepted at.
     pub created_at: DateTime<Utc>,
     /// First started at.
@@ -69,13 +83,15 @@ impl JobRecord {
             speed_priority: self.speed_priority,
             image_url: self.image_url.clone(),
             metadata: self.metadata.clone(),
+            fail_over_budget: self.fail_over_budget,
         }
     }
 }
 
 const JOB_COLUMNS: &str = "id, status, stage, prompt, duration_s, quality_min, priority, backend_choice, \
     speed_priority, image_url, metadata, backend, estimated_cost_micros, cost_micros, quality_score, result_uri, \
-    error, cancel_requested, reap_count, created_at, started_at, finished_at";
+    error, cancel_requested, reap_count, budget_day, budget_held_micros, fail_over_budget, waiting_reason, \
+    waiting_need_micros, waiting_since, waited_ms, created_at, started_at, finished_at";
 
 /// One stage's checkpoint row.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -119,8 +135,8 @@ pub async fn insert_job(
     let inserted: Option<(JobId,)> = sqlx::query_as(
         "with j as (
              insert into job (id, prompt, duration_s, quality_min, priority, backend_choice, speed_priority,
-                              image_url, metadata, idempotency_key, request_hash)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                              image_url, metadata, idempotency_key, request_hash, fail_over_budget)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              on conflict (idempotency_key) do nothing
              returning id, priority
          ), o as (
@@ -139,6 +155,7 @@ pub async fn insert_job(
     .bind(&spec.metadata)
     .bind(idempotency_key)
     .bind(&fingerprint)
+    .bind(spec.fail_over_budget)
     .fetch_optional(pool)
     .await?;
     if let Some((id,)) = inserted {
@@ -213,7 +230,7 @@ pub async fn list_jobs(
 /// What a cancel request did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// The job had not started: it is canceled now.
+    /// The job had not started, or was waiting for money: it is canceled now.
     Canceled,
     /// The job is running: it stops before its next stage.
     Requested,
@@ -223,20 +240,28 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-/// Cancels a job that has not started, or asks a running one to stop before its next stage.
+/// Cancels a job that has not started or waits for money, or asks a running one to stop
+/// before its next stage.
 pub async fn request_cancel(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<CancelOutcome> {
     let row: Option<(JobStatus, bool)> = sqlx::query_as(
         "with prev as (select id, status from job where id = $1 for update),
          upd as (
              update job j set
                  cancel_requested = true,
-                 status = case when p.status = 'queued' and j.locked_by is null then 'canceled'::job_status else j.status end,
-                 finished_at = case when p.status = 'queued' and j.locked_by is null then now() else j.finished_at end,
-                 stage = case when p.status = 'queued' and j.locked_by is null then null else j.stage end,
+                 status = case when now_ then 'canceled'::job_status else j.status end,
+                 finished_at = case when now_ then now() else j.finished_at end,
+                 stage = case when now_ then null else j.stage end,
+                 waiting_since = case when now_ then null else j.waiting_since end,
                  updated_at = now()
-               from prev p
-              where j.id = p.id and p.status in ('queued', 'running')
+               from (select p.id, p.status,
+                            (p.status = 'waiting_budget' or (p.status = 'queued' and q.locked_by is null)) as now_
+                       from prev p join job q on q.id = p.id) p
+              where j.id = p.id and p.status in ('queued', 'running', 'waiting_budget')
              returning j.status
+         ), st as (
+             update job_stage s set status = 'canceled', updated_at = now()
+               from prev p
+              where s.job_id = p.id and p.status = 'waiting_budget' and s.status = 'waiting'
          )
          select p.status, exists(select 1 from upd) from prev p",
     )
@@ -246,7 +271,7 @@ pub async fn request_cancel(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<
     Ok(match row {
         None => CancelOutcome::NotFound,
         Some((status, false)) => CancelOutcome::AlreadyEnded(status),
-        Some((JobStatus::Queued, true)) => CancelOutcome::Canceled,
+        Some((JobStatus::Queued | JobStatus::WaitingBudget, true)) => CancelOutcome::Canceled,
         Some((_, true)) => CancelOutcome::Requested,
     })
 }

@@ -60,7 +60,8 @@ pub async fn claim_job(
          )
          select id, status, stage, prompt, duration_s, quality_min, priority, backend_choice, speed_priority,
                 image_url, metadata, backend, estimated_cost_micros, cost_micros, quality_score, result_uri, error,
-                cancel_requested, reap_count, created_at, started_at, finished_at, lease_epoch
+                cancel_requested, reap_count, budget_day, budget_held_micros, fail_over_budget, waiting_reason,
+                waiting_need_micros, waiting_since, waited_ms, created_at, started_at, finished_at, lease_epoch
            from c",
     )
     .bind(id)

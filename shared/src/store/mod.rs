@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+mod alert;
+mod budget;
 mod checkpoint;
 mod dispatch;
 mod health;
@@ -16,6 +18,15 @@ pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+pub use alert::{
+    Alert, AlertChanges, AlertRule, Firing, Severity, list_alerts, mark_alert_delivered,
+    open_alert_counts, record_alert_delivery_failure, sync_alerts, undelivered_alerts,
+};
+pub use budget::{
+    BudgetAudit, BudgetDay, Reservation, ReserveOutcome, audit_budget_day, count_budget_waiters,
+    get_budget_day, open_budget_day, park_for_budget, reserve_budget, set_budget_limit,
+    wake_budget_waiters,
+};
 pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
 };
@@ -30,6 +41,6 @@ pub use job::{
 };
 pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
 pub use render::{
-    Intent, NOT_FOUND_AT_PROVIDER, RenderState, RenderTask, RenderUpdate, adopt_orphan,
-    insert_intent, orphans, render_tasks, update_render,
+    Intent, IntentOutcome, NOT_FOUND_AT_PROVIDER, RenderState, RenderTask, RenderUpdate,
+    adopt_orphan, insert_intent, orphans, render_tasks, update_render,
 };

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::millis;
@@ -121,26 +121,70 @@ pub struct Intent<'a> {
     pub backend: BackendName,
     /// How long.
     pub duration_s: i32,
-    /// The estimate.
+    /// The estimate, reserved until the try's cost is known.
     pub estimate: Money,
+    /// What runway would charge for the same shot (the dashboards' savings baseline).
+    pub baseline: Option<Money>,
 }
 
-/// Writes the intent before the POST, fenced on the job's lease: `None` when the lease is
-/// gone (another worker owns the job, and must not be raced to the provider).
+/// What writing an intent did.
+#[derive(Debug)]
+pub enum IntentOutcome {
+    /// The intent is written and its money reserved: POST now.
+    Written(Box<RenderTask>),
+    /// The job's budget day cannot cover this try on top of what the job holds.
+    OverBudget,
+    /// The lease is gone (another worker owns the job, and must not be raced to the provider).
+    LeaseLost,
+}
+
+/// Writes the intent before the POST, fenced on the job's lease, and reserves the try's
+/// estimate in the same statement: from what the job holds first (its `financial`
+/// reservation), and from its budget day for the rest, conditionally on the day's limit. A job
+/// with no budget day (no limit applies to it) reserves nothing.
 pub async fn insert_intent(
-    db: impl PgExecutor<'_>,
+    pool: &PgPool,
     intent: &Intent<'_>,
-) -> Result<Option<RenderTask>, sqlx::Error> {
+) -> Result<IntentOutcome, sqlx::Error> {
     let id = Uuid::now_v7();
     // 31 bits of the id: every provider takes a seed of that size.
     let seed =
         i64::from(u32::from_be_bytes(id.as_bytes()[12..16].try_into().expect("four bytes")) >> 1);
-    sqlx::query_as(&format!(
-        "insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
-                                  estimated_cost_micros)
-         select $1, j.id, $4, $5, $6, $7, $8, $9 from job j
-          where j.id = $2 and j.lease_epoch = $3 and j.locked_by = $10
-         returning {COLUMNS}"
+    let written: Option<RenderTask> = sqlx::query_as(&format!(
+        "with j as (
+             select id, budget_day, budget_held_micros as held from job
+              where id = $2 and lease_epoch = $3 and locked_by = $10 and status = 'running'
+                for update
+         ), a as (
+             select id, budget_day, least($9, held) as take, $9 - least($9, held) as extra from j
+         ), d as (
+             update budget_day b set reserved_micros = b.reserved_micros + a.extra, updated_at = now()
+               from a
+              where b.day = a.budget_day and a.extra > 0
+                and b.reserved_micros + b.spent_micros + a.extra <= b.limit_micros
+             returning b.day
+         ), ok as (
+             select a.* from a where a.budget_day is null or a.extra = 0 or exists (select 1 from d)
+         ), ins as (
+             insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
+                                      estimated_cost_micros, reserved_micros, baseline_micros)
+             select $1, ok.id, $4, $5, $6, $7, $8, $9,
+                    case when ok.budget_day is null then 0 else $9 end, $11
+               from ok
+             returning {COLUMNS}
+         ), ju as (
+             update job set budget_held_micros = budget_held_micros - ok.take
+               from ok
+              where job.id = ok.id and ok.budget_day is not null and ok.take > 0
+                and exists (select 1 from ins)
+         ), e as (
+             insert into budget_entry (day, kind, job_id, render_task_id, reserved_delta_micros, note)
+             select ok.budget_day, 'reserve', ok.id, $1, ok.extra,
+                    format('%s shot %s try %s beyond the job''s reservation', $6::text, $4, $5)
+               from ok
+              where ok.budget_day is not null and ok.extra > 0 and exists (select 1 from ins)
+         )
+         select * from ins"
     ))
     .bind(id)
     .bind(intent.job_id)
@@ -152,8 +196,26 @@ pub async fn insert_intent(
     .bind(intent.duration_s)
     .bind(intent.estimate.micros())
     .bind(intent.worker_id)
-    .fetch_optional(db)
-    .await
+    .bind(intent.baseline.map(Money::micros))
+    .fetch_optional(pool)
+    .await?;
+    if let Some(task) = written {
+        return Ok(IntentOutcome::Written(Box::new(task)));
+    }
+    let leased: bool = sqlx::query_scalar(
+        "select exists (select 1 from job where id = $1 and lease_epoch = $2 and locked_by = $3
+                                               and status = 'running')",
+    )
+    .bind(intent.job_id)
+    .bind(intent.lease_epoch)
+    .bind(intent.worker_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(if leased {
+        IntentOutcome::OverBudget
+    } else {
+        IntentOutcome::LeaseLost
+    })
 }
 
 /// A step forward of one render. `None` fields keep their value.

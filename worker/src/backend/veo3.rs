@@ -228,11 +228,7 @@ impl Backend for Veo3 {
 
     /// Veo renders 4, 6 or 8 seconds: the shortest that covers the shot.
     fn render_seconds(&self, seconds: u32) -> u32 {
-        match seconds {
-            0..=4 => 4,
-            5..=6 => 6,
-            _ => 8,
-        }
+        aiprod_shared::pricing::billed_seconds(BackendName::Veo3, i64::from(seconds)) as u32
     }
 
     async fn submit(&self, shot: &ShotRequest) -> Result<RemoteHandle, BackendError> {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::visual::Visual;
 use super::{JobState, StageOutput};
+use crate::budget::{Ask, Grant};
 use crate::context::WorkerContext;
 use crate::dbretry::{db_retry, transient};
 
@@ -78,6 +79,8 @@ pub(crate) fn select(
         None => BackendName::ALL.to_vec(),
     };
     let mut qualifying = Vec::new();
+    // Backends kept out by the budget alone: the job may wait for money instead of failing.
+    let mut short_of_money: Vec<BackendName> = Vec::new();
     for b in considered {
         let p = sel.prices.profile(b);
         let reason = if !sel.enabled.contains(&b) {
@@ -89,9 +92,10 @@ pub(crate) fn select(
                 "quality {} is below quality_min {}",
                 p.quality, spec.quality_min
             ))
-        } else if sel.budget_left.is_some_and(|left| estimates[&b] > left) {
+        } else if let Some(left) = sel.budget_left.filter(|left| estimates[&b] > *left) {
+            short_of_money.push(b);
             Some(format!(
-                "estimate {} exceeds the budget left",
+                "estimate {} exceeds the budget left ({left})",
                 estimates[&b]
             ))
         } else {
@@ -128,6 +132,16 @@ pub(crate) fn select(
         qualifying.iter().min_by_key(|b| (estimates[*b], order(b)))
     };
     let Some(&backend) = chosen else {
+        if let Some(need) = short_of_money.iter().map(|b| estimates[b]).min() {
+            let why: Vec<String> = rejected.iter().map(|(b, r)| format!("{b}: {r}")).collect();
+            return Err(StepError::OverBudget {
+                reason: format!(
+                    "today's budget does not cover this job ({}); it needs at least {need}",
+                    why.join("; ")
+                ),
+                need,
+            });
+        }
         if let Some(b) = spec.backend.named() {
             let why = rejected
                 .get(&b)
@@ -180,28 +194,83 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
             Availability::Healthy | Availability::ProbeAvailable => None,
         })
         .collect();
-    let budget_left = ctx
+    let headroom = ctx
         .budget
-        .remaining()
+        .headroom()
         .await
         .map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
-    let f = select(
-        &job.spec,
-        &seconds,
-        &Selection {
-            prices: &ctx.settings.backends,
-            enabled: &enabled,
-            unhealthy: &unhealthy,
-            budget_left,
-            fallback_order: &ctx.settings.fallback_order,
-        },
-    )?;
+    let mut budget_left = headroom.map(|h| h.remaining);
+    // Select, then reserve the choice; when another job took the money in between, select
+    // again within what is left (a cheaper backend that qualifies), a few times at most.
+    let mut tries = 0;
+    let f = loop {
+        tries += 1;
+        let chosen = select(
+            &job.spec,
+            &seconds,
+            &Selection {
+                prices: &ctx.settings.backends,
+                enabled: &enabled,
+                unhealthy: &unhealthy,
+                budget_left,
+                fallback_order: &ctx.settings.fallback_order,
+            },
+        );
+        let f = match chosen {
+            Ok(f) => f,
+            Err(StepError::OverBudget { reason, need }) => {
+                return Err(over_budget(job, headroom.map(|h| h.limit), reason, need));
+            }
+            Err(e) => return Err(e),
+        };
+        let ask = Ask {
+            job_id: job.id,
+            lease_epoch: job.lease_epoch,
+            worker: &ctx.worker_id,
+            amount: f.estimated_cost,
+        };
+        let note = format!("{} on {}", f.model, f.backend);
+        match ctx.budget.reserve(ask, &note).await {
+            Ok(Grant::Reserved) => break f,
+            Ok(Grant::Short(left)) if tries < 4 => budget_left = Some(left),
+            Ok(Grant::Short(left)) => {
+                let reason = format!(
+                    "today's budget has {left} left, less than the {} {} needs",
+                    f.estimated_cost, f.backend
+                );
+                return Err(over_budget(
+                    job,
+                    headroom.map(|h| h.limit),
+                    reason,
+                    f.estimated_cost,
+                ));
+            }
+            Ok(Grant::LeaseLost) => {
+                return Err(StepError::Retryable("the job's lease is gone".into()));
+            }
+            Err(e) => return Err(StepError::Retryable(e)),
+        }
+    };
     let patch = JobPatch {
         backend: Some(f.backend),
         estimated_cost_micros: Some(f.estimated_cost.micros()),
         ..JobPatch::default()
     };
     Ok(StageOutput::of(&f).with(patch))
+}
+
+/// What a job the budget does not cover gets: a wait for money, or a failure when the client
+/// asked to fail fast or when even a whole day's limit could not cover it.
+fn over_budget(job: &JobState, limit: Option<Money>, reason: String, need: Money) -> StepError {
+    if job.spec.fail_over_budget {
+        return StepError::Permanent(format!("{reason} (the request asked to fail, not wait)"));
+    }
+    if let Some(limit) = limit.filter(|l| need > *l) {
+        return StepError::Permanent(format!(
+            "{reason}; that is more than a whole day's limit of {limit}, so waiting cannot help"
+        ));
+    }
+    StepError::OverBudget { reason, need }
 }
 
 #[cfg(test)]

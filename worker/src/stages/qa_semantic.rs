@@ -26,6 +26,9 @@ pub(crate) fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, St
             job.spec.quality_min
         )));
     }
+    aiprod_shared::metrics::Metrics::global()
+        .quality_score
+        .observe(score);
     let out = QaSemantic {
         score,
         scorer: format!("prior:{}", f.backend),

@@ -15,6 +15,10 @@ use crate::domain::BackendName;
 use crate::pricing::{BackendProfile, PriceTable};
 use crate::retry::RetryPolicy;
 
+mod budget;
+
+pub use budget::{AlertSettings, BudgetSettings};
+
 /// Every setting of every component. Field docs give the environment variable.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +101,16 @@ pub struct Settings {
     /// `AIPROD_REPLICATE_*`: Replicate.
     #[serde(flatten)]
     pub replicate: ReplicateSettings,
+    /// `AIPROD_DAILY_BUDGET_USD`, `AIPROD_BUDGET_*`: the daily budget.
+    #[serde(flatten)]
+    pub budget: BudgetSettings,
+    /// `AIPROD_ALERT_*`, `AIPROD_SLO_*`: alert rules, their delivery, and the SLOs.
+    #[serde(flatten)]
+    pub alerts: AlertSettings,
+    /// `AIPROD_ADMIN_TOKEN`: the bearer token of admin endpoints (changing the budget); unset,
+    /// they answer 403.
+    #[serde(skip_serializing)]
+    pub admin_token: Option<SecretString>,
 }
 
 /// The Runway client. Enabled when `AIPROD_RUNWAY_API_KEY` is set.
@@ -225,6 +239,9 @@ impl Default for Settings {
                 replicate_wait_s: 5,
                 replicate_poll_ms: 2_000,
             },
+            budget: BudgetSettings::default(),
+            alerts: AlertSettings::default(),
+            admin_token: None,
         }
     }
 }
@@ -318,6 +335,8 @@ impl Settings {
             ));
         }
         self.retry.validate().map_err(SettingsError)?;
+        self.budget.validate().map_err(SettingsError)?;
+        self.alerts.validate().map_err(SettingsError)?;
         self.validate_backends()?;
         for name in BackendName::ALL {
             let p: &BackendProfile = self.backends.profile(name);

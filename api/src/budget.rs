@@ -1,0 +1,209 @@
+//! `/v1/budget` and `/v1/alerts`: today's money, an admin's change to today's limit, and the
+//! alerts the scheduler raised.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aiprod_shared::Money;
+use aiprod_shared::budget::BudgetCalendar;
+use aiprod_shared::domain::BackendName;
+use aiprod_shared::store::{
+    self, count_budget_waiters, get_budget_day, open_budget_day, set_budget_limit,
+    wake_budget_waiters,
+};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Today's budget as `GET /v1/budget` shows it.
+#[derive(Debug, Serialize)]
+pub struct BudgetView {
+    /// Today, in the budget's zone.
+    pub day: chrono::NaiveDate,
+    /// The zone.
+    pub time_zone: String,
+    /// Whether the day has been opened (before that, it would open with the configured limit).
+    pub opened: bool,
+    /// Today's limit.
+    pub limit_usd: Money,
+    /// Reserved and not yet spent.
+    pub reserved_usd: Money,
+    /// Spent.
+    pub spent_usd: Money,
+    /// Left to reserve.
+    pub remaining_usd: Money,
+    /// Jobs waiting for money.
+    pub waiting_jobs: i64,
+    /// When the next day opens.
+    pub next_day_opens_at: chrono::DateTime<Utc>,
+    /// What a 5-second shot costs on each backend (at the length the provider bills).
+    pub estimate_5s_shot_usd: BTreeMap<BackendName, Money>,
+}
+
+async fn view(s: &AppState) -> Result<BudgetView, ApiError> {
+    let cal = BudgetCalendar::from_settings(&s.settings.budget);
+    let now = Utc::now();
+    let day = cal.day_at(now);
+    let row = get_budget_day(&s.pool, day).await?;
+    let opened = row.is_some();
+    let (limit, reserved, spent, remaining, zone) = match row {
+        Some(d) => (d.limit, d.reserved, d.spent, d.remaining(), d.time_zone),
+        None => (
+            cal.daily_limit,
+            Money::ZERO,
+            Money::ZERO,
+            cal.daily_limit,
+            cal.zone_name().to_owned(),
+        ),
+    };
+    Ok(BudgetView {
+        day,
+        time_zone: zone,
+        opened,
+        limit_usd: limit,
+        reserved_usd: reserved,
+        spent_usd: spent,
+        remaining_usd: remaining,
+        waiting_jobs: count_budget_waiters(&s.pool).await?,
+        next_day_opens_at: cal.next_open(now),
+        estimate_5s_shot_usd: BackendName::ALL
+            .iter()
+            .map(|b| (*b, s.settings.backends.estimate(*b, &[5])))
+            .collect(),
+    })
+}
+
+/// `GET /v1/budget`.
+pub(crate) async fn get(State(s): State<AppState>) -> Result<Json<BudgetView>, ApiError> {
+    Ok(Json(view(&s).await?))
+}
+
+/// `PUT /v1/budget` `{"limit_usd": "150.00"}` (admin): sets today's limit, effective at once
+/// for the whole fleet, and wakes the jobs the new limit covers.
+pub(crate) async fn put(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BudgetView>, ApiError> {
+    admin(&s, &headers)?;
+    let body = body.map_err(|r| ApiError::BadBody {
+        status: r.status(),
+        detail: format!("the body cannot be read: {}", r.body_text()),
+    })?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody {
+        status: StatusCode::BAD_REQUEST,
+        detail: format!("the body is not valid JSON: {e}"),
+    })?;
+    let limit = parse_limit(&value)?;
+    let cal = BudgetCalendar::from_settings(&s.settings.budget);
+    let day = cal.day_at(Utc::now());
+    open_budget_day(&s.pool, day, cal.zone_name(), cal.daily_limit).await?;
+    let d = set_budget_limit(&s.pool, day, limit, "api")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("budget day {day} vanished after it was opened"))?;
+    let woken = wake_budget_waiters(&s.pool, day, 500).await?;
+    tracing::info!(%day, limit = %d.limit, woken = woken.len(), "today's budget limit changed");
+    Ok(Json(view(&s).await?))
+}
+
+fn parse_limit(v: &Value) -> Result<Money, ApiError> {
+    let Some(obj) = v.as_object() else {
+        return Err(ApiError::field(
+            "body",
+            "type",
+            "the body must be a JSON object",
+        ));
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "limit_usd") {
+        return Err(ApiError::field(
+            k,
+            "unknown",
+            format!("`{k}` is not a budget field (limit_usd)"),
+        ));
+    }
+    let money = match obj.get("limit_usd") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::field(
+                "limit_usd",
+                "required",
+                "the new limit, in dollars, such as \"150.00\"",
+            ));
+        }
+        Some(Value::String(t)) => t.parse::<Money>(),
+        Some(Value::Number(n)) => n.to_string().parse::<Money>(),
+        Some(_) => {
+            return Err(ApiError::field(
+                "limit_usd",
+                "type",
+                "must be a decimal string of dollars such as \"150.00\"",
+            ));
+        }
+    };
+    match money {
+        Ok(m) if m >= Money::ZERO => Ok(m),
+        Ok(_) => Err(ApiError::field(
+            "limit_usd",
+            "range",
+            "must not be negative",
+        )),
+        Err(e) => Err(ApiError::field("limit_usd", "format", e.to_string())),
+    }
+}
+
+/// Admin endpoints need `Authorization: Bearer $AIPROD_ADMIN_TOKEN`; without a configured
+/// token they are disabled.
+fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &s.settings.admin_token else {
+        return Err(ApiError::Forbidden {
+            status: StatusCode::FORBIDDEN,
+            detail: "admin endpoints are disabled: set AIPROD_ADMIN_TOKEN on the API".into(),
+        });
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same(given.as_bytes(), token.expose_secret().as_bytes()) {
+        return Err(ApiError::Forbidden {
+            status: StatusCode::UNAUTHORIZED,
+            detail: "this needs Authorization: Bearer <AIPROD_ADMIN_TOKEN>".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Compares without leaking where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /v1/alerts?open=true&limit=`: alerts, newest first.
+pub(crate) async fn alerts(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let open = match q.get("open").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::field("open", "enum", "must be true or false")),
+    };
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::field("limit", "range", "must be 1 to 1000"))?,
+    };
+    let rows = store::list_alerts(&s.pool, open, limit).await?;
+    Ok(Json(json!({ "alerts": rows })))
+}

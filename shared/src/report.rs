@@ -1,0 +1,86 @@
+//! The fleet's state as gauges: today's budget, jobs waiting for money, open alerts per rule
+//! and SLO attainment. They are read from SQL, so every process that serves `/metrics`
+//! reports the same fleet-wide figures.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::Settings;
+use crate::budget::BudgetCalendar;
+use crate::metrics::Metrics;
+use crate::store::{AlertRule, count_budget_waiters, get_budget_day, open_alert_counts};
+
+/// One SLO's standing.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct SloStanding {
+    /// `latency` or `quality`.
+    pub slo: String,
+    /// The share of jobs that must meet it.
+    pub objective: f64,
+    /// Jobs that met it.
+    pub good: i64,
+    /// Jobs counted.
+    pub total: i64,
+    /// `good / total`; `None` with no jobs.
+    pub attainment: Option<f64>,
+    /// Attainment at or above the objective.
+    pub met: Option<bool>,
+}
+
+/// The SLO report over the configured rolling window ending at `at`.
+pub async fn slo_report(
+    pool: &PgPool,
+    settings: &Settings,
+    at: DateTime<Utc>,
+) -> sqlx::Result<Vec<SloStanding>> {
+    let a = &settings.alerts;
+    sqlx::query_as(
+        "select slo, objective::float8 as objective, good, total, attainment::float8 as attainment, met
+           from slo_report($1, make_interval(days => $2), $3, $4::numeric, $5, $6::numeric)",
+    )
+    .bind(at)
+    .bind(a.slo_window_days as i32)
+    .bind(a.slo_latency_s as f64)
+    .bind(a.slo_latency_objective.to_string())
+    .bind(a.slo_quality_min)
+    .bind(a.slo_quality_objective.to_string())
+    .fetch_all(pool)
+    .await
+}
+
+/// Sets the fleet gauges from the database as of `now`.
+pub async fn refresh_fleet_gauges(
+    pool: &PgPool,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let m = Metrics::global();
+    let cal = BudgetCalendar::from_settings(&settings.budget);
+    let usd = |micros: i64| micros as f64 / 1e6;
+    match get_budget_day(pool, cal.day_at(now)).await? {
+        Some(d) => {
+            m.budget_limit_usd.set(usd(d.limit.micros()));
+            m.budget_remaining_usd.set(usd(d.remaining().micros()));
+            m.budget_reserved_usd.set(usd(d.reserved.micros()));
+            m.budget_spent_usd.set(usd(d.spent.micros()));
+        }
+        None => {
+            m.budget_limit_usd.set(usd(cal.daily_limit.micros()));
+            m.budget_remaining_usd.set(usd(cal.daily_limit.micros()));
+            m.budget_reserved_usd.set(0.0);
+            m.budget_spent_usd.set(0.0);
+        }
+    }
+    m.budget_waiting_jobs.set(count_budget_waiters(pool).await?);
+    let open = open_alert_counts(pool).await?;
+    for rule in AlertRule::ALL {
+        let n = open.iter().find(|(r, _)| *r == rule).map_or(0, |(_, n)| *n);
+        m.alerts_open.with_label_values(&[rule.as_str()]).set(n);
+    }
+    for s in slo_report(pool, settings, now).await? {
+        if let Some(a) = s.attainment {
+            m.slo_attainment.with_label_values(&[&s.slo]).set(a);
+        }
+    }
+    Ok(())
+}

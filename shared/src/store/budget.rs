@@ -1,0 +1,350 @@
+//! The budget ledger in SQL. Every function that moves money writes the day's counters and its
+//! ledger entry in one statement, so `reserved` and `spent` are always the sums of the entries.
+//! Reservations are conditional updates of the day's row: whatever the concurrency, none takes
+//! reserved plus spent past the limit. Locks are taken job row first, day row last, everywhere
+//! (the settle and release triggers included), so money movements cannot deadlock each other.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::PgExecutor;
+
+use crate::Money;
+use crate::domain::JobId;
+
+/// One budget day.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetDay {
+    /// The local date.
+    pub day: NaiveDate,
+    /// The zone whose midnight opened it.
+    pub time_zone: String,
+    /// What may be committed.
+    pub limit: Money,
+    /// Set aside for jobs and render tries whose cost is not known yet.
+    pub reserved: Money,
+    /// Spent.
+    pub spent: Money,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BudgetDay {
+    /// What is left to reserve; never negative (a lowered limit can leave it below zero).
+    pub fn remaining(&self) -> Money {
+        (self.limit - self.reserved - self.spent).max(Money::ZERO)
+    }
+
+    /// Reserved plus spent.
+    pub fn committed(&self) -> Money {
+        self.reserved + self.spent
+    }
+}
+
+type DayRow = (NaiveDate, String, i64, i64, i64, DateTime<Utc>);
+
+fn day_from(r: DayRow) -> BudgetDay {
+    BudgetDay {
+        day: r.0,
+        time_zone: r.1,
+        limit: Money::from_micros(r.2),
+        reserved: Money::from_micros(r.3),
+        spent: Money::from_micros(r.4),
+        updated_at: r.5,
+    }
+}
+
+/// Opens `day` with `limit` unless it is open already. Idempotent under any concurrency: two
+/// schedulers, a worker and a restart all end with one row, and a limit an admin already set on
+/// the day is never overwritten. Returns whether this call opened it.
+pub async fn open_budget_day(
+    db: impl PgExecutor<'_>,
+    day: NaiveDate,
+    zone: &str,
+    limit: Money,
+) -> sqlx::Result<bool> {
+    let opened: Option<(NaiveDate,)> = sqlx::query_as(
+        "with d as (
+             insert into budget_day (day, time_zone, limit_micros) values ($1, $2, $3)
+             on conflict (day) do nothing
+             returning day
+         ), e as (
+             insert into budget_entry (day, kind, limit_micros, actor, note)
+             select day, 'limit', $3, 'config', 'day opened' from d
+         )
+         select day from d",
+    )
+    .bind(day)
+    .bind(zone)
+    .bind(limit.micros())
+    .fetch_optional(db)
+    .await?;
+    Ok(opened.is_some())
+}
+
+/// One day, if it was opened.
+pub async fn get_budget_day(
+    db: impl PgExecutor<'_>,
+    day: NaiveDate,
+) -> sqlx::Result<Option<BudgetDay>> {
+    let row: Option<DayRow> = sqlx::query_as(
+        "select day, time_zone, limit_micros, reserved_micros, spent_micros, updated_at
+           from budget_day where day = $1",
+    )
+    .bind(day)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(day_from))
+}
+
+/// Sets the limit of an open day, effective at once for every worker (they read the row), and
+/// records the change in the ledger. `None` when the day is not open.
+pub async fn set_budget_limit(
+    db: impl PgExecutor<'_>,
+    day: NaiveDate,
+    limit: Money,
+    actor: &str,
+) -> sqlx::Result<Option<BudgetDay>> {
+    let row: Option<DayRow> = sqlx::query_as(
+        "with prev as (
+             select day, limit_micros from budget_day where day = $1 for update
+         ), u as (
+             update budget_day b set limit_micros = $2, updated_at = now()
+               from prev where b.day = prev.day
+             returning b.day, b.time_zone, b.limit_micros, b.reserved_micros, b.spent_micros, b.updated_at
+         ), e as (
+             insert into budget_entry (day, kind, limit_micros, actor, note)
+             select day, 'limit', $2, $3,
+                    format('limit %s -> %s', (limit_micros::numeric / 1000000)::text,
+                           ($2::numeric / 1000000)::text)
+               from prev
+         )
+         select * from u",
+    )
+    .bind(day)
+    .bind(limit.micros())
+    .bind(actor)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(day_from))
+}
+
+/// A reservation for a job, fenced on its lease.
+#[derive(Clone, Debug)]
+pub struct Reservation<'a> {
+    /// The job.
+    pub job_id: JobId,
+    /// Its lease.
+    pub lease_epoch: i64,
+    /// The worker holding it.
+    pub worker: &'a str,
+    /// Today; a job that already reserved keeps its own day.
+    pub day: NaiveDate,
+    /// What the job must hold in all.
+    pub amount: Money,
+    /// For the ledger.
+    pub note: &'a str,
+}
+
+/// What a reservation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// The job now holds the amount, booked to `day`.
+    Reserved {
+        /// The day that carries the job's money.
+        day: NaiveDate,
+    },
+    /// The day cannot cover it; `remaining` was left.
+    Short {
+        /// What the day had left.
+        remaining: Money,
+    },
+    /// The lease is gone; nothing was written.
+    LeaseLost,
+}
+
+/// Makes the job hold `amount`, reserving only what it does not hold already (so a `financial`
+/// stage that runs again after a crash reserves nothing twice). The day's row is updated only
+/// if reserved plus spent stays within the limit.
+pub async fn reserve_budget(
+    pool: &sqlx::PgPool,
+    r: &Reservation<'_>,
+) -> sqlx::Result<ReserveOutcome> {
+    let (db, db2) = (pool, pool);
+    let (leased, granted, day, remaining): (i64, i64, Option<NaiveDate>, Option<i64>) =
+        sqlx::query_as(
+            "with j as (
+                 select id, coalesce(budget_day, $4::date) as day, budget_held_micros as held
+                   from job
+                  where id = $1 and lease_epoch = $2 and locked_by = $3 and status = 'running'
+                    for update
+             ), n as (
+                 select id, day, greatest($5 - held, 0) as need from j
+             ), d as (
+                 update budget_day b set reserved_micros = b.reserved_micros + n.need, updated_at = now()
+                   from n
+                  where b.day = n.day
+                    and (n.need = 0 or b.reserved_micros + b.spent_micros + n.need <= b.limit_micros)
+                 returning b.day
+             ), u as (
+                 update job set budget_day = n.day, budget_held_micros = budget_held_micros + n.need,
+                        updated_at = now()
+                   from n
+                  where job.id = n.id and exists (select 1 from d)
+             ), e as (
+                 insert into budget_entry (day, kind, job_id, reserved_delta_micros, note)
+                 select n.day, 'reserve', n.id, n.need, $6 from n
+                  where n.need > 0 and exists (select 1 from d)
+             )
+             select (select count(*) from j), (select count(*) from d), (select day from n),
+                    (select b.limit_micros - b.reserved_micros - b.spent_micros
+                       from budget_day b join n on b.day = n.day)",
+        )
+        .bind(r.job_id)
+        .bind(r.lease_epoch)
+        .bind(r.worker)
+        .bind(r.day)
+        .bind(r.amount.micros())
+        .bind(r.note)
+        .fetch_one(db)
+        .await?;
+    Ok(match (leased, granted, day) {
+        (0, _, _) => ReserveOutcome::LeaseLost,
+        (_, 1, Some(day)) => ReserveOutcome::Reserved { day },
+        (_, _, day) => {
+            // The statement's own reading is as of its start; what is left now is worth the
+            // extra query on this (rare) path, since routing chooses by it.
+            let now: Option<i64> = match day {
+                Some(day) => sqlx::query_scalar(
+                    "select limit_micros - reserved_micros - spent_micros from budget_day where day = $1",
+                )
+                .bind(day)
+                .fetch_optional(db2)
+                .await?,
+                None => None,
+            };
+            ReserveOutcome::Short {
+                remaining: Money::from_micros(now.or(remaining).unwrap_or(0).max(0)),
+            }
+        }
+    })
+}
+
+/// Parks a job at `financial` until money is available: status `waiting_budget`, no lease,
+/// the reason and the least it needs recorded. A job whose cancel is pending is canceled
+/// instead. Returns false when the lease was lost.
+pub async fn park_for_budget(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+    lease_epoch: i64,
+    worker: &str,
+    reason: &str,
+    need: Money,
+) -> sqlx::Result<bool> {
+    let row: Option<(JobId,)> = sqlx::query_as(
+        "with p as (
+             update job set
+                 status = case when cancel_requested then 'canceled'::job_status else 'waiting_budget'::job_status end,
+                 stage = case when cancel_requested then null else stage end,
+                 finished_at = case when cancel_requested then now() end,
+                 locked_by = null, locked_until = null,
+                 waiting_reason = $4, waiting_need_micros = $5, waiting_since = now(), updated_at = now()
+              where id = $1 and lease_epoch = $2 and locked_by = $3 and status = 'running'
+                and stage = 'financial'
+             returning id, status
+         ), s as (
+             update job_stage set
+                 status = case when p.status = 'canceled' then 'canceled'::stage_status else 'waiting'::stage_status end,
+                 error = $4, updated_at = now()
+               from p
+              where job_stage.job_id = p.id and job_stage.stage = 'financial'
+         )
+         select id from p",
+    )
+    .bind(job_id)
+    .bind(lease_epoch)
+    .bind(worker)
+    .bind(reason)
+    .bind(need.micros())
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Re-dispatches jobs waiting for money that `day` can now cover, oldest first: each job's
+/// least need, summed in order, must fit what the day has left (a job that needs more than is
+/// left does not hold back cheaper ones behind it). At most `limit` jobs per call.
+pub async fn wake_budget_waiters(
+    db: impl PgExecutor<'_>,
+    day: NaiveDate,
+    limit: i64,
+) -> sqlx::Result<Vec<JobId>> {
+    let rows: Vec<(JobId,)> = sqlx::query_as(
+        "with b as (
+             select greatest(limit_micros - reserved_micros - spent_micros, 0) as left_micros
+               from budget_day where day = $1
+         ), w as (
+             select j.id, sum(coalesce(j.waiting_need_micros, 0)) over (order by j.id) as cum
+               from job j, b
+              where j.status = 'waiting_budget' and coalesce(j.waiting_need_micros, 0) <= b.left_micros
+         ), pick as (
+             select w.id from w, b where w.cum <= b.left_micros order by w.id limit $2
+         ), r as (
+             update job j set status = 'running',
+                    waited_ms = j.waited_ms
+                        + greatest((extract(epoch from (now() - j.waiting_since)) * 1000)::bigint, 0),
+                    waiting_since = null, waiting_reason = null, waiting_need_micros = null,
+                    updated_at = now()
+               from pick
+              where j.id = pick.id and j.status = 'waiting_budget'
+             returning j.id, j.priority, j.reap_count
+         ), o as (
+             insert into outbox (job_id, attempt, priority) select id, reap_count + 1, priority from r
+         )
+         select r.id from r cross join lateral (select pg_notify('aiprod_outbox', '')) n",
+    )
+    .bind(day)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// How many jobs wait for money.
+pub async fn count_budget_waiters(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("select count(*) from job where status = 'waiting_budget'")
+        .fetch_one(db)
+        .await
+}
+
+/// A day's books as the ledger and the render tries tell them.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct BudgetAudit {
+    /// The day.
+    pub day: NaiveDate,
+    /// The row's reserved.
+    pub reserved_micros: i64,
+    /// The sum of the ledger's reserved movements.
+    pub ledger_reserved_micros: i64,
+    /// The row's spent.
+    pub spent_micros: i64,
+    /// The sum of the ledger's spent movements.
+    pub ledger_spent_micros: i64,
+    /// The sum of the costs of the day's render tries.
+    pub render_cost_micros: i64,
+    /// All three agree.
+    pub balanced: bool,
+}
+
+/// The audit of one day (the `budget_audit` view).
+pub async fn audit_budget_day(
+    db: impl PgExecutor<'_>,
+    day: NaiveDate,
+) -> sqlx::Result<Option<BudgetAudit>> {
+    sqlx::query_as(
+        "select day, reserved_micros, ledger_reserved_micros::bigint, spent_micros,
+                ledger_spent_micros::bigint, render_cost_micros::bigint, balanced
+           from budget_audit where day = $1",
+    )
+    .bind(day)
+    .fetch_optional(db)
+    .await
+}
