@@ -449,3 +449,61 @@ async fn sigterm_finishes_the_stage_in_flight_and_a_restart_completes_the_job() 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduler_processes_open_one_budget_day_and_a_standby_takes_over() -> anyhow::Result<()>
+{
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let dir = Scratch::new("two-schedulers")?;
+    let mut env = base_env(&db, &dir);
+    env.extend([
+        ("AIPROD_BUDGET_TIMEZONE", "Pacific/Kiritimati".to_owned()),
+        ("AIPROD_BUDGET_TICK_MS", "50".to_owned()),
+        ("AIPROD_DAILY_BUDGET_USD", "42.50".to_owned()),
+    ]);
+    let mut a = Proc::start("scheduler-a", &["scheduler"], &env, &dir.0)?;
+    let mut b = Proc::start("scheduler-b", &["scheduler"], &env, &dir.0)?;
+    let days = || async {
+        sqlx::query_as::<_, (String, String, i64)>(
+            "select day::text, time_zone, limit_micros from budget_day",
+        )
+        .fetch_all(&pool)
+        .await
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while days().await?.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "no day opened: {}", a.tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Many ticks later, and after the leader dies and the standby leads, still one day.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.signal("KILL")?;
+    a.wait_exit(Duration::from_secs(10))?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let today: String =
+        sqlx::query_scalar("select (now() at time zone 'Pacific/Kiritimati')::date::text")
+            .fetch_one(&pool)
+            .await?;
+    let got = days().await?;
+    let opened: i64 = sqlx::query_scalar(
+        "select count(*) from budget_entry where kind = 'limit' and note = 'day opened'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    if got.len() == 2 {
+        // The run crossed local midnight: the new day opened once too.
+        assert_eq!(opened, 2);
+    } else {
+        assert_eq!(got, [(today, "Pacific/Kiritimati".to_owned(), 42_500_000)]);
+        assert_eq!(opened, 1);
+    }
+    b.signal("TERM")?;
+    assert_eq!(
+        b.wait_exit(Duration::from_secs(20))?,
+        Some(0),
+        "{}",
+        b.tail()
+    );
+    Ok(())
+}
