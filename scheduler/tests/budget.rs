@@ -117,6 +117,13 @@ async fn a_job_waiting_for_budget_resumes_when_the_next_day_opens() -> anyhow::R
         .await?;
     let cheap = waiting_job(&pool, "0.26").await?;
     let dear = waiting_job(&pool, "2.60").await?;
+    // A waiting job holds no lease: a cancel ends it at once, and it is never woken.
+    let dropped = waiting_job(&pool, "0.01").await?;
+    assert_eq!(
+        aiprod_shared::store::request_cancel(&pool, dropped).await?,
+        aiprod_shared::store::CancelOutcome::Canceled
+    );
+    assert_eq!(status(&pool, dropped).await?, "canceled");
     for _ in 0..3 {
         clock.advance(chrono::Duration::hours(1));
         let t = roll_budget(&pool, &cal, clock.now()).await?;
