@@ -11,6 +11,12 @@ $$;
 
 comment on function job_latency_s is 'A job''s latency in seconds: acceptance to end, less time spent waiting for budget.';
 
+-- The alert rules (every minute) and the SLO report read recently finished jobs and recently
+-- failed tries; without these they would scan both tables whole.
+create index job_succeeded_finished_idx on job (finished_at) where status = 'succeeded';
+create index render_task_failed_finished_idx on render_task (finished_at)
+    where state in ('failed', 'orphaned');
+
 create view jobs_by_status_day as
 select (created_at at time zone 'UTC')::date as day, status, count(*) as jobs
   from job

@@ -128,7 +128,7 @@ pub async fn evaluate_rules(
         "select backend::text, count(*) from render_task
           where state in ('failed', 'orphaned')
             and coalesce(failure_class, '') not in ('throttled', 'deadline', 'input_safety')
-            and coalesce(finished_at, created_at) > $1 and coalesce(finished_at, created_at) <= $2
+            and finished_at > $1 and finished_at <= $2
           group by backend having count(*) > $3",
     )
     .bind(since)

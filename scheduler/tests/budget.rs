@@ -1,4 +1,5 @@
-//! The budget day roll-over over a real PostgreSQL, with the clock set by hand: concurrent
+//! The budget day roll-over over a real PostgreSQL, at times set by hand (the scheduler's steps
+//! take the time as an argument): concurrent
 //! schedulers open one day, an admin's change survives a restart, and jobs waiting for money
 //! resume when the next day opens or the limit is raised.
 
@@ -9,12 +10,12 @@ use std::time::Duration;
 use aiprod_scheduler::roll_budget;
 use aiprod_shared::Money;
 use aiprod_shared::budget::BudgetCalendar;
-use aiprod_shared::clock::{Clock, ManualClock};
 use aiprod_shared::domain::{JobId, JobSpec};
 use aiprod_shared::store::{
     claim_job, get_budget_day, insert_job, park_for_budget, set_budget_limit, wake_budget_waiters,
 };
 use aiprod_shared::testdb::TestDb;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -58,12 +59,11 @@ async fn two_schedulers_at_midnight_open_one_day_and_keep_an_admins_limit() -> a
     let (a, b) = (db.pool().await?, db.pool().await?);
     let cal = paris("100");
     // 23:00 UTC on 23 November is midnight in Paris: the 24th opens.
-    let clock = ManualClock::new("2026-11-23T22:59:59Z".parse()?);
-    roll_budget(&a, &cal, clock.now()).await?;
-    clock.advance(chrono::Duration::seconds(2));
+    let mut now: DateTime<Utc> = "2026-11-23T22:59:59Z".parse()?;
+    roll_budget(&a, &cal, now).await?;
+    now += chrono::Duration::seconds(2);
     let ticks = futures::future::join_all((0..20).map(|i| {
         let pool = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let now = clock.now();
         async move { roll_budget(&pool, &cal, now).await }
     }))
     .await;
@@ -87,10 +87,10 @@ async fn two_schedulers_at_midnight_open_one_day_and_keep_an_admins_limit() -> a
     );
     // An admin raises the new day's limit; a restarted scheduler and a missed tick later, it
     // still holds.
-    let day = cal.day_at(clock.now());
+    let day = cal.day_at(now);
     set_budget_limit(&a, day, "250".parse()?, "admin").await?;
-    clock.advance(chrono::Duration::hours(3));
-    let t = roll_budget(&b, &cal, clock.now()).await?;
+    now += chrono::Duration::hours(3);
+    let t = roll_budget(&b, &cal, now).await?;
     assert!(!t.opened);
     let d = get_budget_day(&a, day).await?.expect("open");
     assert_eq!(d.limit, Money::from_usd(250));
@@ -109,8 +109,8 @@ async fn a_job_waiting_for_budget_resumes_when_the_next_day_opens() -> anyhow::R
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
     let cal = paris("0.30");
-    let clock = ManualClock::new("2026-11-24T10:00:00Z".parse()?);
-    roll_budget(&pool, &cal, clock.now()).await?;
+    let mut now: DateTime<Utc> = "2026-11-24T10:00:00Z".parse()?;
+    roll_budget(&pool, &cal, now).await?;
     // Today is spent: nothing is left for a job that needs $0.26.
     sqlx::query("update budget_day set spent_micros = 300000")
         .execute(&pool)
@@ -125,14 +125,14 @@ async fn a_job_waiting_for_budget_resumes_when_the_next_day_opens() -> anyhow::R
     );
     assert_eq!(status(&pool, dropped).await?, "canceled");
     for _ in 0..3 {
-        clock.advance(chrono::Duration::hours(1));
-        let t = roll_budget(&pool, &cal, clock.now()).await?;
+        now += chrono::Duration::hours(1);
+        let t = roll_budget(&pool, &cal, now).await?;
         assert!(t.woken.is_empty() && !t.opened);
     }
     assert_eq!(status(&pool, cheap).await?, "waiting_budget");
     // Midnight in Paris: the new day covers the cheap job, not the one that needs $2.60.
-    clock.set("2026-11-24T23:00:00Z".parse()?);
-    let t = roll_budget(&pool, &cal, clock.now()).await?;
+    now = "2026-11-24T23:00:00Z".parse()?;
+    let t = roll_budget(&pool, &cal, now).await?;
     assert!(t.opened);
     assert_eq!(t.woken, [cheap]);
     assert_eq!(status(&pool, cheap).await?, "running");
@@ -147,7 +147,7 @@ async fn a_job_waiting_for_budget_resumes_when_the_next_day_opens() -> anyhow::R
         .await?;
     assert!(waited >= 0);
     // Raising today's limit wakes the other one at once.
-    let day = cal.day_at(clock.now());
+    let day = cal.day_at(now);
     set_budget_limit(&pool, day, "5".parse()?, "admin").await?;
     assert_eq!(wake_budget_waiters(&pool, day, 100).await?, [dear]);
     Ok(())

@@ -6,7 +6,6 @@
 //! place.
 
 pub mod budget;
-pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -2,6 +2,9 @@
 //! and SLO attainment. They are read from SQL, so every process that serves `/metrics`
 //! reports the same fleet-wide figures.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -48,7 +51,12 @@ pub async fn slo_report(
     .await
 }
 
-/// Sets the fleet gauges from the database as of `now`.
+/// How often the SLO gauges are recomputed at most: the report reads a week of jobs, and
+/// `/metrics` may be scraped every few seconds by several Prometheus servers.
+const SLO_REFRESH: Duration = Duration::from_secs(60);
+
+/// Sets the fleet gauges from the database as of `now` (the SLO gauges at most once a minute
+/// per process).
 pub async fn refresh_fleet_gauges(
     pool: &PgPool,
     settings: &Settings,
@@ -77,6 +85,15 @@ pub async fn refresh_fleet_gauges(
         let n = open.iter().find(|(r, _)| *r == rule).map_or(0, |(_, n)| *n);
         m.alerts_open.with_label_values(&[rule.as_str()]).set(n);
     }
+    static LAST_SLO: Mutex<Option<Instant>> = Mutex::new(None);
+    let due = LAST_SLO
+        .lock()
+        .expect("never poisoned")
+        .is_none_or(|t| t.elapsed() >= SLO_REFRESH);
+    if !due {
+        return Ok(());
+    }
+    *LAST_SLO.lock().expect("never poisoned") = Some(Instant::now());
     for s in slo_report(pool, settings, now).await? {
         if let Some(a) = s.attainment {
             m.slo_attainment.with_label_values(&[&s.slo]).set(a);

@@ -741,11 +741,15 @@ async fn open_alerts_lists_unresolved_alerts_critical_first_then_oldest() -> any
 
 type SloRow = (String, String, i64, i64, Option<String>, Option<bool>);
 
+/// The SLO rows `source` (the view, or a call of `slo_report`) gives, by SLO name.
 async fn slo_rows(
     tx: &mut Transaction<'static, Postgres>,
-    sql: &str,
+    source: &str,
 ) -> anyhow::Result<Vec<SloRow>> {
-    Ok(sqlx::query_as(sql).fetch_all(&mut **tx).await?)
+    let sql = format!(
+        "select slo, objective::text, good, total, attainment::text, met from {source} order by slo"
+    );
+    Ok(sqlx::query_as(&sql).fetch_all(&mut **tx).await?)
 }
 
 /// A row of `slo_report` borrowed for comparison with literals.
@@ -788,9 +792,7 @@ async fn slo_report_counts_the_window_ending_at_its_at_time_with_inclusive_bound
     .await?;
     let day = slo_rows(
         &mut tx,
-        "select slo, objective::text, good, total, attainment::text, met
-           from slo_report('2026-03-08 12:00:00Z', interval '1 day', 600, 0.75, 0.7, 0.8)
-          order by slo",
+        "slo_report('2026-03-08 12:00:00Z', interval '1 day', 600, 0.75, 0.7, 0.8)",
     )
     .await?;
     assert_eq!(
@@ -803,9 +805,7 @@ async fn slo_report_counts_the_window_ending_at_its_at_time_with_inclusive_bound
     // An hour's window (11:00, 12:00]: the job finished at 11:00 sits on the excluded start.
     let hour = slo_rows(
         &mut tx,
-        "select slo, objective::text, good, total, attainment::text, met
-           from slo_report('2026-03-08 12:00:00Z', interval '1 hour', 600, 0.75, 0.7, 0.8)
-          order by slo",
+        "slo_report('2026-03-08 12:00:00Z', interval '1 hour', 600, 0.75, 0.7, 0.8)",
     )
     .await?;
     assert_eq!(
@@ -818,9 +818,7 @@ async fn slo_report_counts_the_window_ending_at_its_at_time_with_inclusive_bound
     // No jobs: no attainment, and no verdict.
     let empty = slo_rows(
         &mut tx,
-        "select slo, objective::text, good, total, attainment::text, met
-           from slo_report('2020-01-01 00:00:00Z', interval '7 days', 600, 0.75, 0.7, 0.8)
-          order by slo",
+        "slo_report('2020-01-01 00:00:00Z', interval '7 days', 600, 0.75, 0.7, 0.8)",
     )
     .await?;
     assert_eq!(
@@ -863,12 +861,7 @@ async fn slo_attainment_reports_the_last_seven_days_against_the_design_objective
            ) v(status, finished, secs, waited, score);",
     )
     .await?;
-    let rows = slo_rows(
-        &mut tx,
-        "select slo, objective::text, good, total, attainment::text, met
-           from slo_attainment order by slo",
-    )
-    .await?;
+    let rows = slo_rows(&mut tx, "slo_attainment").await?;
     assert_eq!(
         slo_view(&rows),
         [

@@ -1,18 +1,15 @@
-//! The budget as the worker sees it: what is left today, and a reservation for a job. The
-//! `Ledger` is the real one (the `budget_day` row, fleet-wide); `Unlimited` and `Fixed` serve
-//! tests and operators who run without a daily limit.
+//! The budget as the worker sees it: what is left today, and a reservation for a job, both
+//! read from the fleet-wide `budget_day` row.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use aiprod_shared::Money;
 use aiprod_shared::budget::BudgetCalendar;
-use aiprod_shared::clock::Clock;
 use aiprod_shared::domain::JobId;
 use aiprod_shared::metrics::Metrics;
 use aiprod_shared::store::{
     Reservation, ReserveOutcome, get_budget_day, open_budget_day, reserve_budget,
 };
-use async_trait::async_trait;
 use chrono::NaiveDate;
 use sqlx::PgPool;
 
@@ -49,73 +46,27 @@ pub struct Ask<'a> {
     pub amount: Money,
 }
 
-/// The budget routing reads and reserves from.
-#[async_trait]
-pub trait Budget: Send + Sync + 'static {
-    /// Today's headroom; `None` when no limit applies.
-    async fn headroom(&self) -> Result<Option<Headroom>, String>;
-    /// Makes the job hold `ask.amount`.
-    async fn reserve(&self, ask: Ask<'_>, note: &str) -> Result<Grant, String>;
-}
-
-/// No limit at all.
-pub struct Unlimited;
-
-#[async_trait]
-impl Budget for Unlimited {
-    async fn headroom(&self) -> Result<Option<Headroom>, String> {
-        Ok(None)
-    }
-
-    async fn reserve(&self, _: Ask<'_>, _: &str) -> Result<Grant, String> {
-        Ok(Grant::Reserved)
-    }
-}
-
-/// A fixed amount left, for tests of routing.
-pub struct Fixed(pub Money);
-
-#[async_trait]
-impl Budget for Fixed {
-    async fn headroom(&self) -> Result<Option<Headroom>, String> {
-        Ok(Some(Headroom {
-            remaining: self.0,
-            limit: self.0,
-        }))
-    }
-
-    async fn reserve(&self, ask: Ask<'_>, _: &str) -> Result<Grant, String> {
-        Ok(if ask.amount <= self.0 {
-            Grant::Reserved
-        } else {
-            Grant::Short(self.0)
-        })
-    }
-}
-
 /// The daily budget ledger in PostgreSQL, shared by the whole fleet. The day is today in the
-/// budget's time zone by `clock`; a worker opens it itself if the scheduler has not yet (just
+/// budget's time zone; a worker opens it itself if the scheduler has not yet (just
 /// past midnight), which is idempotent.
 pub struct Ledger {
     pool: PgPool,
     calendar: BudgetCalendar,
-    clock: Arc<dyn Clock>,
     opened: Mutex<Option<NaiveDate>>,
 }
 
 impl Ledger {
     /// A ledger over `pool`.
-    pub fn new(pool: PgPool, calendar: BudgetCalendar, clock: Arc<dyn Clock>) -> Ledger {
+    pub fn new(pool: PgPool, calendar: BudgetCalendar) -> Ledger {
         Ledger {
             pool,
             calendar,
-            clock,
             opened: Mutex::new(None),
         }
     }
 
     async fn today(&self) -> Result<NaiveDate, String> {
-        let day = self.calendar.day_at(self.clock.now());
+        let day = self.calendar.day_at(chrono::Utc::now());
         let known = *self.opened.lock().expect("never poisoned") == Some(day);
         if !known {
             open_budget_day(
@@ -132,21 +83,22 @@ impl Ledger {
     }
 }
 
-#[async_trait]
-impl Budget for Ledger {
-    async fn headroom(&self) -> Result<Option<Headroom>, String> {
+impl Ledger {
+    /// Today's headroom.
+    pub async fn headroom(&self) -> Result<Headroom, String> {
         let day = self.today().await?;
         let d = get_budget_day(&self.pool, day)
             .await
             .map_err(|e| format!("cannot read budget day {day}: {e}"))?
             .ok_or_else(|| format!("budget day {day} is not open"))?;
-        Ok(Some(Headroom {
+        Ok(Headroom {
             remaining: d.remaining(),
             limit: d.limit,
-        }))
+        })
     }
 
-    async fn reserve(&self, ask: Ask<'_>, note: &str) -> Result<Grant, String> {
+    /// Makes the job hold `ask.amount`, booked to today (or to the day it already holds on).
+    pub async fn reserve(&self, ask: Ask<'_>, note: &str) -> Result<Grant, String> {
         let day = self.today().await?;
         let r = Reservation {
             job_id: ask.job_id,

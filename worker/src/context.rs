@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use crate::acker::Acker;
 use crate::backend::Fleet;
-use crate::budget::{Budget, Ledger};
+use crate::budget::Ledger;
 use crate::lease::Leases;
 use crate::writer::CheckpointWriter;
 
@@ -25,8 +25,8 @@ pub struct WorkerContext {
     pub store: ArtifactStore,
     /// The enabled video backends.
     pub backends: Fleet,
-    /// The money left today, as routing reads and reserves it (the daily ledger by default).
-    pub budget: Arc<dyn Budget>,
+    /// Today's money, as routing reads and reserves it.
+    pub budget: Arc<Ledger>,
     /// Every setting.
     pub settings: Arc<Settings>,
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
@@ -39,12 +39,6 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
-    /// Reads and reserves money through `budget` instead of the daily ledger.
-    pub fn with_budget(mut self, budget: Arc<dyn Budget>) -> WorkerContext {
-        self.budget = budget;
-        self
-    }
-
     /// Builds a context with a fresh worker id.
     pub fn new(
         pool: PgPool,
@@ -65,7 +59,6 @@ impl WorkerContext {
             budget: Arc::new(Ledger::new(
                 pool,
                 aiprod_shared::budget::BudgetCalendar::from_settings(&settings.budget),
-                Arc::new(aiprod_shared::clock::SystemClock),
             )),
             settings,
             worker_id: worker_id.into(),

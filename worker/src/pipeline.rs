@@ -93,8 +93,7 @@ async fn run_stages(
     let mut state = JobState {
         id: job_id,
         lease_epoch: epoch,
-        // Time parked for budget does not count against the job's deadline.
-        created_at: claim.job.created_at + chrono::Duration::milliseconds(claim.job.waited_ms),
+        deadline_from: claim.job.created_at + chrono::Duration::milliseconds(claim.job.waited_ms),
         spec: claim.job.spec(),
         outputs,
     };

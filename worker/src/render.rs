@@ -217,12 +217,15 @@ impl Renderer<'_> {
                     return Err(StepError::Retryable("the job's lease is gone".into()));
                 }
                 IntentOutcome::OverBudget => {
-                    // Not a health matter: hand back the probe if this job holds it.
-                    let _ = release_probe(&self.ctx.pool, name, &holder).await;
-                    tracing::info!(backend = %name, %estimate, "the budget does not cover another try here");
-                    left.push(format!(
-                        "{name}: the job's budget day cannot cover another try ({estimate})"
-                    ));
+                    let end = TryEnd::Next {
+                        reason: format!(
+                            "the job's budget day cannot cover another try ({estimate})"
+                        ),
+                        health: false,
+                    };
+                    if let Some(result) = self.settle(name, end, &mut left).await {
+                        return result;
+                    }
                     continue;
                 }
             };

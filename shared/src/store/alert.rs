@@ -136,28 +136,25 @@ pub async fn sync_alerts(
     let mut tx = pool.begin().await?;
     let mut changes = AlertChanges::default();
     for f in firing {
-        let row: (Alert, bool) = {
-            let r: AlertWithFlag = sqlx::query_as(&format!(
-                "insert into alert (rule, subject, severity, summary, value, threshold, opened_at, last_seen_at)
-                 values ($1, $2, $3, $4, $5, $6, $7, $7)
-                 on conflict (rule, subject) where resolved_at is null do update
-                    set last_seen_at = excluded.last_seen_at, value = excluded.value,
-                        summary = excluded.summary, updated_at = now()
-                 returning {COLUMNS}, (xmax = 0) as inserted"
-            ))
-            .bind(f.rule)
-            .bind(&f.subject)
-            .bind(f.severity)
-            .bind(&f.summary)
-            .bind(&f.value)
-            .bind(&f.threshold)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            (r.alert, r.inserted)
-        };
-        if row.1 {
-            changes.opened.push(row.0);
+        let row: AlertWithFlag = sqlx::query_as(&format!(
+            "insert into alert (rule, subject, severity, summary, value, threshold, opened_at, last_seen_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $7)
+             on conflict (rule, subject) where resolved_at is null do update
+                set last_seen_at = excluded.last_seen_at, value = excluded.value,
+                    summary = excluded.summary, updated_at = now()
+             returning {COLUMNS}, (xmax = 0) as inserted"
+        ))
+        .bind(f.rule)
+        .bind(&f.subject)
+        .bind(f.severity)
+        .bind(&f.summary)
+        .bind(&f.value)
+        .bind(&f.threshold)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if row.inserted {
+            changes.opened.push(row.alert);
         }
     }
     let rule_list: Vec<AlertRule> = rules.to_vec();

@@ -168,8 +168,7 @@ pub async fn reserve_budget(
     pool: &sqlx::PgPool,
     r: &Reservation<'_>,
 ) -> sqlx::Result<ReserveOutcome> {
-    let (db, db2) = (pool, pool);
-    let (leased, granted, day, remaining): (i64, i64, Option<NaiveDate>, Option<i64>) =
+    let (leased, granted, day): (i64, i64, Option<NaiveDate>) =
         sqlx::query_as(
             "with j as (
                  select id, coalesce(budget_day, $4::date) as day, budget_held_micros as held
@@ -194,9 +193,7 @@ pub async fn reserve_budget(
                  select n.day, 'reserve', n.id, n.need, $6 from n
                   where n.need > 0 and exists (select 1 from d)
              )
-             select (select count(*) from j), (select count(*) from d), (select day from n),
-                    (select b.limit_micros - b.reserved_micros - b.spent_micros
-                       from budget_day b join n on b.day = n.day)",
+             select (select count(*) from j), (select count(*) from d), (select day from n)",
         )
         .bind(r.job_id)
         .bind(r.lease_epoch)
@@ -204,25 +201,22 @@ pub async fn reserve_budget(
         .bind(r.day)
         .bind(r.amount.micros())
         .bind(r.note)
-        .fetch_one(db)
+        .fetch_one(pool)
         .await?;
     Ok(match (leased, granted, day) {
         (0, _, _) => ReserveOutcome::LeaseLost,
         (_, 1, Some(day)) => ReserveOutcome::Reserved { day },
         (_, _, day) => {
-            // The statement's own reading is as of its start; what is left now is worth the
-            // extra query on this (rare) path, since routing chooses by it.
-            let now: Option<i64> = match day {
-                Some(day) => sqlx::query_scalar(
-                    "select limit_micros - reserved_micros - spent_micros from budget_day where day = $1",
-                )
-                .bind(day)
-                .fetch_optional(db2)
-                .await?,
-                None => None,
-            };
+            // Read after the statement: its own snapshot predates the reservations that won
+            // the race, and routing chooses by what is left now.
+            let left: Option<i64> = sqlx::query_scalar(
+                "select limit_micros - reserved_micros - spent_micros from budget_day where day = $1",
+            )
+            .bind(day)
+            .fetch_optional(pool)
+            .await?;
             ReserveOutcome::Short {
-                remaining: Money::from_micros(now.or(remaining).unwrap_or(0).max(0)),
+                remaining: Money::from_micros(left.unwrap_or(0).max(0)),
             }
         }
     })

@@ -199,7 +199,7 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
         .headroom()
         .await
         .map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
-    let mut budget_left = headroom.map(|h| h.remaining);
+    let mut budget_left = Some(headroom.remaining);
     // Select, then reserve the choice; when another job took the money in between, select
     // again within what is left (a cheaper backend that qualifies), a few times at most.
     let mut tries = 0;
@@ -219,7 +219,7 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
         let f = match chosen {
             Ok(f) => f,
             Err(StepError::OverBudget { reason, need }) => {
-                return Err(over_budget(job, headroom.map(|h| h.limit), reason, need));
+                return Err(over_budget(job, headroom.limit, reason, need));
             }
             Err(e) => return Err(e),
         };
@@ -238,12 +238,7 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
                     "today's budget has {left} left, less than the {} {} needs",
                     f.estimated_cost, f.backend
                 );
-                return Err(over_budget(
-                    job,
-                    headroom.map(|h| h.limit),
-                    reason,
-                    f.estimated_cost,
-                ));
+                return Err(over_budget(job, headroom.limit, reason, f.estimated_cost));
             }
             Ok(Grant::LeaseLost) => {
                 return Err(StepError::Retryable("the job's lease is gone".into()));
@@ -261,11 +256,11 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
 
 /// What a job the budget does not cover gets: a wait for money, or a failure when the client
 /// asked to fail fast or when even a whole day's limit could not cover it.
-fn over_budget(job: &JobState, limit: Option<Money>, reason: String, need: Money) -> StepError {
+fn over_budget(job: &JobState, limit: Money, reason: String, need: Money) -> StepError {
     if job.spec.fail_over_budget {
         return StepError::Permanent(format!("{reason} (the request asked to fail, not wait)"));
     }
-    if let Some(limit) = limit.filter(|l| need > *l) {
+    if need > limit {
         return StepError::Permanent(format!(
             "{reason}; that is more than a whole day's limit of {limit}, so waiting cannot help"
         ));

@@ -27,7 +27,9 @@ use crate::context::WorkerContext;
 pub(crate) struct JobState {
     pub id: JobId,
     pub lease_epoch: i64,
-    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Where the job's deadline counts from: acceptance, moved on by any time it waited
+    /// for budget.
+    pub deadline_from: chrono::DateTime<chrono::Utc>,
     pub spec: JobSpec,
     pub outputs: BTreeMap<Stage, Value>,
 }

@@ -33,7 +33,7 @@ pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutp
         .await
         .map_err(|e| StepError::Retryable(format!("cannot read earlier renders: {e}")))?;
     let history = by_shot(history);
-    let deadline = job.created_at
+    let deadline = job.deadline_from
         + chrono::Duration::from_std(ctx.settings.job_deadline()).unwrap_or(chrono::TimeDelta::MAX);
     let renderer = Renderer {
         ctx,
