@@ -1,6 +1,7 @@
 //! The `/v1/jobs` handlers.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aiprod_shared::domain::{JobId, JobSpec, JobStatus, Stage};
 use aiprod_shared::metrics::Metrics;
@@ -113,7 +114,32 @@ pub(crate) async fn get(
     let job = store::get_job(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    Ok(Json(full_view(&s, job).await?))
+    let view = full_view(&s, job).await?;
+    Ok(Json(with_result_url(&s, view).await))
+}
+
+/// Adds a signed link to a succeeded job's result when the store can sign one. A link that
+/// cannot be made leaves the view without it; the `gs://` URI is still there.
+async fn with_result_url(s: &AppState, mut view: JobView) -> JobView {
+    let ttl = Duration::from_secs(s.settings.storage.gcs_signed_url_ttl_s);
+    let (Some(store), Some(uri)) = (&s.store, &view.result_uri) else {
+        return view;
+    };
+    if view.status != JobStatus::Succeeded || ttl.is_zero() {
+        return view;
+    }
+    // The expiry counts from before the signature, so it is never later than the real one.
+    let signed_at = chrono::Utc::now();
+    match store.signed_url(uri, ttl).await {
+        Ok(Some(url)) => {
+            view.result_url = Some(url);
+            view.result_url_expires_at =
+                chrono::Duration::from_std(ttl).ok().map(|d| signed_at + d);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(job_id = %view.id, error = %e, "no signed result URL"),
+    }
+    view
 }
 
 /// A job with its stages, its routing decision and its render tries.

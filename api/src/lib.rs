@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use aiprod_shared::Settings;
 use aiprod_shared::metrics::Metrics;
+use aiprod_shared::storage::ArtifactStore;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Every setting.
     pub settings: Arc<Settings>,
+    /// The artifact store, to sign result URLs; `None`: job views carry no `result_url`.
+    pub store: Option<ArtifactStore>,
 }
 
 /// The API's routes.

@@ -58,6 +58,13 @@ pub struct JobView {
     pub quality_score: Option<f64>,
     /// Where the result is.
     pub result_uri: Option<String>,
+    /// A time-limited HTTPS link to the result, when the store can sign one (Cloud Storage with
+    /// credentials allowed to sign); only on a succeeded job's own view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_url: Option<String>,
+    /// When `result_url` stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_url_expires_at: Option<DateTime<Utc>>,
     /// Why it failed.
     pub error: Option<String>,
     /// A cancel is pending.
@@ -180,6 +187,8 @@ impl JobView {
             cost_usd: j.cost_micros.map(Money::from_micros),
             quality_score: j.quality_score,
             result_uri: j.result_uri,
+            result_url: None,
+            result_url_expires_at: None,
             error: j.error,
             cancel_requested: j.cancel_requested,
             over_budget: if j.fail_over_budget { "fail" } else { "wait" }.into(),

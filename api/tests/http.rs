@@ -35,6 +35,7 @@ impl TestApp {
         let state = AppState {
             pool: pool.clone(),
             settings: Arc::new(settings),
+            store: None,
         };
         tokio::spawn(aiprod_api::serve(listener, state, stop.clone()));
         Ok(TestApp {

@@ -74,11 +74,15 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
         .parent()
         .map(|p| p.display().to_string());
     let p = parts(settings, false, true).await?;
-    let ctx = worker_context(&p, true)?;
+    let ctx = worker_context(&p, true).await?;
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let api = tokio::spawn(aiprod_api::serve(listener, p.app_state(), stop.clone()));
+    let api = tokio::spawn(aiprod_api::serve(
+        listener,
+        p.app_state(Some(ctx.store.clone())),
+        stop.clone(),
+    ));
     let sched = tokio::spawn(aiprod_scheduler::run(
         p.pool.clone(),
         p.queue.clone(),

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use aiprod_api::AppState;
 use aiprod_scheduler::Periodic;
-use aiprod_shared::queue::{PgQueue, Queue};
+use aiprod_shared::config::QueueKind;
+use aiprod_shared::queue::{PgQueue, PubSubQueue, Queue, ensure_pubsub};
 use aiprod_shared::storage::ArtifactStore;
 use aiprod_shared::{Settings, db, shutdown, telemetry};
 use aiprod_worker::{Fleet, WorkerContext};
@@ -26,11 +27,12 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// What the API's handlers need.
-    pub fn app_state(&self) -> AppState {
+    /// What the API's handlers need; `store` signs result URLs.
+    pub fn app_state(&self, store: Option<ArtifactStore>) -> AppState {
         AppState {
             pool: self.pool.clone(),
             settings: self.settings.clone(),
+            store,
         }
     }
 }
@@ -42,10 +44,7 @@ pub async fn parts(settings: Settings, private_db: bool, migrate: bool) -> anyho
     if migrate {
         db::migrate(&pool).await?;
     }
-    let queue: Arc<dyn Queue> = Arc::new(PgQueue::new(
-        pool.clone(),
-        Duration::from_millis(settings.queue_ack_deadline_ms),
-    ));
+    let queue = queue(&settings, &pool).await?;
     Ok(Parts {
         pool,
         queue,
@@ -53,15 +52,31 @@ pub async fn parts(settings: Settings, private_db: bool, migrate: bool) -> anyho
     })
 }
 
+/// The queue `AIPROD_QUEUE` names.
+pub async fn queue(settings: &Settings, pool: &PgPool) -> anyhow::Result<Arc<dyn Queue>> {
+    Ok(match settings.queue.queue {
+        QueueKind::Postgres => Arc::new(PgQueue::new(
+            pool.clone(),
+            Duration::from_millis(settings.queue_ack_deadline_ms),
+        )),
+        QueueKind::Pubsub => {
+            // A message is held while its job runs: keep its lease a while past the job's
+            // render deadline, after which the job has ended one way or another.
+            let max_lease = settings.job_deadline() + Duration::from_secs(600);
+            Arc::new(
+                PubSubQueue::connect(&settings.queue, settings.worker_concurrency, max_lease)
+                    .await?,
+            )
+        }
+    })
+}
+
 /// A worker context: real backend clients where credentials are set, the simulation for the
 /// rest when `simulate`.
-pub fn worker_context(p: &Parts, simulate: bool) -> anyhow::Result<WorkerContext> {
-    let store = ArtifactStore::local(&p.settings.artifact_dir).with_context(|| {
-        format!(
-            "while opening the artifact directory {}",
-            p.settings.artifact_dir.display()
-        )
-    })?;
+pub async fn worker_context(p: &Parts, simulate: bool) -> anyhow::Result<WorkerContext> {
+    let store = ArtifactStore::from_settings(&p.settings)
+        .await
+        .context("while opening the artifact store")?;
     let backends = Fleet::from_settings(&p.settings, simulate)?;
     let enabled = backends.enabled();
     if enabled.is_empty() {
@@ -92,16 +107,20 @@ pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
     let simulate = settings.simulate(true);
     let listener = bind(listen).await?;
     let p = parts(settings, true, true).await?;
-    let ctx = worker_context(&p, simulate)?;
+    let ctx = worker_context(&p, simulate).await?;
     let stop = shutdown::on_signal();
     let addr = listener.local_addr()?;
     eprintln!(
         "aiprod dev: API on http://{addr} · {} worker slots · backends {} · artifacts in {}",
         p.settings.worker_concurrency,
         ctx.backends.describe(),
-        p.settings.artifact_dir.display()
+        ctx.store.describe()
     );
-    let api = tokio::spawn(aiprod_api::serve(listener, p.app_state(), stop.clone()));
+    let api = tokio::spawn(aiprod_api::serve(
+        listener,
+        p.app_state(Some(ctx.store.clone())),
+        stop.clone(),
+    ));
     let worker = tokio::spawn(aiprod_worker::run(ctx.clone(), stop.clone()));
     let sched = tokio::spawn(aiprod_scheduler::run(
         p.pool.clone(),
@@ -123,7 +142,10 @@ pub async fn api(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
     telemetry::init(settings.log_format);
     let listener = bind(listen).await?;
     let p = parts(settings, false, false).await?;
-    aiprod_api::serve(listener, p.app_state(), shutdown::on_signal()).await?;
+    let store = ArtifactStore::from_settings(&p.settings)
+        .await
+        .context("while opening the artifact store")?;
+    aiprod_api::serve(listener, p.app_state(Some(store)), shutdown::on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -133,35 +155,57 @@ pub async fn worker(settings: Settings, listen: SocketAddr) -> anyhow::Result<Ex
     let simulate = settings.simulate(false);
     let listener = bind(listen).await?;
     let p = parts(settings, false, false).await?;
-    let ctx = worker_context(&p, simulate)?;
-    let stop = shutdown::on_signal();
-    let ops_stop = CancellationToken::new();
-    let ops = tokio::spawn(
-        axum::serve(listener, aiprod_worker::ops_router(p.pool.clone()))
-            .with_graceful_shutdown(ops_stop.clone().cancelled_owned())
-            .into_future(),
-    );
-    let result = aiprod_worker::run(ctx, stop).await;
-    ops_stop.cancel();
-    let _ = ops.await;
-    result?;
+    let ctx = worker_context(&p, simulate).await?;
+    with_ops(
+        listener,
+        &p.pool,
+        aiprod_worker::run(ctx, shutdown::on_signal()),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `aiprod scheduler`.
-pub async fn scheduler(settings: Settings) -> anyhow::Result<ExitCode> {
+/// Runs `work` with `/healthz`, `/readyz` and `/metrics` served on `listener`, and stops
+/// serving once it is done, so the probes answer for as long as the process works.
+async fn with_ops<T>(
+    listener: tokio::net::TcpListener,
+    pool: &PgPool,
+    work: impl Future<Output = T>,
+) -> T {
+    let stop = CancellationToken::new();
+    let ops = tokio::spawn(
+        axum::serve(listener, aiprod_worker::ops_router(pool.clone()))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let out = work.await;
+    stop.cancel();
+    let _ = ops.await;
+    out
+}
+
+/// `aiprod scheduler`: the leader election and its tasks, plus probes and metrics on
+/// `listen`.
+pub async fn scheduler(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
+    let listener = bind(listen).await?;
     let p = parts(settings, false, false).await?;
     // Only real clients can list renders; the simulation leaves no orphans to find.
     let fleet = Fleet::from_settings(&p.settings, false)?;
-    aiprod_scheduler::run(
-        p.pool.clone(),
-        p.queue.clone(),
-        p.settings.clone(),
-        leader_tasks(&p, fleet),
-        shutdown::on_signal(),
-    )
-    .await?;
+    let leader = async {
+        let result = aiprod_scheduler::run(
+            p.pool.clone(),
+            p.queue.clone(),
+            p.settings.clone(),
+            leader_tasks(&p, fleet),
+            shutdown::on_signal(),
+        )
+        .await;
+        // The publisher may still hold a batch of dispatches.
+        p.queue.close().await;
+        result
+    };
+    with_ops(listener, &p.pool, leader).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -183,13 +227,25 @@ pub fn leader_tasks(p: &Parts, fleet: Fleet) -> Vec<Periodic> {
     }]
 }
 
-/// `aiprod migrate`.
-pub async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
+/// `aiprod migrate [--pubsub]`: the database schema, and with `pubsub` the topic, the
+/// workers' subscription and the dead-letter topic and subscription, each only if missing.
+pub async fn migrate(settings: Settings, pubsub: bool) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
-    let p = parts(settings, false, true).await?;
+    if pubsub && settings.queue.pubsub_project.is_none() {
+        anyhow::bail!("aiprod migrate --pubsub needs AIPROD_PUBSUB_PROJECT");
+    }
+    let url = database::resolve(&settings, false).await?;
+    let pool = db::connect(&url, settings.db_max_connections).await?;
+    db::migrate(&pool).await?;
     let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
-        .fetch_one(&p.pool)
+        .fetch_one(&pool)
         .await?;
     println!("migrations applied: {applied}");
+    if pubsub {
+        for r in ensure_pubsub(&settings.queue).await? {
+            let what = if r.created { "created" } else { "exists" };
+            println!("{what}: {}", r.name);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

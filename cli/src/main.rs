@@ -43,9 +43,18 @@ enum Command {
         listen: std::net::SocketAddr,
     },
     /// The scheduler (leader-elected: run as many replicas as you like).
-    Scheduler,
-    /// Applies database migrations.
-    Migrate,
+    Scheduler {
+        /// Where the scheduler serves /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:9465")]
+        listen: std::net::SocketAddr,
+    },
+    /// Applies database migrations (and with --pubsub creates the Pub/Sub topic and
+    /// subscriptions that are missing).
+    Migrate {
+        /// Also create the Pub/Sub topic, subscription and dead-letter topic (AIPROD_PUBSUB_*).
+        #[arg(long)]
+        pubsub: bool,
+    },
     /// Talks to a running API.
     Jobs {
         #[command(subcommand)]
@@ -104,8 +113,8 @@ fn main() -> ExitCode {
             Command::Dev { listen } => commands::dev(settings, listen).await,
             Command::Api { listen } => commands::api(settings, listen).await,
             Command::Worker { listen } => commands::worker(settings, listen).await,
-            Command::Scheduler => commands::scheduler(settings).await,
-            Command::Migrate => commands::migrate(settings).await,
+            Command::Scheduler { listen } => commands::scheduler(settings, listen).await,
+            Command::Migrate { pubsub } => commands::migrate(settings, pubsub).await,
         }
     });
     match result {

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod emulator;
 pub mod metrics;
 pub mod money;
 pub mod mp4;

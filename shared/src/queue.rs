@@ -12,6 +12,10 @@ use tokio::sync::Mutex;
 
 use crate::domain::{JobId, Priority};
 
+pub mod pubsub;
+
+pub use pubsub::{PubSubQueue, ensure_pubsub};
+
 /// The channel that wakes idle workers when messages arrive.
 pub const QUEUE_CHANNEL: &str = "aiprod_queue";
 
@@ -40,9 +44,30 @@ pub struct Delivery {
     pub deliveries: i32,
 }
 
+/// When a worker acknowledges a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckPoint {
+    /// As soon as the job's lease is held: the database owns the job from then on, and the
+    /// reaper rescues it if the worker dies. For queues that cannot extend a message's deadline.
+    Claimed,
+    /// When the worker is done with the job (any outcome, every stage checkpointed). The queue
+    /// extends the message's deadline meanwhile, so its flow control counts running jobs and a
+    /// worker never holds more messages than it has slots.
+    Finished,
+}
+
 /// A queue of dispatches.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
+    /// When the worker acknowledges a message.
+    fn ack_point(&self) -> AckPoint {
+        AckPoint::Claimed
+    }
+    /// Stops receiving and gives back (nacks) what was received but not yet handed out, so
+    /// another worker gets it at once. Called when a worker starts to shut down.
+    async fn stop_receiving(&self) {}
+    /// Sends the acks and nacks still pending and closes the connections. Called last.
+    async fn close(&self) {}
     /// Publishes dispatches (at-least-once).
     async fn publish(&self, dispatches: &[Dispatch]) -> anyhow::Result<()>;
     /// Receives at most `max` messages without waiting; each stays invisible to other

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use aiprod_shared::config::QueueSettings;
+use aiprod_shared::emulator::pubsub::{TEST_PROJECT, pubsub_emulator};
 use aiprod_shared::testdb::TestDb;
 use aiprod_tests::{Proc, Scratch, aiprod_bin, free_port, wait_ready};
 use serde_json::{Value, json};
@@ -79,9 +81,43 @@ async fn submit_and_wait_for_render(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_jobs_all_succeed_though_a_worker_is_killed_mid_run() -> anyhow::Result<()> {
+    fifty_jobs_and_a_killed_worker("fifty", Vec::new(), &["migrate"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_pubsub_fifty_jobs_all_succeed_though_a_worker_is_killed_mid_run() -> anyhow::Result<()>
+{
+    let emulator = pubsub_emulator().await?;
+    let q = QueueSettings {
+        pubsub_ack_deadline_s: 10,
+        ..emulator.settings("e2e")
+    };
+    let env = vec![
+        ("AIPROD_QUEUE", "pubsub".to_owned()),
+        ("AIPROD_PUBSUB_PROJECT", TEST_PROJECT.to_owned()),
+        ("AIPROD_PUBSUB_TOPIC", q.pubsub_topic.clone()),
+        ("AIPROD_PUBSUB_SUBSCRIPTION", q.pubsub_subscription.clone()),
+        (
+            "AIPROD_PUBSUB_DEAD_LETTER_TOPIC",
+            q.pubsub_dead_letter_topic.clone(),
+        ),
+        ("AIPROD_PUBSUB_ACK_DEADLINE_S", "10".to_owned()),
+        ("AIPROD_PUBSUB_ENDPOINT", emulator.endpoint().to_owned()),
+    ];
+    // `migrate --pubsub` creates the topic and subscriptions, as a deployment would.
+    fifty_jobs_and_a_killed_worker("fifty-pubsub", env, &["migrate", "--pubsub"]).await
+}
+
+/// The same run on either queue: 50 jobs through real processes, one worker killed while it
+/// holds jobs; every job succeeds, and no finished stage runs again.
+async fn fifty_jobs_and_a_killed_worker(
+    tag: &str,
+    queue_env: Vec<(&'static str, String)>,
+    migrate_args: &[&str],
+) -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-    let dir = Scratch::new("fifty")?;
+    let dir = Scratch::new(tag)?;
     let port = free_port();
     let mut env = base_env(&db, &dir);
     env.extend([
@@ -90,7 +126,8 @@ async fn fifty_jobs_all_succeed_though_a_worker_is_killed_mid_run() -> anyhow::R
         ("AIPROD_REAPER_INTERVAL_MS", "200".to_owned()),
         ("AIPROD_WORKER_CONCURRENCY", "8".to_owned()),
     ]);
-    let mut migrate = Proc::start("migrate", &["migrate"], &env, &dir.0)?;
+    env.extend(queue_env);
+    let mut migrate = Proc::start("migrate", migrate_args, &env, &dir.0)?;
     assert_eq!(
         migrate.wait_exit(Duration::from_secs(60))?,
         Some(0),
@@ -103,7 +140,12 @@ async fn fifty_jobs_all_succeed_though_a_worker_is_killed_mid_run() -> anyhow::R
         &env,
         &dir.0,
     )?;
-    let mut sched = Proc::start("scheduler", &["scheduler"], &env, &dir.0)?;
+    let mut sched = Proc::start(
+        "scheduler",
+        &["scheduler", "--listen", "127.0.0.1:0"],
+        &env,
+        &dir.0,
+    )?;
     let mut doomed = Proc::start(
         "worker-a",
         &["worker", "--listen", "127.0.0.1:0"],
@@ -462,8 +504,18 @@ async fn two_scheduler_processes_open_one_budget_day_and_a_standby_takes_over() 
         ("AIPROD_BUDGET_TICK_MS", "50".to_owned()),
         ("AIPROD_DAILY_BUDGET_USD", "42.50".to_owned()),
     ]);
-    let mut a = Proc::start("scheduler-a", &["scheduler"], &env, &dir.0)?;
-    let mut b = Proc::start("scheduler-b", &["scheduler"], &env, &dir.0)?;
+    let mut a = Proc::start(
+        "scheduler-a",
+        &["scheduler", "--listen", "127.0.0.1:0"],
+        &env,
+        &dir.0,
+    )?;
+    let mut b = Proc::start(
+        "scheduler-b",
+        &["scheduler", "--listen", "127.0.0.1:0"],
+        &env,
+        &dir.0,
+    )?;
     let days = || async {
         sqlx::query_as::<_, (String, String, i64)>(
             "select day::text, time_zone, limit_micros from budget_day",

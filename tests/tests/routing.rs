@@ -57,7 +57,12 @@ impl Fleet {
             &env,
             &dir.0,
         )?;
-        let sched = Proc::start("scheduler", &["scheduler"], &env, &dir.0)?;
+        let sched = Proc::start(
+            "scheduler",
+            &["scheduler", "--listen", "127.0.0.1:0"],
+            &env,
+            &dir.0,
+        )?;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;

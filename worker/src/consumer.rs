@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aiprod_shared::domain::JobStatus;
 use aiprod_shared::metrics::Metrics;
-use aiprod_shared::queue::Delivery;
+use aiprod_shared::queue::{AckPoint, Delivery};
 use aiprod_shared::store::claim_job;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -84,6 +84,9 @@ pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Res
             tracker.spawn(async move { handle(&ctx, d, &stops, permit).await });
         }
     }
+    // Stop pulling at once, and give back what was received but never started, so another
+    // worker takes it now rather than after this one's grace.
+    ctx.queue.stop_receiving().await;
     tracker.close();
     let grace = ctx.settings.shutdown_grace();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -97,10 +100,12 @@ pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Res
     beat_stop.cancel();
     let _ = beat.await;
     let worker_id = ctx.worker_id.clone();
+    let queue = ctx.queue.clone();
     // The last handle goes with the context; the ack task then sends what is left and ends.
     drop(ctx);
     let _ = acks.await;
     let _ = writes.await;
+    queue.close().await;
     tracing::info!(worker = %worker_id, "worker stopped");
     Ok(())
 }
@@ -145,7 +150,39 @@ pub(crate) async fn process_delivery(
         }
     };
     // Once the lease is held (or the job found ended), the database owns the job: the reaper
-    // re-dispatches it if this worker dies, so the message is no longer needed.
+    // re-dispatches it if this worker dies. A queue that extends deadlines keeps the message
+    // until the job is done, so that its flow control counts the jobs running.
+    let Some(claim) = claim else {
+        ack(ctx, &d).await;
+        metrics.duplicate_deliveries.inc();
+        tracing::debug!(job_id = %d.job_id, deliveries = d.deliveries, "dropped a delivery: job leased elsewhere or ended");
+        return None;
+    };
+    let hold = ctx.queue.ack_point() == AckPoint::Finished;
+    let canceled = claim.job.status == JobStatus::Canceled;
+    if !hold || canceled {
+        ack(ctx, &d).await;
+    }
+    if canceled {
+        metrics.jobs_canceled.inc();
+        return Some(JobOutcome::Canceled);
+    }
+    metrics.jobs_in_flight.inc();
+    // Boxed behind `dyn`: a job's future nests every stage's, the render protocol's and the
+    // Cloud Storage client's, too deep for the compiler to lay out in every caller.
+    let job: std::pin::Pin<Box<dyn Future<Output = JobOutcome> + Send + '_>> =
+        Box::pin(run_job(ctx, claim, stops));
+    let outcome = job.await;
+    metrics.jobs_in_flight.dec();
+    // Every outcome leaves the job checkpointed, parked, ended or handed back with a new
+    // dispatch, so the message has done its work whatever happened.
+    if hold {
+        ack(ctx, &d).await;
+    }
+    Some(outcome)
+}
+
+async fn ack(ctx: &WorkerContext, d: &Delivery) {
     match &ctx.acker {
         Some(acker) => acker.ack(d.ack_id),
         None => {
@@ -154,17 +191,4 @@ pub(crate) async fn process_delivery(
             }
         }
     }
-    let Some(claim) = claim else {
-        metrics.duplicate_deliveries.inc();
-        tracing::debug!(job_id = %d.job_id, deliveries = d.deliveries, "dropped a delivery: job leased elsewhere or ended");
-        return None;
-    };
-    if claim.job.status == JobStatus::Canceled {
-        metrics.jobs_canceled.inc();
-        return Some(JobOutcome::Canceled);
-    }
-    metrics.jobs_in_flight.inc();
-    let outcome = run_job(ctx, claim, stops).await;
-    metrics.jobs_in_flight.dec();
-    Some(outcome)
 }

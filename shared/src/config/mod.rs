@@ -16,8 +16,10 @@ use crate::pricing::{BackendProfile, PriceTable};
 use crate::retry::RetryPolicy;
 
 mod budget;
+mod cloud;
 
 pub use budget::{AlertSettings, BudgetSettings};
+pub use cloud::{QueueKind, QueueSettings, StorageKind, StorageSettings};
 
 /// Every setting of every component. Field docs give the environment variable.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -107,6 +109,12 @@ pub struct Settings {
     /// `AIPROD_ALERT_*`, `AIPROD_SLO_*`: alert rules, their delivery, and the SLOs.
     #[serde(flatten)]
     pub alerts: AlertSettings,
+    /// `AIPROD_QUEUE`, `AIPROD_PUBSUB_*`: the work queue.
+    #[serde(flatten)]
+    pub queue: QueueSettings,
+    /// `AIPROD_STORAGE`, `AIPROD_GCS_*`: the artifact store.
+    #[serde(flatten)]
+    pub storage: StorageSettings,
     /// `AIPROD_ADMIN_TOKEN`: the bearer token of admin endpoints (changing the budget); unset,
     /// they answer 403.
     #[serde(skip_serializing)]
@@ -241,6 +249,8 @@ impl Default for Settings {
             },
             budget: BudgetSettings::default(),
             alerts: AlertSettings::default(),
+            queue: QueueSettings::default(),
+            storage: StorageSettings::default(),
             admin_token: None,
         }
     }
@@ -275,7 +285,9 @@ impl Settings {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database_url".into()),
             );
-        let settings: Settings = figment.extract().map_err(|e| SettingsError(one_line(&e)))?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| SettingsError(one_line(&locate(&figment, e))))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -337,6 +349,8 @@ impl Settings {
         self.retry.validate().map_err(SettingsError)?;
         self.budget.validate().map_err(SettingsError)?;
         self.alerts.validate().map_err(SettingsError)?;
+        self.queue.validate().map_err(SettingsError)?;
+        self.storage.validate().map_err(SettingsError)?;
         self.validate_backends()?;
         for name in BackendName::ALL {
             let p: &BackendProfile = self.backends.profile(name);
@@ -496,6 +510,27 @@ fn backend_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BackendNam
 }
 
 /// Figment errors can span lines and list the whole chain; the operator wants one line.
+/// serde's `flatten` drops the key from an error inside a flattened section ("invalid type:
+/// found string, expected u64" and nothing else); reading that section alone finds it again.
+fn locate(figment: &Figment, e: figment::Error) -> figment::Error {
+    fn probe<T: serde::de::DeserializeOwned>(f: &Figment) -> Option<figment::Error> {
+        f.extract::<T>().err().filter(|e| !e.path.is_empty())
+    }
+    if !e.path.is_empty() {
+        return e;
+    }
+    let probes: [fn(&Figment) -> Option<figment::Error>; 7] = [
+        probe::<RunwaySettings>,
+        probe::<VeoSettings>,
+        probe::<ReplicateSettings>,
+        probe::<BudgetSettings>,
+        probe::<AlertSettings>,
+        probe::<QueueSettings>,
+        probe::<StorageSettings>,
+    ];
+    probes.iter().find_map(|p| p(figment)).unwrap_or(e)
+}
+
 fn one_line(e: &figment::Error) -> String {
     let mut s = e.to_string();
     if let Some(k) = e.path.last()

@@ -1,0 +1,417 @@
+//! The Pub/Sub queue against Google's emulator (started by the harness if it is not running):
+//! publishing, streaming pull, ack, nack, flow control, shutdown, dead-lettering, and the
+//! worker running jobs from it with a real database.
+
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aiprod_shared::Settings;
+use aiprod_shared::config::QueueSettings;
+use aiprod_shared::domain::{JobId, JobSpec, Priority};
+use aiprod_shared::emulator::pubsub::pubsub_emulator;
+use aiprod_shared::queue::{Delivery, Dispatch, PubSubQueue, Queue, ensure_pubsub};
+use aiprod_shared::storage::ArtifactStore;
+use aiprod_shared::store::insert_job;
+use aiprod_shared::testdb::TestDb;
+use aiprod_worker::{Fleet, JobOutcome, Outcome, WorkerContext, run_once};
+use serde_json::json;
+
+/// A topic and subscription of the test's own, created on the emulator.
+async fn fresh(tag: &str, ack_deadline_s: i32) -> anyhow::Result<QueueSettings> {
+    let emulator = pubsub_emulator().await?;
+    let settings = QueueSettings {
+        pubsub_ack_deadline_s: ack_deadline_s,
+        pubsub_max_delivery_attempts: 5,
+        ..emulator.settings(tag)
+    };
+    ensure_pubsub(&settings).await?;
+    Ok(settings)
+}
+
+async fn connect(settings: &QueueSettings, slots: u32) -> anyhow::Result<Arc<PubSubQueue>> {
+    Ok(Arc::new(
+        PubSubQueue::connect(settings, slots, Duration::from_secs(600)).await?,
+    ))
+}
+
+fn dispatch(job_id: JobId) -> Dispatch {
+    Dispatch {
+        job_id,
+        attempt: 1,
+        priority: Priority::Normal,
+    }
+}
+
+/// Receives until `n` deliveries have arrived or `within` passes.
+async fn receive_n(q: &dyn Queue, n: usize, within: Duration) -> anyhow::Result<Vec<Delivery>> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        got.extend(q.receive(n - got.len()).await?);
+        if got.len() < n {
+            q.wait(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(got)
+}
+
+#[tokio::test]
+async fn migrate_creates_what_is_missing_and_is_safe_to_repeat() -> anyhow::Result<()> {
+    let emulator = pubsub_emulator().await?;
+    let settings = emulator.settings("migrate");
+    let first = ensure_pubsub(&settings).await?;
+    let names: Vec<&str> = first.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            settings.topic_path().as_str(),
+            settings.dead_letter_topic_path().expect("set").as_str(),
+            settings
+                .dead_letter_subscription_path()
+                .expect("set")
+                .as_str(),
+            settings.subscription_path().as_str(),
+        ]
+    );
+    assert!(first.iter().all(|p| p.created), "{first:?}");
+    let again = ensure_pubsub(&settings).await?;
+    assert_eq!(again.len(), 4);
+    assert!(again.iter().all(|p| !p.created), "{again:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_published_dispatch_arrives_with_its_attributes_and_an_ack_ends_it() -> anyhow::Result<()>
+{
+    // The shortest ack deadline Pub/Sub allows, so that an ack that never arrived would show
+    // as a redelivery within the test.
+    let settings = fresh("ack", 10).await?;
+    let q = connect(&settings, 4).await?;
+    let job = uuid::Uuid::now_v7();
+    q.publish(&[Dispatch {
+        job_id: job,
+        attempt: 3,
+        priority: Priority::High,
+    }])
+    .await?;
+    let got = receive_n(q.as_ref(), 1, Duration::from_secs(20)).await?;
+    assert_eq!(got.len(), 1, "nothing arrived");
+    assert_eq!((got[0].job_id, got[0].attempt), (job, 3));
+    assert_eq!(got[0].deliveries, 1);
+    q.ack(&[got[0].ack_id]).await?;
+    q.close().await;
+
+    // A fresh subscriber, well past the ack deadline, gets nothing more.
+    let q2 = connect(&settings, 4).await?;
+    let again = receive_n(q2.as_ref(), 1, Duration::from_secs(12)).await?;
+    assert!(again.is_empty(), "an acked message came back: {again:?}");
+    q2.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_nack_is_redelivered_at_once_with_its_delivery_count() -> anyhow::Result<()> {
+    // A long deadline: a redelivery well inside it can only come from the nack.
+    let settings = fresh("nack", 600).await?;
+    let q = connect(&settings, 4).await?;
+    let job = uuid::Uuid::now_v7();
+    q.publish(&[dispatch(job)]).await?;
+    let first = receive_n(q.as_ref(), 1, Duration::from_secs(20)).await?;
+    assert_eq!(first.len(), 1);
+    let started = Instant::now();
+    q.nack(&[first[0].ack_id]).await?;
+    let second = receive_n(q.as_ref(), 1, Duration::from_secs(30)).await?;
+    assert_eq!(second.len(), 1, "the nacked message never came back");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(second[0].job_id, job);
+    assert_eq!(second[0].deliveries, first[0].deliveries + 1);
+    assert_ne!(second[0].ack_id, first[0].ack_id);
+    q.ack(&[second[0].ack_id]).await?;
+    q.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_never_holds_more_messages_than_its_slots() -> anyhow::Result<()> {
+    let settings = fresh("flow", 600).await?;
+    let q = connect(&settings, 2).await?;
+    let jobs: Vec<JobId> = (0..6).map(|_| uuid::Uuid::now_v7()).collect();
+    q.publish(&jobs.iter().copied().map(dispatch).collect::<Vec<_>>())
+        .await?;
+    let mut held = receive_n(q.as_ref(), 6, Duration::from_secs(8)).await?;
+    assert_eq!(held.len(), 2, "held {} messages with 2 slots", held.len());
+    // Settling one lets exactly one more in.
+    let first = held.remove(0);
+    q.ack(&[first.ack_id]).await?;
+    let more = receive_n(q.as_ref(), 6, Duration::from_secs(8)).await?;
+    assert_eq!(more.len(), 1, "{more:?}");
+    held.extend(more);
+    // Drain the rest two at a time; every job arrives exactly once.
+    let mut seen: Vec<JobId> = held.iter().map(|d| d.job_id).collect();
+    seen.push(first.job_id);
+    q.ack(&held.iter().map(|d| d.ack_id).collect::<Vec<_>>())
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < jobs.len() && Instant::now() < deadline {
+        let batch = receive_n(q.as_ref(), 2, Duration::from_secs(5)).await?;
+        assert!(batch.len() <= 2);
+        seen.extend(batch.iter().map(|d| d.job_id));
+        q.ack(&batch.iter().map(|d| d.ack_id).collect::<Vec<_>>())
+            .await?;
+    }
+    seen.sort();
+    let mut want = jobs.clone();
+    want.sort();
+    assert_eq!(seen, want);
+    q.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn stopping_hands_out_nothing_more_and_lets_go_at_once() -> anyhow::Result<()> {
+    // What the worker controls at a stop: nothing more is handed out, what waited is given
+    // back, and the stream closes without waiting on messages the worker never saw (with
+    // `WaitForProcessing` the client would extend those until `max_lease`). Where the given-back
+    // messages go next is Pub/Sub's business; the emulator may keep routing them to the closed
+    // stream for minutes, so the test does not time their redelivery. The leader's sweep
+    // dispatches their jobs again if they never come (see the test after the next).
+    let settings = fresh("stop", 10).await?;
+    let a = connect(&settings, 3).await?;
+    let jobs: Vec<JobId> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+    a.publish(&jobs.iter().copied().map(dispatch).collect::<Vec<_>>())
+        .await?;
+    // One is handed out and "started"; the others arrive and wait in A.
+    let started = receive_n(a.as_ref(), 1, Duration::from_secs(20)).await?;
+    assert_eq!(started.len(), 1, "nothing arrived");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    a.stop_receiving().await;
+    assert!(
+        receive_n(a.as_ref(), 1, Duration::from_secs(2))
+            .await?
+            .is_empty(),
+        "a stopped queue hands nothing out"
+    );
+    // Settling the started one after the stop is harmless.
+    a.ack(&[started[0].ack_id]).await?;
+    a.close().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "closing waited on held messages: {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_nacked_too_often_goes_to_the_dead_letter_topic() -> anyhow::Result<()> {
+    let settings = fresh("dlq", 600).await?;
+    let q = connect(&settings, 1).await?;
+    let job = uuid::Uuid::now_v7();
+    q.publish(&[dispatch(job)]).await?;
+    for attempt in 1..=settings.pubsub_max_delivery_attempts {
+        let d = receive_n(q.as_ref(), 1, Duration::from_secs(30)).await?;
+        assert_eq!(d.len(), 1, "delivery {attempt} never came");
+        assert_eq!(d[0].deliveries, attempt);
+        q.nack(&[d[0].ack_id]).await?;
+    }
+    let dead = QueueSettings {
+        pubsub_subscription: settings.pubsub_dead_letter_topic.clone(),
+        ..settings.clone()
+    };
+    let dq = connect(&dead, 1).await?;
+    let parked = receive_n(dq.as_ref(), 1, Duration::from_secs(30)).await?;
+    assert_eq!(
+        parked.len(),
+        1,
+        "nothing reached the dead-letter subscription"
+    );
+    assert_eq!(parked[0].job_id, job);
+    dq.ack(&[parked[0].ack_id]).await?;
+    assert!(
+        receive_n(q.as_ref(), 1, Duration::from_secs(3))
+            .await?
+            .is_empty(),
+        "the dead-lettered message is not delivered again"
+    );
+    q.close().await;
+    dq.close().await;
+    Ok(())
+}
+
+/// A worker over a test database and a Pub/Sub subscription of its own.
+struct Rig {
+    ctx: WorkerContext,
+    pool: sqlx::PgPool,
+    queue: Arc<PubSubQueue>,
+    _artifacts: tempfile::TempDir,
+    _db: TestDb,
+}
+
+impl Rig {
+    async fn new(tag: &str) -> anyhow::Result<Rig> {
+        let mut settings = Settings {
+            lease_ttl_ms: 2000,
+            sim_latency_ms: 0,
+            worker_concurrency: 4,
+            queue: fresh(tag, 600).await?,
+            ..Settings::default()
+        };
+        settings.retry.initial_ms = 1;
+        settings.validate()?;
+        let db = TestDb::new().await?;
+        let pool = db.pool().await?;
+        let artifacts = tempfile::tempdir()?;
+        let queue = connect(&settings.queue, settings.worker_concurrency).await?;
+        let ctx = WorkerContext::new(
+            pool.clone(),
+            queue.clone(),
+            ArtifactStore::local(artifacts.path())?,
+            Fleet::from_settings(&settings, true)?,
+            Arc::new(settings),
+        );
+        Ok(Rig {
+            ctx,
+            pool,
+            queue,
+            _artifacts: artifacts,
+            _db: db,
+        })
+    }
+
+    /// Accepts a job as the API does and relays its dispatch to Pub/Sub, as the leader does.
+    async fn submit(&self) -> anyhow::Result<JobId> {
+        let spec = JobSpec::from_json(&json!({"prompt": "A fox."}))
+            .map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
+        let id = uuid::Uuid::now_v7();
+        insert_job(&self.pool, id, &spec, None).await?;
+        assert_eq!(
+            aiprod_scheduler::relay_once(&self.pool, self.queue.as_ref()).await?,
+            1
+        );
+        Ok(id)
+    }
+
+    /// Waits for a message to arrive, then handles it as the worker's loop does.
+    async fn work_one(&self) -> anyhow::Result<Outcome> {
+        self.queue.wait(Duration::from_secs(20)).await;
+        run_once(&self.ctx).await
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_from_pubsub_runs_no_stage_twice() -> anyhow::Result<()> {
+    let rig = Rig::new("dup").await?;
+    let id = rig.submit().await?;
+    // The same dispatch twice more, as Pub/Sub may deliver it.
+    rig.queue.publish(&[dispatch(id), dispatch(id)]).await?;
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.push(rig.work_one().await?);
+    }
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Worked(None),
+            Outcome::Worked(None),
+            Outcome::Worked(Some(JobOutcome::Succeeded)),
+        ]
+    );
+    let attempts: Vec<i32> = sqlx::query_scalar("select attempts from job_stage where job_id = $1")
+        .bind(id)
+        .fetch_all(&rig.pool)
+        .await?;
+    assert_eq!(attempts, vec![1; 9], "a stage ran twice");
+    // All three were acked: nothing is left to deliver.
+    assert!(
+        receive_n(rig.queue.as_ref(), 1, Duration::from_secs(3))
+            .await?
+            .is_empty()
+    );
+    rig.queue.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delivery_that_cannot_claim_its_job_is_nacked_and_redelivered() -> anyhow::Result<()> {
+    let rig = Rig::new("claimfail").await?;
+    let id = rig.submit().await?;
+    // The database refuses the claim (as when it is unreachable): the message must come back
+    // rather than be lost.
+    sqlx::query("alter table job rename to job_away")
+        .execute(&rig.pool)
+        .await?;
+    assert_eq!(rig.work_one().await?, Outcome::Worked(None));
+    sqlx::query("alter table job_away rename to job")
+        .execute(&rig.pool)
+        .await?;
+    assert_eq!(
+        rig.work_one().await?,
+        Outcome::Worked(Some(JobOutcome::Succeeded)),
+        "the nacked message was redelivered and its job ran"
+    );
+    let status: String = sqlx::query_scalar("select status::text from job where id = $1")
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+    assert_eq!(status, "succeeded");
+    rig.queue.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_whose_message_was_dead_lettered_is_dispatched_again_and_runs() -> anyhow::Result<()>
+{
+    let rig = Rig::new("stranded").await?;
+    let id = rig.submit().await?;
+    // Every claim fails (the database is away), so every delivery is nacked, until Pub/Sub
+    // dead-letters the message: the job is queued and nothing will deliver it again.
+    sqlx::query("alter table job rename to job_away")
+        .execute(&rig.pool)
+        .await?;
+    for _ in 0..rig.ctx.settings.queue.pubsub_max_delivery_attempts {
+        assert_eq!(rig.work_one().await?, Outcome::Worked(None));
+    }
+    sqlx::query("alter table job_away rename to job")
+        .execute(&rig.pool)
+        .await?;
+    assert!(
+        receive_n(rig.queue.as_ref(), 1, Duration::from_secs(3))
+            .await?
+            .is_empty(),
+        "the message is dead-lettered"
+    );
+    // The leader's sweep finds the job once its last dispatch is old enough, and only then.
+    let after = Duration::from_secs(rig.ctx.settings.queue.redispatch_after_s);
+    assert_eq!(
+        aiprod_scheduler::redispatch_once(&rig.pool, after).await?,
+        0
+    );
+    sqlx::query("update job set dispatched_at = now() - interval '1 hour' where id = $1")
+        .bind(id)
+        .execute(&rig.pool)
+        .await?;
+    assert_eq!(
+        aiprod_scheduler::redispatch_once(&rig.pool, after).await?,
+        1
+    );
+    assert_eq!(
+        aiprod_scheduler::relay_once(&rig.pool, rig.queue.as_ref()).await?,
+        1
+    );
+    assert_eq!(
+        rig.work_one().await?,
+        Outcome::Worked(Some(JobOutcome::Succeeded)),
+        "the new dispatch arrived and its job ran"
+    );
+    let attempts: Vec<i32> = sqlx::query_scalar("select attempts from job_stage where job_id = $1")
+        .bind(id)
+        .fetch_all(&rig.pool)
+        .await?;
+    assert_eq!(attempts, vec![1; 9]);
+    rig.queue.close().await;
+    Ok(())
+}
