@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{Notifier, run_alert_rules};
 use crate::budget::roll_budget;
-use crate::tasks::{reap_once, relay_once};
+use crate::tasks::{reap_once, redispatch_once, relay_once};
 use aiprod_shared::budget::BudgetCalendar;
 use aiprod_shared::report::refresh_fleet_gauges;
 use chrono::Utc;
@@ -115,6 +115,10 @@ async fn lead(
     let mut reap = tokio::time::interval(Duration::from_millis(settings.reaper_interval_ms));
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let relay_every = Duration::from_millis(settings.relay_interval_ms);
+    // A stranded job waits at least `redispatch_after`; looking ten times as often is enough.
+    let redispatch_after = Duration::from_secs(settings.queue.redispatch_after_s);
+    let mut sweep = tokio::time::interval(redispatch_after / 10);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut check = tokio::time::interval(Duration::from_secs(5));
     let calendar = BudgetCalendar::from_settings(&settings.budget);
     let mut budget_tick =
@@ -135,6 +139,9 @@ async fn lead(
             }
             _ = reap.tick() => {
                 reap_once(pool).await?;
+            }
+            _ = sweep.tick() => {
+                redispatch_once(pool, redispatch_after).await?;
             }
             _ = budget_tick.tick() => {
                 // A failed tick is retried at the next one; it never costs the leadership.

@@ -12,4 +12,4 @@ mod tasks;
 pub use alerts::{Notifier, evaluate_rules, run_alert_rules, slack_message};
 pub use budget::{BudgetTick, roll_budget};
 pub use leader::{LEADER_LOCK_KEY, Periodic, run};
-pub use tasks::{reap_once, relay_once};
+pub use tasks::{reap_once, redispatch_once, relay_once};

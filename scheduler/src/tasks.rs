@@ -1,8 +1,10 @@
 //! The leader's periodic work, each a single step that tests can call directly.
 
+use std::time::Duration;
+
 use aiprod_shared::metrics::Metrics;
 use aiprod_shared::queue::Queue;
-use aiprod_shared::store::{relay_outbox, requeue_expired_leases};
+use aiprod_shared::store::{redispatch_stranded, relay_outbox, requeue_expired_leases};
 use sqlx::PgPool;
 
 /// Outbox rows relayed per batch.
@@ -32,4 +34,22 @@ pub async fn reap_once(pool: &PgPool) -> anyhow::Result<usize> {
         Metrics::global().leases_reaped.inc_by(reaped.len() as u64);
     }
     Ok(reaped.len())
+}
+
+/// Dispatches again the queued jobs whose message is gone (no dispatch for `after`). Returns
+/// how many.
+pub async fn redispatch_once(pool: &PgPool, after: Duration) -> anyhow::Result<usize> {
+    let jobs = redispatch_stranded(pool, after).await?;
+    if !jobs.is_empty() {
+        tracing::warn!(
+            count = jobs.len(),
+            jobs = ?jobs,
+            after_s = after.as_secs(),
+            "re-dispatched queued jobs that had no dispatch for too long"
+        );
+        Metrics::global()
+            .jobs_redispatched
+            .inc_by(jobs.len() as u64);
+    }
+    Ok(jobs.len())
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiprod_scheduler::{LEADER_LOCK_KEY, reap_once, relay_once};
+use aiprod_scheduler::{LEADER_LOCK_KEY, reap_once, redispatch_once, relay_once};
 use aiprod_shared::Settings;
 use aiprod_shared::domain::JobSpec;
 use aiprod_shared::queue::{PgQueue, Queue};
@@ -15,10 +15,12 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-/// The pid of the backend holding the leader lock, if any.
+/// The pid of the backend holding the leader lock in this test's database, if any (advisory
+/// locks are per database; other tests' leaders hold theirs at the same time).
 async fn leader_pid(pool: &PgPool) -> Option<i32> {
     sqlx::query_scalar(
         "select pid from pg_locks where locktype = 'advisory' and granted
+            and database = (select oid from pg_database where datname = current_database())
             and ((classid::bigint << 32) | objid::bigint) = $1",
     )
     .bind(LEADER_LOCK_KEY)
@@ -69,6 +71,7 @@ async fn one_scheduler_leads_and_a_standby_takes_over_when_it_stops() -> anyhow:
     tokio::time::sleep(Duration::from_millis(500)).await;
     let holders: i64 = sqlx::query_scalar(
         "select count(*) from pg_locks where locktype = 'advisory' and granted
+            and database = (select oid from pg_database where datname = current_database())
             and ((classid::bigint << 32) | objid::bigint) = $1",
     )
     .bind(LEADER_LOCK_KEY)
@@ -139,5 +142,116 @@ async fn the_reaper_redispatches_only_expired_leases() -> anyhow::Result<()> {
         .await?;
     assert_eq!(outbox, vec![(expired, 2)], "one re-dispatch, as attempt 2");
     assert_eq!(reap_once(&pool).await?, 0, "reaping again finds nothing");
+    Ok(())
+}
+
+/// Makes every dispatch of the given jobs look an hour old.
+async fn age(pool: &PgPool, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
+    sqlx::query("update job set dispatched_at = now() - interval '1 hour' where id = any($1)")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_sweep_dispatches_again_only_queued_jobs_whose_message_is_gone() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let queue = PgQueue::new(pool.clone(), Duration::from_secs(30));
+    let spec =
+        JobSpec::from_json(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let ids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::now_v7()).collect();
+    let [stranded, recent, waiting_in_queue, running, parked] = ids[..] else {
+        unreachable!()
+    };
+    for id in &ids {
+        insert_job(&pool, *id, &spec, None).await?;
+    }
+    assert_eq!(relay_once(&pool, &queue).await?, 5);
+    let undated: i64 = sqlx::query_scalar("select count(*) from job where dispatched_at is null")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(undated, 0, "the relay dates every dispatch");
+    // The messages of `stranded` and `recent` are gone (acked by a worker that never ran the
+    // job, as a dead-letter topic would take them); `waiting_in_queue` still has its message;
+    // `running` is held; `parked` waits for money.
+    sqlx::query("delete from queue_message where job_id = any($1)")
+        .bind([stranded, recent, running, parked])
+        .execute(&pool)
+        .await?;
+    claim_job(&pool, running, "w1", Duration::from_secs(60))
+        .await?
+        .expect("claimed");
+    sqlx::query("update job set status = 'waiting_budget' where id = $1")
+        .bind(parked)
+        .execute(&pool)
+        .await?;
+    age(&pool, &[stranded, waiting_in_queue, running, parked]).await?;
+
+    let after = Duration::from_secs(600);
+    assert_eq!(redispatch_once(&pool, after).await?, 1);
+    let outbox: Vec<(uuid::Uuid, i32)> = sqlx::query_as("select job_id, attempt from outbox")
+        .fetch_all(&pool)
+        .await?;
+    assert_eq!(outbox, vec![(stranded, 1)], "only the stranded job");
+    assert_eq!(
+        redispatch_once(&pool, after).await?,
+        0,
+        "a re-dispatch waiting in the outbox is not made twice"
+    );
+    assert_eq!(relay_once(&pool, &queue).await?, 1);
+    assert_eq!(
+        redispatch_once(&pool, after).await?,
+        0,
+        "the new dispatch is recent"
+    );
+    let delivered = queue.receive(10).await?;
+    let mut got: Vec<uuid::Uuid> = delivered.iter().map(|d| d.job_id).collect();
+    got.sort();
+    let mut want = vec![stranded, waiting_in_queue];
+    want.sort();
+    assert_eq!(got, want);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_runs_the_sweep() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let mut settings = Settings::default();
+    settings.queue.redispatch_after_s = 10;
+    settings.validate()?;
+    let settings = Arc::new(settings);
+    let spec =
+        JobSpec::from_json(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let id = uuid::Uuid::now_v7();
+    insert_job(&pool, id, &spec, None).await?;
+    let stop = CancellationToken::new();
+    let leader = start(&db.url, &settings, stop.clone()).await?;
+    // The relay publishes the first dispatch; the message is then lost.
+    wait_for("the first dispatch", || async {
+        sqlx::query_scalar::<_, bool>("select exists (select 1 from queue_message)")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(false)
+    })
+    .await;
+    sqlx::query("delete from queue_message")
+        .execute(&pool)
+        .await?;
+    age(&pool, &[id]).await?;
+    wait_for("the re-dispatch", || async {
+        sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from queue_message where job_id = $1)",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await;
+    stop.cancel();
+    leader.await??;
     Ok(())
 }

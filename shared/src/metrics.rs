@@ -33,6 +33,8 @@ pub struct Metrics {
     pub leases_lost: IntCounter,
     /// Jobs the reaper re-dispatched after their lease expired.
     pub leases_reaped: IntCounter,
+    /// Queued jobs dispatched again because their message was gone (see `redispatch_stranded`).
+    pub jobs_redispatched: IntCounter,
     /// Outbox rows relayed to the queue.
     pub outbox_relayed: IntCounter,
     /// HTTP calls to a provider (submit, poll, cancel, download), per backend.
@@ -112,6 +114,11 @@ impl Metrics {
                 .expect("valid"),
             leases_reaped: IntCounter::new("leases_reaped_total", "Expired leases re-dispatched.")
                 .expect("valid"),
+            jobs_redispatched: IntCounter::new(
+                "jobs_redispatched_total",
+                "Queued jobs dispatched again after their message was gone.",
+            )
+            .expect("valid"),
             outbox_relayed: IntCounter::new(
                 "outbox_relayed_total",
                 "Outbox rows relayed to the queue.",
@@ -222,6 +229,7 @@ impl Metrics {
             &m.duplicate_deliveries,
             &m.leases_lost,
             &m.leases_reaped,
+            &m.jobs_redispatched,
             &m.outbox_relayed,
         ] {
             r.register(Box::new(c.clone())).expect("registered once");

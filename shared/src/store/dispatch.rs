@@ -1,4 +1,7 @@
-//! Dispatch: the outbox relay and the lease reaper, both run by the scheduler's leader.
+//! Dispatch: the outbox relay, the lease reaper and the sweep of stranded queued jobs, all run
+//! by the scheduler's leader.
+
+use std::time::Duration;
 
 use sqlx::{PgExecutor, PgPool};
 
@@ -27,10 +30,13 @@ pub async fn relay_outbox(pool: &PgPool, queue: &dyn Queue, batch: i64) -> anyho
         .collect();
     queue.publish(&dispatches).await?;
     let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    sqlx::query("delete from outbox where id = any($1)")
-        .bind(&ids)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "with d as (delete from outbox where id = any($1) returning job_id)
+         update job set dispatched_at = now() where id in (select job_id from d)",
+    )
+    .bind(&ids)
+    .execute(pool)
+    .await?;
     Ok(rows.len())
 }
 
@@ -47,6 +53,40 @@ pub async fn requeue_expired_leases(db: impl PgExecutor<'_>) -> sqlx::Result<Vec
          )
          select id from r",
     )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Dispatches again each queued job that no one holds, that has no dispatch waiting (no outbox
+/// row, and no message in the Postgres queue), and whose last dispatch is older than
+/// `older_than`; returns them.
+///
+/// A queued job's message can be gone while the job waits: Pub/Sub dead-letters a message whose
+/// claims kept failing, and a subscriber that goes away can leave what it held unredelivered.
+/// Pub/Sub's backlog cannot be read, so on Pub/Sub a job that simply waits longer than
+/// `older_than` in a long backlog gets one more message per `older_than`; the claim drops the
+/// spare as a duplicate. The bump of `dispatched_at` here keeps the sweep from repeating
+/// itself before the relay has run.
+pub async fn redispatch_stranded(
+    db: impl PgExecutor<'_>,
+    older_than: Duration,
+) -> sqlx::Result<Vec<JobId>> {
+    let rows: Vec<(JobId,)> = sqlx::query_as(
+        "with s as (
+             update job j set dispatched_at = now(), updated_at = now()
+              where j.status = 'queued' and j.stage is not null
+                and (j.locked_until is null or j.locked_until < now())
+                and coalesce(j.dispatched_at, j.created_at) < now() - $1 * interval '1 millisecond'
+                and not exists (select 1 from outbox o where o.job_id = j.id)
+                and not exists (select 1 from queue_message m where m.job_id = j.id)
+             returning id, priority, reap_count
+         ), o as (
+             insert into outbox (job_id, attempt, priority) select id, reap_count + 1, priority from s
+         )
+         select id from s",
+    )
+    .bind(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())

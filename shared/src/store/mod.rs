@@ -30,7 +30,7 @@ pub use budget::{
 pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
 };
-pub use dispatch::{relay_outbox, requeue_expired_leases};
+pub use dispatch::{redispatch_stranded, relay_outbox, requeue_expired_leases};
 pub use health::{
     Availability, BackendHealth, CircuitPolicy, CircuitState, Gate, HealthSnapshot, backend_health,
     gate, record_failure, record_success, release_probe,
