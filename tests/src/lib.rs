@@ -20,27 +20,29 @@ pub fn aiprod_bin() -> anyhow::Result<PathBuf> {
         return Ok(b.clone());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The same build as `cargo test --workspace`, so under the suite it finds the binary that
+    // command already built (the `aiprod` package's integration test makes it build one). A
+    // plain `cargo build -p aiprod` resolves features without the dev-dependencies and would
+    // compile a third of the dependency tree a second time.
     let out = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "aiprod",
-            "--bin",
-            "aiprod",
-            "--message-format=json",
-        ])
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
         .context("while building the aiprod binary")?;
     if !out.status.success() {
-        bail!("cargo build of aiprod failed");
+        bail!("cargo test --no-run (to build aiprod) failed");
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let exe = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "aiprod")
+        .filter(|v| {
+            v["reason"] == "compiler-artifact"
+                && v["target"]["name"] == "aiprod"
+                && v["target"]["kind"][0] == "bin"
+                && v["profile"]["test"] == false
+        })
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .context("cargo did not report the aiprod executable")?;
     *bin = Some(exe.clone());
