@@ -8,5 +8,6 @@ alter table job add column dispatched_at timestamptz;
 
 comment on column job.dispatched_at is 'When a dispatch of this job was last relayed to the queue (or re-dispatched by the sweep).';
 
--- The sweep reads only queued jobs, oldest dispatch first.
-create index job_queued_dispatch_idx on job ((coalesce(dispatched_at, created_at))) where status = 'queued';
+-- Not indexed on purpose: the relay sets it on every dispatch, and an index on it would make
+-- that update touch the indexes (no HOT update). The sweep reads the queued jobs through
+-- job_status_id_idx, and there are only as many as the backlog.

@@ -39,17 +39,23 @@ impl Parts {
 
 /// Connects (and, when `migrate`, applies migrations) and builds the queue.
 pub async fn parts(settings: Settings, private_db: bool, migrate: bool) -> anyhow::Result<Parts> {
-    let url = database::resolve(&settings, private_db).await?;
-    let pool = db::connect(&url, settings.db_max_connections).await?;
-    if migrate {
-        db::migrate(&pool).await?;
-    }
+    let pool = connect(&settings, private_db, migrate).await?;
     let queue = queue(&settings, &pool).await?;
     Ok(Parts {
         pool,
         queue,
         settings: Arc::new(settings),
     })
+}
+
+/// The database pool (the private cluster's when `private_db`), migrated when `migrate`.
+async fn connect(settings: &Settings, private_db: bool, migrate: bool) -> anyhow::Result<PgPool> {
+    let url = database::resolve(settings, private_db).await?;
+    let pool = db::connect(&url, settings.db_max_connections).await?;
+    if migrate {
+        db::migrate(&pool).await?;
+    }
+    Ok(pool)
 }
 
 /// The queue `AIPROD_QUEUE` names.
@@ -141,11 +147,17 @@ pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
 pub async fn api(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
     let listener = bind(listen).await?;
-    let p = parts(settings, false, false).await?;
-    let store = ArtifactStore::from_settings(&p.settings)
+    // The API writes the outbox, never the queue, so it builds no queue client.
+    let pool = connect(&settings, false, false).await?;
+    let store = ArtifactStore::from_settings(&settings)
         .await
         .context("while opening the artifact store")?;
-    aiprod_api::serve(listener, p.app_state(Some(store)), shutdown::on_signal()).await?;
+    let state = AppState {
+        pool,
+        settings: Arc::new(settings),
+        store: Some(store),
+    };
+    aiprod_api::serve(listener, state, shutdown::on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -234,9 +246,7 @@ pub async fn migrate(settings: Settings, pubsub: bool) -> anyhow::Result<ExitCod
     if pubsub && settings.queue.pubsub_project.is_none() {
         anyhow::bail!("aiprod migrate --pubsub needs AIPROD_PUBSUB_PROJECT");
     }
-    let url = database::resolve(&settings, false).await?;
-    let pool = db::connect(&url, settings.db_max_connections).await?;
-    db::migrate(&pool).await?;
+    let pool = connect(&settings, false, true).await?;
     let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
         .fetch_one(&pool)
         .await?;
