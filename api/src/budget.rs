@@ -1,26 +1,22 @@
-//! `/v1/budget` and `/v1/alerts`: today's money, an admin's change to today's limit, and the
-//! alerts the scheduler raised.
+//! `/v1/budget`: today's money, and an admin's change to today's limit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use aiprod_shared::Money;
-use aiprod_shared::budget::BudgetCalendar;
-use aiprod_shared::domain::BackendName;
-use aiprod_shared::store::{
-    self, count_budget_waiters, get_budget_day, open_budget_day, set_budget_limit,
-    wake_budget_waiters,
+use aiprod_domain::{BackendName, Money};
+use aiprod_store::{
+    count_budget_waiters, get_budget_day, open_budget_day, set_budget_limit, wake_budget_waiters,
 };
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
-use secrecy::ExposeSecret;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::AppState;
+use crate::auth::admin;
 use crate::error::ApiError;
 
 /// Today's budget as `GET /v1/budget` shows it.
@@ -49,7 +45,7 @@ pub struct BudgetView {
 }
 
 async fn view(s: &AppState) -> Result<BudgetView, ApiError> {
-    let cal = BudgetCalendar::from_settings(&s.settings.budget);
+    let cal = s.settings.budget.calendar();
     let now = Utc::now();
     let day = cal.day_at(now);
     let row = get_budget_day(&s.pool, day).await?;
@@ -76,7 +72,7 @@ async fn view(s: &AppState) -> Result<BudgetView, ApiError> {
         next_day_opens_at: cal.next_open(now),
         estimate_5s_shot_usd: BackendName::ALL
             .iter()
-            .map(|b| (*b, s.settings.backends.estimate(*b, &[5])))
+            .map(|b| (*b, s.settings.backends.prices.estimate(*b, &[5])))
             .collect(),
     })
 }
@@ -103,7 +99,7 @@ pub(crate) async fn put(
         detail: format!("the body is not valid JSON: {e}"),
     })?;
     let limit = parse_limit(&value)?;
-    let cal = BudgetCalendar::from_settings(&s.settings.budget);
+    let cal = s.settings.budget.calendar();
     let day = cal.day_at(Utc::now());
     open_budget_day(&s.pool, day, cal.zone_name(), cal.daily_limit).await?;
     let d = set_budget_limit(&s.pool, day, limit, "api")
@@ -156,54 +152,4 @@ fn parse_limit(v: &Value) -> Result<Money, ApiError> {
         )),
         Err(e) => Err(ApiError::field("limit_usd", "format", e.to_string())),
     }
-}
-
-/// Admin endpoints need `Authorization: Bearer $AIPROD_ADMIN_TOKEN`; without a configured
-/// token they are disabled.
-fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &s.settings.admin_token else {
-        return Err(ApiError::Forbidden {
-            status: StatusCode::FORBIDDEN,
-            detail: "admin endpoints are disabled: set AIPROD_ADMIN_TOKEN on the API".into(),
-        });
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !same(given.as_bytes(), token.expose_secret().as_bytes()) {
-        return Err(ApiError::Forbidden {
-            status: StatusCode::UNAUTHORIZED,
-            detail: "this needs Authorization: Bearer <AIPROD_ADMIN_TOKEN>".into(),
-        });
-    }
-    Ok(())
-}
-
-/// Compares without leaking where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// `GET /v1/alerts?open=true&limit=`: alerts, newest first.
-pub(crate) async fn alerts(
-    State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let open = match q.get("open").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(ApiError::field("open", "enum", "must be true or false")),
-    };
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::field("limit", "range", "must be 1 to 1000"))?,
-    };
-    let rows = store::list_alerts(&s.pool, open, limit).await?;
-    Ok(Json(json!({ "alerts": rows })))
 }

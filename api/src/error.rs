@@ -1,7 +1,7 @@
 //! `ApiError`: every failure of the API as `application/problem+json` (RFC 9457). Client errors
 //! name the field and the rule; a server error logs its cause once and answers a generic text.
 
-use aiprod_shared::domain::FieldError;
+use aiprod_domain::FieldError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

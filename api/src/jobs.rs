@@ -1,11 +1,10 @@
 //! The `/v1/jobs` handlers.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use aiprod_shared::domain::{JobId, JobSpec, JobStatus, Stage};
-use aiprod_shared::metrics::Metrics;
-use aiprod_shared::store::{self, CancelOutcome, InsertOutcome};
+use aiprod_domain::{JobId, JobSpec, JobStatus};
+use aiprod_platform::metrics::Metrics;
+use aiprod_store::{self as store, CancelOutcome, InsertOutcome};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -50,9 +49,9 @@ pub(crate) async fn create(
         status: StatusCode::BAD_REQUEST,
         detail: format!("the body is not valid JSON: {e}"),
     })?;
-    let spec = JobSpec::from_json(&value).map_err(ApiError::Invalid)?;
+    let spec = JobSpec::parse(&value).map_err(ApiError::Invalid)?;
     let key = idempotency_key(&headers)?;
-    let id = uuid::Uuid::now_v7();
+    let id = JobId::new();
     let (id, replayed) = match store::insert_job(&s.pool, id, &spec, key.as_deref()).await? {
         InsertOutcome::Created(id) => {
             Metrics::global().jobs_created.inc();
@@ -121,7 +120,7 @@ pub(crate) async fn get(
 /// Adds a signed link to a succeeded job's result when the store can sign one. A link that
 /// cannot be made leaves the view without it; the `gs://` URI is still there.
 async fn with_result_url(s: &AppState, mut view: JobView) -> JobView {
-    let ttl = Duration::from_secs(s.settings.storage.gcs_signed_url_ttl_s);
+    let ttl = s.settings.storage.gcs_signed_url_ttl;
     let (Some(store), Some(uri)) = (&s.store, &view.result_uri) else {
         return view;
     };
@@ -146,9 +145,9 @@ async fn with_result_url(s: &AppState, mut view: JobView) -> JobView {
 async fn full_view(s: &AppState, job: store::JobRecord) -> Result<JobView, ApiError> {
     let id = job.id;
     let stages = store::get_stages(&s.pool, id).await?;
-    let financial = store::get_stage_output(&s.pool, id, Stage::Financial).await?;
+    let routing = store::get_routing(&s.pool, id).await?;
     let renders = store::render_tasks(&s.pool, id).await?;
-    Ok(JobView::new(job, Some(stages)).with_backends(financial, renders))
+    Ok(JobView::new(job, Some(stages)).with_backends(routing, renders))
 }
 
 /// `GET /v1/jobs?status=&limit=&cursor=`: newest first, keyset-paginated.
@@ -168,18 +167,13 @@ pub(crate) async fn list(
     }
     let status = match q.get("status").filter(|v| !v.is_empty()) {
         None => None,
-        Some(v) => Some(
-            JobStatus::ALL
-                .into_iter()
-                .find(|s| s.as_str() == v)
-                .ok_or_else(|| {
-                    ApiError::field(
-                        "status",
-                        "enum",
-                        "must be one of queued, running, succeeded, failed, canceled",
-                    )
-                })?,
-        ),
+        Some(v) => Some(v.parse::<JobStatus>().map_err(|_| {
+            ApiError::field(
+                "status",
+                "enum",
+                format!("must be one of {}", JobStatus::one_of()),
+            )
+        })?),
     };
     let limit = match q.get("limit").filter(|v| !v.is_empty()) {
         None => 50,

@@ -1,19 +1,42 @@
 //! The job as JSON: what `GET /v1/jobs/{id}` answers. Money is a decimal string.
 
-use aiprod_shared::Money;
-use aiprod_shared::domain::{BackendName, JobId, JobStatus, Priority, Stage, StageStatus};
-use aiprod_shared::store::{JobRecord, RenderTask, StageRecord};
+use std::collections::BTreeMap;
+
+use aiprod_domain::routing::Routing;
+use aiprod_domain::{
+    BackendName, FailureClass, JobId, JobStatus, Money, OverBudget, Priority, RenderState, Stage,
+    StageStatus,
+};
+use aiprod_store::{JobRecord, RenderTask, StageRecord};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+/// Where a stage is: `pending` until it begins, then its checkpoint's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageState {
+    /// Not begun.
+    Pending,
+    /// Begun: its checkpoint row's status.
+    Started(StageStatus),
+}
+
+impl Serialize for StageState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            StageState::Pending => "pending",
+            StageState::Started(status) => status.as_str(),
+        })
+    }
+}
+
 /// One stage of a job; stages not begun yet are `pending`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StageView {
     /// The stage.
     pub name: Stage,
-    /// `pending`, `running`, `succeeded`, `failed` or `canceled`.
-    pub status: String,
+    /// `pending`, or the checkpoint's status.
+    pub status: StageState,
     /// Starts of its work (retries and resumes included).
     pub attempts: i32,
     /// First start.
@@ -27,11 +50,11 @@ pub struct StageView {
 }
 
 /// A job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct JobView {
     /// Its id.
     pub id: JobId,
-    /// `queued`, `running`, `waiting_budget`, `succeeded`, `failed` or `canceled`.
+    /// Where it is in its life.
     pub status: JobStatus,
     /// The current stage, or null.
     pub stage: Option<Stage>,
@@ -69,8 +92,8 @@ pub struct JobView {
     pub error: Option<String>,
     /// A cancel is pending.
     pub cancel_requested: bool,
-    /// `wait` (the default) or `fail`: what the job does when the budget does not cover it.
-    pub over_budget: String,
+    /// What the job does when the budget does not cover it.
+    pub over_budget: OverBudget,
     /// The budget day that carries its money, once reserved.
     pub budget_day: Option<chrono::NaiveDate>,
     /// Why and since when it waits for money (status `waiting_budget`), and the least it needs.
@@ -85,15 +108,39 @@ pub struct JobView {
     /// How the backend was chosen: the estimate on each backend, why each one not chosen was
     /// left out, and the fallback order (once `financial` has run; omitted in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub routing: Option<Value>,
+    pub routing: Option<RoutingView>,
     /// Every render try, shot by shot: where it ran, how it ended, what it cost (omitted in
     /// lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub renders: Option<Vec<RenderView>>,
 }
 
+/// How the backend was chosen: the routing decision as the job's JSON shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingView {
+    /// The chosen backend.
+    pub chosen: BackendName,
+    /// Where a shot goes after the chosen backend fails, in order.
+    pub fallbacks: Vec<BackendName>,
+    /// The estimate on every backend, as decimal strings of dollars.
+    pub estimates_usd: BTreeMap<BackendName, Money>,
+    /// Why each backend not chosen was left out.
+    pub rejected: BTreeMap<BackendName, String>,
+}
+
+impl From<Routing> for RoutingView {
+    fn from(r: Routing) -> RoutingView {
+        RoutingView {
+            chosen: r.backend,
+            fallbacks: r.fallbacks,
+            estimates_usd: r.estimates,
+            rejected: r.rejected,
+        }
+    }
+}
+
 /// One try of one shot on one backend.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RenderView {
     /// The shot.
     pub shot: i32,
@@ -101,12 +148,12 @@ pub struct RenderView {
     pub attempt: i32,
     /// Where it ran.
     pub backend: BackendName,
-    /// `intent`, `submitted`, `rendered`, `downloaded`, `failed`, `canceled` or `orphaned`.
-    pub state: String,
+    /// Where the try stands.
+    pub state: RenderState,
     /// The provider's id.
     pub remote_id: Option<String>,
-    /// How it failed.
-    pub failure_class: Option<String>,
+    /// How it failed (`render_task.failure`).
+    pub failure_class: Option<FailureClass>,
     /// Why it was left.
     pub error: Option<String>,
     /// What the provider charged, as a decimal string of dollars.
@@ -123,12 +170,9 @@ impl From<RenderTask> for RenderView {
             shot: t.shot,
             attempt: t.attempt,
             backend: t.backend,
-            state: serde_json::to_value(t.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            state: t.state,
             remote_id: t.remote_id,
-            failure_class: t.failure_class,
+            failure_class: t.failure,
             error: t.error,
             cost_usd: t.cost_micros.map(Money::from_micros),
             created_at: t.created_at,
@@ -146,14 +190,7 @@ impl JobView {
                 .map(|name| match rows.iter().find(|r| r.stage == *name) {
                     Some(r) => StageView {
                         name: *name,
-                        status: match r.status {
-                            StageStatus::Running => "running",
-                            StageStatus::Waiting => "waiting",
-                            StageStatus::Succeeded => "succeeded",
-                            StageStatus::Failed => "failed",
-                            StageStatus::Canceled => "canceled",
-                        }
-                        .into(),
+                        status: StageState::Started(r.status),
                         attempts: r.attempts,
                         started_at: Some(r.started_at),
                         finished_at: r.finished_at,
@@ -162,7 +199,7 @@ impl JobView {
                     },
                     None => StageView {
                         name: *name,
-                        status: "pending".into(),
+                        status: StageState::Pending,
                         attempts: 0,
                         started_at: None,
                         finished_at: None,
@@ -177,11 +214,11 @@ impl JobView {
             status: j.status,
             stage: j.stage,
             stages,
-            prompt: j.prompt,
-            duration_s: j.duration_s,
-            quality_min: j.quality_min,
-            priority: j.priority,
-            speed_priority: j.speed_priority,
+            prompt: j.spec.prompt().to_owned(),
+            duration_s: j.spec.duration_s(),
+            quality_min: j.spec.quality_min(),
+            priority: j.spec.priority(),
+            speed_priority: j.spec.speed_priority(),
             backend: j.backend,
             estimated_cost_usd: j.estimated_cost_micros.map(Money::from_micros),
             cost_usd: j.cost_micros.map(Money::from_micros),
@@ -191,7 +228,7 @@ impl JobView {
             result_url_expires_at: None,
             error: j.error,
             cancel_requested: j.cancel_requested,
-            over_budget: if j.fail_over_budget { "fail" } else { "wait" }.into(),
+            over_budget: j.spec.over_budget(),
             budget_day: j.budget_day,
             waiting: (j.status == JobStatus::WaitingBudget).then(|| {
                 serde_json::json!({
@@ -200,7 +237,7 @@ impl JobView {
                     "since": j.waiting_since,
                 })
             }),
-            metadata: j.metadata,
+            metadata: j.spec.metadata().clone(),
             created_at: j.created_at,
             finished_at: j.finished_at,
             routing: None,
@@ -209,15 +246,8 @@ impl JobView {
     }
 
     /// Adds the routing decision (the `financial` stage's output) and the render tries.
-    pub fn with_backends(mut self, financial: Option<Value>, renders: Vec<RenderTask>) -> JobView {
-        self.routing = financial.map(|f| {
-            serde_json::json!({
-                "chosen": f.get("backend"),
-                "fallbacks": f.get("fallbacks"),
-                "estimates_usd": f.get("estimates"),
-                "rejected": f.get("rejected"),
-            })
-        });
+    pub fn with_backends(mut self, routing: Option<Routing>, renders: Vec<RenderTask>) -> JobView {
+        self.routing = routing.map(RoutingView::from);
         self.renders = Some(renders.into_iter().map(RenderView::from).collect());
         self
     }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use aiprod_api::AppState;
-use aiprod_shared::Settings;
-use aiprod_shared::testdb::TestDb;
+use aiprod_platform::Settings;
+use aiprod_testkit::TestDb;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;

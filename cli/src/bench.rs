@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiprod_shared::Settings;
+use aiprod_platform::Settings;
 use clap::Args;
 use futures::StreamExt;
 use secrecy::SecretString;
@@ -41,8 +41,10 @@ pub async fn run(args: BenchArgs, mut settings: Settings) -> anyhow::Result<Exit
         args.jobs > 0 && args.workers > 0,
         "--jobs and --workers must be at least 1"
     );
+    // Kept until the end: a private cluster is stopped when this is dropped (unless a `dev`
+    // uses it too).
     let base = database::resolve(&settings, true).await?;
-    let server = database::server_of(&base);
+    let server = base.server();
     let name = format!("aiprod_bench_{}", uuid::Uuid::new_v4().simple());
     database::ensure_database(&server, &name).await?;
     let artifacts = args
@@ -50,13 +52,13 @@ pub async fn run(args: BenchArgs, mut settings: Settings) -> anyhow::Result<Exit
         .clone()
         .unwrap_or_else(std::env::temp_dir)
         .join(&name);
-    settings.database_url = Some(SecretString::from(aiprod_shared::db::with_database(
+    settings.database_url = Some(SecretString::from(aiprod_store::db::with_database(
         &server, &name,
     )));
-    settings.worker_concurrency = args.workers;
-    settings.sim_latency_ms = 0;
+    settings.worker.worker_concurrency = args.workers;
+    settings.backends.sim_latency = Duration::ZERO;
     // The ledger is on the measured path, but the run must never wait for money.
-    settings.budget.daily_budget_usd = aiprod_shared::Money::from_usd(1_000_000_000);
+    settings.budget.daily_budget_usd = aiprod_domain::Money::from_usd(1_000_000_000);
     settings.artifact_dir = artifacts.clone();
     settings.db_max_connections = settings.db_max_connections.max(args.workers + 16);
     let result = measure(&args, settings).await;
@@ -84,10 +86,7 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
         stop.clone(),
     ));
     let sched = tokio::spawn(aiprod_scheduler::run(
-        p.pool.clone(),
-        p.queue.clone(),
-        p.settings.clone(),
-        Vec::new(),
+        p.leader_parts(aiprod_backends::Fleet::empty()),
         stop.clone(),
     ));
 
@@ -119,8 +118,8 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
     let worker = tokio::spawn(aiprod_worker::run(ctx, stop.clone()));
     let total = args.jobs as i64;
     loop {
-        let done: i64 = sqlx::query_scalar(
-            "select count(*) from job where status in ('succeeded', 'failed', 'canceled')",
+        let done = sqlx::query_scalar!(
+            r#"select count(*) as "done!" from job where job_status_is_terminal(status)"#
         )
         .fetch_one(&p.pool)
         .await?;
@@ -133,16 +132,21 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
     stop.cancel();
     let _ = tokio::join!(api, sched, worker);
 
-    let (succeeded, checkpoints, p50, p99): (i64, i64, f64, f64) = sqlx::query_as(
-        "select (select count(*) from job where status = 'succeeded'),
-                (select count(*) from job_stage where status = 'succeeded'),
-                coalesce(percentile_cont(0.5) within group (order by extract(epoch from finished_at - started_at) * 1000), 0),
-                coalesce(percentile_cont(0.99) within group (order by extract(epoch from finished_at - started_at) * 1000), 0)
-           from job",
+    let r = sqlx::query!(
+        r#"select (select count(*) from job where status = 'succeeded') as "succeeded!",
+                  (select count(*) from job_stage where status = 'succeeded') as "checkpoints!",
+                  coalesce(percentile_cont(0.5) within group (
+                      order by extract(epoch from finished_at - started_at)::float8 * 1000), 0)
+                      as "p50!",
+                  coalesce(percentile_cont(0.99) within group (
+                      order by extract(epoch from finished_at - started_at)::float8 * 1000), 0)
+                      as "p99!"
+             from job"#
     )
     .fetch_one(&p.pool)
     .await?;
-    p.pool.close().await;
+    let (succeeded, checkpoints, p50, p99) = (r.succeeded, r.checkpoints, r.p50, r.p99);
+    p.close().await;
     anyhow::ensure!(
         succeeded == total,
         "only {succeeded} of {total} jobs succeeded"

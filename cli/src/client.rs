@@ -6,8 +6,10 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aiprod_domain::{BackendChoice, JobStatus, OverBudget, Priority, Stage};
 use anyhow::Context;
 use clap::Subcommand;
+use clap::builder::PossibleValuesParser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -25,11 +27,11 @@ pub enum JobsCommand {
         /// Lowest acceptable quality, 0–1.
         #[arg(long)]
         quality_min: Option<f64>,
-        /// low, normal or high.
-        #[arg(long)]
+        /// How urgently it should run.
+        #[arg(long, value_parser = PossibleValuesParser::new(Priority::names()))]
         priority: Option<String>,
-        /// auto, runway, veo3 or replicate.
-        #[arg(long)]
+        /// A named backend, or automatic selection.
+        #[arg(long, value_parser = PossibleValuesParser::new(BackendChoice::names()))]
         backend: Option<String>,
         /// Prefer the fastest backend.
         #[arg(long)]
@@ -43,8 +45,8 @@ pub enum JobsCommand {
         /// Makes retries of this submit safe.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// When the budget does not cover the job: wait (default) or fail.
-        #[arg(long)]
+        /// When the budget does not cover the job (default: wait).
+        #[arg(long, value_parser = PossibleValuesParser::new(OverBudget::names()))]
         over_budget: Option<String>,
         /// Watch the job after submitting it.
         #[arg(long)]
@@ -58,7 +60,7 @@ pub enum JobsCommand {
     /// Lists jobs, newest first.
     List {
         /// Only jobs with this status.
-        #[arg(long)]
+        #[arg(long, value_parser = PossibleValuesParser::new(JobStatus::names()))]
         status: Option<String>,
         /// Page size, 1–500.
         #[arg(long)]
@@ -195,7 +197,7 @@ pub async fn run_budget(
     match cmd {
         BudgetCommand::Show => print_json(&send(http.get(format!("{base}/v1/budget"))).await?),
         BudgetCommand::SetLimit { usd } => {
-            let limit: aiprod_shared::Money = usd
+            let limit: aiprod_domain::Money = usd
                 .parse()
                 .with_context(|| format!("the limit `{usd}` is not an amount of dollars"))?;
             let mut req = http
@@ -242,22 +244,10 @@ async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     anyhow::bail!(line)
 }
 
-const STAGES: [&str; 9] = [
-    "sanitize",
-    "analysis",
-    "creative",
-    "visual",
-    "financial",
-    "render",
-    "qa_technical",
-    "qa_semantic",
-    "finalize",
-];
-
 /// Polls a job until it ends, drawing the nine stages as a bar.
 async fn watch(http: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
-    let bar = ProgressBar::new(STAGES.len() as u64);
+    let bar = ProgressBar::new(Stage::ALL.len() as u64);
     if tty {
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{bar:27}] {pos}/{len} {msg} ({elapsed})")
@@ -275,17 +265,20 @@ async fn watch(http: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<E
             .as_array()
             .map(|s| s.iter().filter(|s| s["status"] == "succeeded").count())
             .unwrap_or(0);
-        let status = job["status"].as_str().unwrap_or("unknown").to_owned();
+        let status = job["status"]
+            .as_str()
+            .and_then(|s| s.parse::<JobStatus>().ok())
+            .context("the API answered a job without a status")?;
         let stage = job["stage"].as_str().unwrap_or("-").to_owned();
         bar.set_position(done as u64);
         bar.set_message(format!("{status} · {stage}"));
-        let line = format!("{status} {done}/9 {stage}");
+        let line = format!("{status} {done}/{} {stage}", Stage::ALL.len());
         if !tty && line != last {
             eprintln!("{id}: {line}");
         }
         last = line;
-        match status.as_str() {
-            "succeeded" => {
+        match status {
+            JobStatus::Succeeded => {
                 bar.finish_with_message(format!(
                     "succeeded · {}",
                     job["result_uri"].as_str().unwrap_or("")
@@ -293,7 +286,7 @@ async fn watch(http: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<E
                 println!("{}", serde_json::to_string(&job).unwrap_or_default());
                 return Ok(ExitCode::SUCCESS);
             }
-            "failed" | "canceled" => {
+            JobStatus::Failed | JobStatus::Canceled => {
                 let why = job["error"].as_str().unwrap_or("").to_owned();
                 bar.abandon_with_message(format!("{status} {why}"));
                 eprintln!(
@@ -306,7 +299,9 @@ async fn watch(http: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<E
                 );
                 return Ok(ExitCode::FAILURE);
             }
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            JobStatus::Queued | JobStatus::Running | JobStatus::WaitingBudget => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
         }
     }
 }

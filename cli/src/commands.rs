@@ -7,23 +7,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiprod_api::AppState;
-use aiprod_scheduler::Periodic;
-use aiprod_shared::config::QueueKind;
-use aiprod_shared::queue::{PgQueue, PubSubQueue, Queue, ensure_pubsub};
-use aiprod_shared::storage::ArtifactStore;
-use aiprod_shared::{Settings, db, shutdown, telemetry};
-use aiprod_worker::{Fleet, WorkerContext};
+use aiprod_backends::Fleet;
+use aiprod_platform::config::QueueKind;
+use aiprod_platform::queue::{PgQueue, PubSubQueue, Queue, ensure_pubsub};
+use aiprod_platform::storage::ArtifactStore;
+use aiprod_platform::{Settings, shutdown, telemetry};
+use aiprod_scheduler::LeaderParts;
+use aiprod_store::db;
+use aiprod_worker::WorkerContext;
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::database;
+use crate::database::{self, Database};
 
 /// The parts every component is built from.
 pub struct Parts {
+    /// The database.
     pub pool: PgPool,
+    /// The work queue.
     pub queue: Arc<dyn Queue>,
+    /// Every setting.
     pub settings: Arc<Settings>,
+    /// The PostgreSQL in use: stopped on the way out if this process started it.
+    pub database: Database,
 }
 
 impl Parts {
@@ -35,23 +42,46 @@ impl Parts {
             store,
         }
     }
+
+    /// What the scheduler's leader works with; `fleet` holds the clients the orphan
+    /// reconciler asks.
+    pub fn leader_parts(&self, fleet: Fleet) -> LeaderParts {
+        LeaderParts {
+            pool: self.pool.clone(),
+            queue: self.queue.clone(),
+            settings: self.settings.clone(),
+            fleet,
+        }
+    }
+
+    /// Closes the pool, then stops the private PostgreSQL unless another process uses it.
+    pub async fn close(self) {
+        self.pool.close().await;
+        let database = self.database;
+        let _ = tokio::task::spawn_blocking(move || drop(database)).await;
+    }
 }
 
 /// Connects (and, when `migrate`, applies migrations) and builds the queue.
 pub async fn parts(settings: Settings, private_db: bool, migrate: bool) -> anyhow::Result<Parts> {
-    let pool = connect(&settings, private_db, migrate).await?;
+    let database = database::resolve(&settings, private_db).await?;
+    let pool = connect(&settings, &database, migrate).await?;
     let queue = queue(&settings, &pool).await?;
     Ok(Parts {
         pool,
         queue,
         settings: Arc::new(settings),
+        database,
     })
 }
 
-/// The database pool (the private cluster's when `private_db`), migrated when `migrate`.
-async fn connect(settings: &Settings, private_db: bool, migrate: bool) -> anyhow::Result<PgPool> {
-    let url = database::resolve(settings, private_db).await?;
-    let pool = db::connect(&url, settings.db_max_connections).await?;
+/// A pool over `database`, migrated when `migrate`.
+async fn connect(
+    settings: &Settings,
+    database: &Database,
+    migrate: bool,
+) -> anyhow::Result<PgPool> {
+    let pool = db::connect(database.url(), settings.db_max_connections).await?;
     if migrate {
         db::migrate(&pool).await?;
     }
@@ -63,15 +93,19 @@ pub async fn queue(settings: &Settings, pool: &PgPool) -> anyhow::Result<Arc<dyn
     Ok(match settings.queue.queue {
         QueueKind::Postgres => Arc::new(PgQueue::new(
             pool.clone(),
-            Duration::from_millis(settings.queue_ack_deadline_ms),
+            settings.queue.queue_ack_deadline,
         )),
         QueueKind::Pubsub => {
             // A message is held while its job runs: keep its lease a while past the job's
             // render deadline, after which the job has ended one way or another.
-            let max_lease = settings.job_deadline() + Duration::from_secs(600);
+            let max_lease = settings.worker.job_deadline + Duration::from_secs(600);
             Arc::new(
-                PubSubQueue::connect(&settings.queue, settings.worker_concurrency, max_lease)
-                    .await?,
+                PubSubQueue::connect(
+                    &settings.queue,
+                    settings.worker.worker_concurrency,
+                    max_lease,
+                )
+                .await?,
             )
         }
     })
@@ -110,7 +144,7 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 /// `aiprod dev`: everything in one process.
 pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
-    let simulate = settings.simulate(true);
+    let simulate = settings.backends.simulate(true);
     let listener = bind(listen).await?;
     let p = parts(settings, true, true).await?;
     let ctx = worker_context(&p, simulate).await?;
@@ -118,7 +152,7 @@ pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
     let addr = listener.local_addr()?;
     eprintln!(
         "aiprod dev: API on http://{addr} · {} worker slots · backends {} · artifacts in {}",
-        p.settings.worker_concurrency,
+        p.settings.worker.worker_concurrency,
         ctx.backends.describe(),
         ctx.store.describe()
     );
@@ -129,17 +163,15 @@ pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
     ));
     let worker = tokio::spawn(aiprod_worker::run(ctx.clone(), stop.clone()));
     let sched = tokio::spawn(aiprod_scheduler::run(
-        p.pool.clone(),
-        p.queue.clone(),
-        p.settings.clone(),
-        leader_tasks(&p, ctx.backends.clone()),
+        p.leader_parts(ctx.backends.clone()),
         stop.clone(),
     ));
     let (a, w, s) = tokio::join!(api, worker, sched);
+    drop(ctx);
+    p.close().await;
     a??;
     w??;
     s??;
-    p.pool.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -148,7 +180,8 @@ pub async fn api(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
     telemetry::init(settings.log_format);
     let listener = bind(listen).await?;
     // The API writes the outbox, never the queue, so it builds no queue client.
-    let pool = connect(&settings, false, false).await?;
+    let database = database::resolve(&settings, false).await?;
+    let pool = connect(&settings, &database, false).await?;
     let store = ArtifactStore::from_settings(&settings)
         .await
         .context("while opening the artifact store")?;
@@ -164,7 +197,7 @@ pub async fn api(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
 /// `aiprod worker`: the receive loop plus probes and metrics on `listen`.
 pub async fn worker(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
-    let simulate = settings.simulate(false);
+    let simulate = settings.backends.simulate(false);
     let listener = bind(listen).await?;
     let p = parts(settings, false, false).await?;
     let ctx = worker_context(&p, simulate).await?;
@@ -205,38 +238,13 @@ pub async fn scheduler(settings: Settings, listen: SocketAddr) -> anyhow::Result
     // Only real clients can list renders; the simulation leaves no orphans to find.
     let fleet = Fleet::from_settings(&p.settings, false)?;
     let leader = async {
-        let result = aiprod_scheduler::run(
-            p.pool.clone(),
-            p.queue.clone(),
-            p.settings.clone(),
-            leader_tasks(&p, fleet),
-            shutdown::on_signal(),
-        )
-        .await;
+        let result = aiprod_scheduler::run(p.leader_parts(fleet), shutdown::on_signal()).await;
         // The publisher may still hold a batch of dispatches.
         p.queue.close().await;
         result
     };
     with_ops(listener, &p.pool, leader).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The leader's work that needs the provider clients: the orphan reconciler.
-pub fn leader_tasks(p: &Parts, fleet: Fleet) -> Vec<Periodic> {
-    let pool = p.pool.clone();
-    let settle = Duration::from_millis(p.settings.orphan_settle_ms);
-    vec![Periodic {
-        name: "reconcile_orphans",
-        every: Duration::from_millis(p.settings.reconcile_interval_ms),
-        task: Arc::new(move || {
-            let (pool, fleet) = (pool.clone(), fleet.clone());
-            Box::pin(async move {
-                aiprod_worker::reconcile_orphans(&pool, &fleet, settle)
-                    .await
-                    .map(|_| ())
-            })
-        }),
-    }]
 }
 
 /// `aiprod migrate [--pubsub]`: the database schema, and with `pubsub` the topic, the
@@ -246,11 +254,12 @@ pub async fn migrate(settings: Settings, pubsub: bool) -> anyhow::Result<ExitCod
     if pubsub && settings.queue.pubsub_project.is_none() {
         anyhow::bail!("aiprod migrate --pubsub needs AIPROD_PUBSUB_PROJECT");
     }
-    let pool = connect(&settings, false, true).await?;
-    let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
-        .fetch_one(&pool)
-        .await?;
-    println!("migrations applied: {applied}");
+    let database = database::resolve(&settings, false).await?;
+    let pool = connect(&settings, &database, true).await?;
+    println!(
+        "migrations applied: {}",
+        db::applied_migrations(&pool).await?
+    );
     if pubsub {
         for r in ensure_pubsub(&settings.queue).await? {
             let what = if r.created { "created" } else { "exists" };

@@ -1,18 +1,58 @@
 //! Which PostgreSQL a command uses: `DATABASE_URL`, or (for `dev` and `bench` only) the
-//! private cluster.
+//! private cluster, which this process stops on its way out when no other process uses it.
 
-use aiprod_shared::Settings;
-use aiprod_shared::db::with_database;
-use aiprod_shared::pgtemp::PrivateCluster;
+use aiprod_pgtemp::PrivateCluster;
+use aiprod_platform::Settings;
+use aiprod_store::db::with_database;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{Connection, Executor, PgConnection};
 
-/// The database URL: `DATABASE_URL`, else (when `private` is allowed) database `aiprod` of the
-/// private cluster, created if missing.
-pub async fn resolve(settings: &Settings, private: bool) -> anyhow::Result<SecretString> {
+/// The database a command works on.
+pub struct Database {
+    url: SecretString,
+    /// The private cluster, when this process uses one.
+    cluster: Option<PrivateCluster>,
+}
+
+impl Database {
+    /// Its URL.
+    pub fn url(&self) -> &SecretString {
+        &self.url
+    }
+
+    /// The server part of the URL, pointing at the `postgres` maintenance database.
+    pub fn server(&self) -> String {
+        with_database(self.url.expose_secret(), "postgres")
+    }
+}
+
+impl Drop for Database {
+    /// Stops the private cluster unless another process (another `dev`, a `bench`) uses it;
+    /// only its data directory has to outlive the process.
+    fn drop(&mut self) {
+        let Some(cluster) = self.cluster.take() else {
+            return;
+        };
+        match cluster.stop_if_unused() {
+            Ok(true) => tracing::info!("stopped the private PostgreSQL"),
+            Ok(false) => tracing::info!("the private PostgreSQL is in use elsewhere; left running"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "cannot stop the private PostgreSQL"
+            ),
+        }
+    }
+}
+
+/// The database: `DATABASE_URL`, else (when `private` is allowed) database `aiprod` of the
+/// private cluster, started and created if missing.
+pub async fn resolve(settings: &Settings, private: bool) -> anyhow::Result<Database> {
     if let Some(url) = &settings.database_url {
-        return Ok(url.clone());
+        return Ok(Database {
+            url: url.clone(),
+            cluster: None,
+        });
     }
     if !private {
         anyhow::bail!("DATABASE_URL is not set (only `aiprod dev` starts a private PostgreSQL)");
@@ -20,9 +60,15 @@ pub async fn resolve(settings: &Settings, private: bool) -> anyhow::Result<Secre
     let dir = settings.pg_dir.clone();
     let cluster = tokio::task::spawn_blocking(move || PrivateCluster::ensure(&dir)).await??;
     let server = cluster.url("postgres");
+    let database = Database {
+        url: SecretString::from(with_database(&server, "aiprod")),
+        cluster: Some(cluster),
+    };
     ensure_database(&server, "aiprod").await?;
-    tracing::info!(data_dir = %cluster.data_dir.display(), port = cluster.port, "using the private PostgreSQL");
-    Ok(SecretString::from(with_database(&server, "aiprod")))
+    if let Some(c) = &database.cluster {
+        tracing::info!(data_dir = %c.data_dir.display(), port = c.port, "using the private PostgreSQL");
+    }
+    Ok(database)
 }
 
 /// Creates database `name` on the server at `server_url` unless it exists.
@@ -30,12 +76,14 @@ pub async fn ensure_database(server_url: &str, name: &str) -> anyhow::Result<()>
     let mut c = PgConnection::connect(server_url)
         .await
         .context("while connecting to the private PostgreSQL")?;
-    let exists: bool =
-        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-            .bind(name)
-            .fetch_one(&mut c)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"select exists(select 1 from pg_database where datname = $1) as "exists!""#,
+        name
+    )
+    .fetch_one(&mut c)
+    .await?;
     if !exists {
+        // DDL takes no bind parameters: the name is ours (never a user's), quoted.
         c.execute(format!("create database \"{name}\"").as_str())
             .await?;
     }
@@ -45,12 +93,8 @@ pub async fn ensure_database(server_url: &str, name: &str) -> anyhow::Result<()>
 /// Drops database `name` on the server at `server_url`.
 pub async fn drop_database(server_url: &str, name: &str) -> anyhow::Result<()> {
     let mut c = PgConnection::connect(server_url).await?;
+    // DDL takes no bind parameters: the name is ours (never a user's), quoted.
     c.execute(format!("drop database if exists \"{name}\" with (force)").as_str())
         .await?;
     Ok(())
-}
-
-/// The server part of a URL, pointing at the `postgres` maintenance database.
-pub fn server_of(url: &SecretString) -> String {
-    with_database(url.expose_secret(), "postgres")
 }

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
+use aiprod_platform::Settings;
 use aiprod_scheduler::{Notifier, run_alert_rules};
-use aiprod_shared::Settings;
-use aiprod_shared::store::{list_alerts, open_budget_day};
-use aiprod_shared::testdb::TestDb;
+use aiprod_store::{list_alerts, open_budget_day};
+use aiprod_testkit::TestDb;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use wiremock::matchers::{method, path};

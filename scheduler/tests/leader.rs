@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiprod_scheduler::{LEADER_LOCK_KEY, reap_once, redispatch_once, relay_once};
-use aiprod_shared::Settings;
-use aiprod_shared::domain::JobSpec;
-use aiprod_shared::queue::{PgQueue, Queue};
-use aiprod_shared::store::{claim_job, insert_job};
-use aiprod_shared::testdb::TestDb;
+use aiprod_backends::Fleet;
+use aiprod_domain::{JobId, JobSpec};
+use aiprod_platform::Settings;
+use aiprod_platform::queue::{PgQueue, Queue};
+use aiprod_scheduler::{LEADER_LOCK_KEY, LeaderParts, reap_once, redispatch_once, relay_once};
+use aiprod_store::{claim_job, insert_job};
+use aiprod_testkit::TestDb;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -49,13 +50,13 @@ async fn start(
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let pool = PgPool::connect(url).await?;
     let queue: Arc<dyn Queue> = Arc::new(PgQueue::new(pool.clone(), Duration::from_secs(30)));
-    Ok(tokio::spawn(aiprod_scheduler::run(
+    let parts = LeaderParts {
         pool,
         queue,
-        settings.clone(),
-        Vec::new(),
-        stop,
-    )))
+        settings: settings.clone(),
+        fleet: Fleet::empty(),
+    };
+    Ok(tokio::spawn(aiprod_scheduler::run(parts, stop)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,9 +86,8 @@ async fn one_scheduler_leads_and_a_standby_takes_over_when_it_stops() -> anyhow:
     );
 
     // The leader relays the outbox: a job inserted now reaches the queue.
-    let spec =
-        JobSpec::from_json(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    insert_job(&watch, uuid::Uuid::now_v7(), &spec, None).await?;
+    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    insert_job(&watch, JobId::new(), &spec, None).await?;
     wait_for("the relay", || async {
         sqlx::query_scalar::<_, i64>("select count(*) from queue_message")
             .fetch_one(&watch)
@@ -114,9 +114,8 @@ async fn the_reaper_redispatches_only_expired_leases() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
     let queue = PgQueue::new(pool.clone(), Duration::from_secs(30));
-    let spec =
-        JobSpec::from_json(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let (expired, live) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (expired, live) = (JobId::new(), JobId::new());
     insert_job(&pool, expired, &spec, None).await?;
     insert_job(&pool, live, &spec, None).await?;
     assert_eq!(relay_once(&pool, &queue).await?, 2);
@@ -132,12 +131,12 @@ async fn the_reaper_redispatches_only_expired_leases() -> anyhow::Result<()> {
         .await?;
 
     assert_eq!(reap_once(&pool).await?, 1);
-    let rows: Vec<(uuid::Uuid, Option<String>, i32)> =
+    let rows: Vec<(JobId, Option<String>, i32)> =
         sqlx::query_as("select id, locked_by, reap_count from job order by id")
             .fetch_all(&pool)
             .await?;
     assert_eq!(rows, vec![(expired, None, 1), (live, Some("w2".into()), 0)]);
-    let outbox: Vec<(uuid::Uuid, i32)> = sqlx::query_as("select job_id, attempt from outbox")
+    let outbox: Vec<(JobId, i32)> = sqlx::query_as("select job_id, attempt from outbox")
         .fetch_all(&pool)
         .await?;
     assert_eq!(outbox, vec![(expired, 2)], "one re-dispatch, as attempt 2");
@@ -146,7 +145,7 @@ async fn the_reaper_redispatches_only_expired_leases() -> anyhow::Result<()> {
 }
 
 /// Makes every dispatch of the given jobs look an hour old.
-async fn age(pool: &PgPool, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
+async fn age(pool: &PgPool, ids: &[JobId]) -> anyhow::Result<()> {
     sqlx::query("update job set dispatched_at = now() - interval '1 hour' where id = any($1)")
         .bind(ids)
         .execute(pool)
@@ -159,9 +158,8 @@ async fn the_sweep_dispatches_again_only_queued_jobs_whose_message_is_gone() -> 
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
     let queue = PgQueue::new(pool.clone(), Duration::from_secs(30));
-    let spec =
-        JobSpec::from_json(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let ids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::now_v7()).collect();
+    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let ids: Vec<JobId> = (0..5).map(|_| JobId::new()).collect();
     let [stranded, recent, waiting_in_queue, running, parked] = ids[..] else {
         unreachable!()
     };
@@ -183,6 +181,10 @@ async fn the_sweep_dispatches_again_only_queued_jobs_whose_message_is_gone() -> 
     claim_job(&pool, running, "w1", Duration::from_secs(60))
         .await?
         .expect("claimed");
+    // Parked the way a worker parks it: claimed (running), then waiting for money.
+    claim_job(&pool, parked, "w2", Duration::from_secs(60))
+        .await?
+        .expect("claimed");
     sqlx::query("update job set status = 'waiting_budget' where id = $1")
         .bind(parked)
         .execute(&pool)
@@ -191,7 +193,7 @@ async fn the_sweep_dispatches_again_only_queued_jobs_whose_message_is_gone() -> 
 
     let after = Duration::from_secs(600);
     assert_eq!(redispatch_once(&pool, after).await?, 1);
-    let outbox: Vec<(uuid::Uuid, i32)> = sqlx::query_as("select job_id, attempt from outbox")
+    let outbox: Vec<(JobId, i32)> = sqlx::query_as("select job_id, attempt from outbox")
         .fetch_all(&pool)
         .await?;
     assert_eq!(outbox, vec![(stranded, 1)], "only the stranded job");
@@ -207,7 +209,7 @@ async fn the_sweep_dispatches_again_only_queued_jobs_whose_message_is_gone() -> 
         "the new dispatch is recent"
     );
     let delivered = queue.receive(10).await?;
-    let mut got: Vec<uuid::Uuid> = delivered.iter().map(|d| d.job_id).collect();
+    let mut got: Vec<JobId> = delivered.iter().map(|d| d.job_id).collect();
     got.sort();
     let mut want = vec![stranded, waiting_in_queue];
     want.sort();
@@ -220,12 +222,11 @@ async fn the_leader_runs_the_sweep() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
     let mut settings = Settings::default();
-    settings.queue.redispatch_after_s = 10;
+    settings.queue.redispatch_after = Duration::from_secs(10);
     settings.validate()?;
     let settings = Arc::new(settings);
-    let spec =
-        JobSpec::from_json(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let id = uuid::Uuid::now_v7();
+    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let id = JobId::new();
     insert_job(&pool, id, &spec, None).await?;
     let stop = CancellationToken::new();
     let leader = start(&db.url, &settings, stop.clone()).await?;

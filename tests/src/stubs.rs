@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiprod_shared::mp4;
+use aiprod_backends::mp4;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use wiremock::matchers::any;

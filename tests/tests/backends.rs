@@ -6,19 +6,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiprod_shared::Settings;
-use aiprod_shared::domain::{BackendName, JobId, JobSpec};
-use aiprod_shared::mp4;
-use aiprod_shared::queue::PgQueue;
-use aiprod_shared::storage::ArtifactStore;
-use aiprod_shared::store::insert_job;
-use aiprod_shared::testdb::TestDb;
-use aiprod_tests::stubs::{Provider, Step, Stub};
-use aiprod_worker::backend::{
+use aiprod_backends::Fleet;
+use aiprod_backends::mp4;
+use aiprod_backends::{
     Api, Backend, BackendError, FailureClass, Image, Poll, RemoteHandle, Replicate, Runway,
     ShotRequest, Veo3,
 };
-use aiprod_worker::{Fleet, Outcome, WorkerContext, run_once};
+use aiprod_domain::{BackendName, JobId, JobSpec};
+use aiprod_platform::Settings;
+use aiprod_platform::queue::PgQueue;
+use aiprod_platform::storage::ArtifactStore;
+use aiprod_store::insert_job;
+use aiprod_testkit::TestDb;
+use aiprod_tests::stubs::{Provider, Step, Stub};
+use aiprod_worker::{Outcome, WorkerContext, run_once};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -29,18 +30,18 @@ fn settings_for(provider: Provider, uri: &str) -> Settings {
         Provider::Runway => {
             s.runway.runway_base_url = uri.into();
             s.runway.runway_api_key = Some(SecretString::from("key_test"));
-            s.runway.runway_poll_ms = 10;
+            s.runway.runway_poll = Duration::from_millis(10);
         }
         Provider::Veo => {
             s.veo.veo_base_url = Some(uri.into());
             s.veo.veo_project = Some("proj".into());
             s.veo.veo_access_token = Some(SecretString::from("ya29.test"));
-            s.veo.veo_poll_ms = 10;
+            s.veo.veo_poll = Duration::from_millis(10);
         }
         Provider::Replicate => {
             s.replicate.replicate_base_url = uri.into();
             s.replicate.replicate_api_token = Some(SecretString::from("r8_test"));
-            s.replicate.replicate_poll_ms = 10;
+            s.replicate.replicate_poll = Duration::from_millis(10);
         }
     }
     s
@@ -52,13 +53,13 @@ fn client(provider: Provider, stub: &Stub, timeout: Duration) -> Arc<dyn Backend
         Provider::Runway => Arc::new(Runway::new(
             Api::new(BackendName::Runway, timeout).expect("client"),
             &s.runway,
-            &s.backends.runway.model,
+            &s.backends.prices.runway.model,
         )),
         Provider::Veo => Arc::new(
             Veo3::new(
                 Api::new(BackendName::Veo3, timeout).expect("client"),
                 &s.veo,
-                &s.backends.veo3.model,
+                &s.backends.prices.veo3.model,
             )
             .expect("veo client"),
         ),
@@ -335,9 +336,9 @@ struct Rig {
 
 impl Rig {
     async fn new(mut settings: Settings) -> anyhow::Result<Rig> {
-        settings.lease_ttl_ms = 5_000;
-        settings.retry.initial_ms = 1;
-        settings.retry.max_interval_ms = 10;
+        settings.worker.lease_ttl = Duration::from_millis(5_000);
+        settings.worker.retry.initial = Duration::from_millis(1);
+        settings.worker.retry.max_interval = Duration::from_millis(10);
         settings.validate()?;
         let db = TestDb::new().await?;
         let pool = db.pool().await?;
@@ -362,8 +363,8 @@ impl Rig {
     }
 
     async fn run(&self, body: Value) -> anyhow::Result<(JobId, String, Option<String>)> {
-        let spec = JobSpec::from_json(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
-        let id = uuid::Uuid::now_v7();
+        let spec = JobSpec::parse(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
+        let id = JobId::new();
         insert_job(&self.pool, id, &spec, None).await?;
         aiprod_scheduler::relay_once(&self.pool, self.queue.as_ref()).await?;
         while !matches!(run_once(&self.ctx).await?, Outcome::Idle) {}
@@ -513,7 +514,7 @@ async fn a_failed_render_falls_back_down_the_order_and_the_job_shows_each_try() 
 async fn a_render_past_the_jobs_deadline_is_canceled_at_the_provider() -> anyhow::Result<()> {
     let stub = Stub::start(Provider::Replicate).await;
     let mut s = settings_for(Provider::Replicate, &stub.uri());
-    s.job_deadline_s = 2;
+    s.worker.job_deadline = Duration::from_secs(2);
     let rig = Rig::new(s).await?;
     stub.hold();
     let (id, status, error) = rig
@@ -542,16 +543,16 @@ async fn a_render_past_the_jobs_deadline_is_canceled_at_the_provider() -> anyhow
 #[tokio::test]
 async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() -> anyhow::Result<()>
 {
-    use aiprod_shared::Money;
-    use aiprod_shared::store::{Intent, IntentOutcome, claim_job, insert_intent};
+    use aiprod_domain::Money;
+    use aiprod_store::{Intent, IntentOutcome, claim_job, insert_intent};
 
     let stub = Stub::start(Provider::Replicate).await;
     let rig = Rig::new(settings_for(Provider::Replicate, &stub.uri())).await?;
     stub.hold();
     // A worker wrote its intent and POSTed, then died before saving the id.
     let spec =
-        JobSpec::from_json(&json!({"prompt": "A fox."})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let id = uuid::Uuid::now_v7();
+        JobSpec::parse(&json!({"prompt": "A fox."})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let id = JobId::new();
     insert_job(&rig.pool, id, &spec, None).await?;
     let claim = claim_job(&rig.pool, id, "doomed", Duration::from_secs(30))
         .await?
@@ -589,7 +590,7 @@ async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() ->
         .await?;
 
     let found =
-        aiprod_worker::reconcile_orphans(&rig.pool, &rig.ctx.backends, Duration::ZERO).await?;
+        aiprod_scheduler::reconcile_orphans(&rig.pool, &rig.ctx.backends, Duration::ZERO).await?;
     assert_eq!(found, 1);
     let row: (String, Option<String>, Option<i64>) =
         sqlx::query_as("select state::text, remote_id, cost_micros from render_task where id = $1")
@@ -603,7 +604,7 @@ async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() ->
     assert_eq!(stub.canceled(), [lost.0]);
     // Found once: the next pass has nothing to do.
     assert_eq!(
-        aiprod_worker::reconcile_orphans(&rig.pool, &rig.ctx.backends, Duration::ZERO).await?,
+        aiprod_scheduler::reconcile_orphans(&rig.pool, &rig.ctx.backends, Duration::ZERO).await?,
         0
     );
     Ok(())

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use aiprod_shared::testdb::TestDb;
+use aiprod_testkit::TestDb;
 use aiprod_tests::aiprod_bin;
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aiprod_shared::config::QueueSettings;
-use aiprod_shared::emulator::pubsub::{TEST_PROJECT, pubsub_emulator};
-use aiprod_shared::testdb::TestDb;
+use aiprod_platform::config::QueueSettings;
+use aiprod_testkit::TestDb;
+use aiprod_testkit::emulator::pubsub::{TEST_PROJECT, pubsub_emulator};
 use aiprod_tests::{Proc, Scratch, aiprod_bin, free_port, wait_ready};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -89,7 +89,7 @@ async fn on_pubsub_fifty_jobs_all_succeed_though_a_worker_is_killed_mid_run() ->
 {
     let emulator = pubsub_emulator().await?;
     let q = QueueSettings {
-        pubsub_ack_deadline_s: 10,
+        pubsub_ack_deadline: Duration::from_secs(10),
         ..emulator.settings("e2e")
     };
     let env = vec![

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use aiprod_shared::testdb::TestDb;
+use aiprod_testkit::TestDb;
 use aiprod_tests::stubs::{Provider, Stub};
 use aiprod_tests::{Proc, Scratch, free_port, wait_ready};
 use serde_json::{Value, json};

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use aiprod_shared::Settings;
-use aiprod_shared::domain::BackendName;
-use aiprod_shared::emulator::gcs::{FakeGcs, fake_gcs};
-use aiprod_worker::backend::{Api, Backend, BackendError, Output, Veo3};
+use aiprod_backends::{Api, Backend, BackendError, Output, Veo3};
+use aiprod_domain::BackendName;
+use aiprod_platform::Settings;
+use aiprod_testkit::emulator::gcs::{FakeGcs, fake_gcs};
 use secrecy::SecretString;
 
 fn veo(gcs: &FakeGcs) -> anyhow::Result<Veo3> {
@@ -19,7 +19,7 @@ fn veo(gcs: &FakeGcs) -> anyhow::Result<Veo3> {
     Veo3::new(
         Api::new(BackendName::Veo3, Duration::from_secs(30))?,
         &s.veo,
-        &s.backends.veo3.model,
+        &s.backends.prices.veo3.model,
     )
 }
 

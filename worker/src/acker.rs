@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiprod_shared::queue::Queue;
+use aiprod_platform::queue::Queue;
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiprod_shared::domain::JobStatus;
-use aiprod_shared::metrics::Metrics;
-use aiprod_shared::queue::{AckPoint, Delivery};
-use aiprod_shared::store::claim_job;
+use aiprod_domain::JobStatus;
+use aiprod_platform::metrics::Metrics;
+use aiprod_platform::queue::{AckPoint, Delivery};
+use aiprod_store::claim_job;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,7 +41,7 @@ pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Res
         writer: Some(writer),
         ..ctx
     };
-    let slots = ctx.settings.worker_concurrency as usize;
+    let slots = ctx.settings.worker.worker_concurrency as usize;
     let permits = Arc::new(Semaphore::new(slots));
     let tracker = TaskTracker::new();
     let stops = Stops {
@@ -88,7 +88,7 @@ pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Res
     // worker takes it now rather than after this one's grace.
     ctx.queue.stop_receiving().await;
     tracker.close();
-    let grace = ctx.settings.shutdown_grace();
+    let grace = ctx.settings.worker.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             grace_ms = grace.as_millis() as u64,
@@ -136,7 +136,7 @@ pub(crate) async fn process_delivery(
         &ctx.pool,
         d.job_id,
         &ctx.worker_id,
-        ctx.settings.lease_ttl(),
+        ctx.settings.worker.lease_ttl,
     )
     .await
     {

@@ -1,17 +1,18 @@
-//! What every part of a worker needs: the pool, the queue, the artifact store, the backends and
-//! the settings, plus the lease table of this process.
+//! A worker process's shared state: the pool, the queue, the artifact store, the backends, the
+//! ledger and the settings, plus the lease table of this process. Only the receive loop, the
+//! pipeline and `stages::run` see it whole; each stage gets the parts it uses.
 
 use std::sync::Arc;
 
-use aiprod_shared::Settings;
-use aiprod_shared::queue::Queue;
-use aiprod_shared::storage::ArtifactStore;
+use aiprod_backends::Fleet;
+use aiprod_platform::Settings;
+use aiprod_platform::queue::Queue;
+use aiprod_platform::storage::ArtifactStore;
 use sqlx::PgPool;
 
 use crate::acker::Acker;
-use crate::backend::Fleet;
-use crate::budget::Ledger;
 use crate::lease::Leases;
+use crate::ledger::Ledger;
 use crate::writer::CheckpointWriter;
 
 /// A worker process's shared state. Cloning is cheap.
@@ -26,7 +27,7 @@ pub struct WorkerContext {
     /// The enabled video backends.
     pub backends: Fleet,
     /// Today's money, as routing reads and reserves it.
-    pub budget: Arc<Ledger>,
+    pub ledger: Arc<Ledger>,
     /// Every setting.
     pub settings: Arc<Settings>,
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
@@ -56,10 +57,7 @@ impl WorkerContext {
             queue,
             store,
             backends,
-            budget: Arc::new(Ledger::new(
-                pool,
-                aiprod_shared::budget::BudgetCalendar::from_settings(&settings.budget),
-            )),
+            ledger: Arc::new(Ledger::new(pool, settings.budget.calendar())),
             settings,
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aiprod_shared::domain::JobId;
-use aiprod_shared::metrics::Metrics;
-use aiprod_shared::store::renew_leases;
+use aiprod_domain::JobId;
+use aiprod_platform::metrics::Metrics;
+use aiprod_store::renew_leases;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::WorkerContext;
@@ -56,7 +56,7 @@ impl Leases {
 
 /// Renews this process's leases until `stop` is cancelled.
 pub(crate) async fn heartbeat(ctx: WorkerContext, stop: CancellationToken) {
-    let ttl = ctx.settings.lease_ttl();
+    let ttl = ctx.settings.worker.lease_ttl;
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ok = Instant::now();

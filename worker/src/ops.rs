@@ -1,7 +1,7 @@
 //! The worker's own small HTTP server for probes and Prometheus: `/healthz` (alive), `/readyz`
 //! (the database answers) and `/metrics`.
 
-use aiprod_shared::metrics::Metrics;
+use aiprod_platform::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use aiprod_shared::domain::Stage;
-use aiprod_shared::metrics::Metrics;
-use aiprod_shared::retry::StepError;
-use aiprod_shared::store::{
+use aiprod_domain::Stage;
+use aiprod_domain::StepError;
+use aiprod_platform::metrics::Metrics;
+use aiprod_store::{
     CheckpointOutcome, Claim, fail_job, load_outputs, park_for_budget, release_lease,
     save_checkpoint,
 };
@@ -94,18 +94,20 @@ async fn run_stages(
         id: job_id,
         lease_epoch: epoch,
         deadline_from: claim.job.created_at + chrono::Duration::milliseconds(claim.job.waited_ms),
-        spec: claim.job.spec(),
+        spec: claim.job.spec.clone(),
         outputs,
     };
     let started = claim.job.started_at;
     let metrics = Metrics::global();
     loop {
-        let mut delays = ctx.settings.retry.delays();
+        let mut delays = ctx.settings.worker.retry.delays();
         let mut retries = 0i32;
         let result = loop {
             let t0 = Instant::now();
             let attempt = tokio::select! {
-                r = stages::run(stage, ctx, &state).instrument(tracing::info_span!("stage", %stage)) => r,
+                // Boxed: a stage's future nests the render protocol's and the storage client's,
+                // too deep for the compiler to lay out inline in every caller.
+                r = Box::pin(stages::run(stage, ctx, &state)) => r,
                 _ = lost.cancelled() => return JobOutcome::LeaseLost,
                 _ = stops.hard.cancelled() => return JobOutcome::Released,
             };
@@ -230,10 +232,10 @@ async fn run_stages(
 /// Parks the job until money is available; the scheduler re-dispatches it.
 async fn park(
     ctx: &WorkerContext,
-    job_id: aiprod_shared::domain::JobId,
+    job_id: aiprod_domain::JobId,
     epoch: i64,
     reason: &str,
-    need: aiprod_shared::Money,
+    need: aiprod_domain::Money,
 ) -> JobOutcome {
     let parked = (|| park_for_budget(&ctx.pool, job_id, epoch, &ctx.worker_id, reason, need))
         .retry(db_retry())

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aiprod_shared::retry::StepError;
+use aiprod_domain::StepError;
 
 /// What follows a stage's try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum Decision {
         /// Why, for the job's JSON.
         reason: String,
         /// The least that would let the job go on.
-        need: aiprod_shared::Money,
+        need: aiprod_domain::Money,
     },
 }
 
@@ -74,12 +74,12 @@ mod tests {
             (
                 Err(StepError::OverBudget {
                     reason: "no money".into(),
-                    need: aiprod_shared::Money::from_usd(1),
+                    need: aiprod_domain::Money::from_usd(1),
                 }),
                 None,
                 Decision::WaitForBudget {
                     reason: "no money".into(),
-                    need: aiprod_shared::Money::from_usd(1),
+                    need: aiprod_domain::Money::from_usd(1),
                 },
             ),
             (Err(retry_after(1)), Some(ms(5)), Decision::Retry(ms(5))),

@@ -3,8 +3,8 @@
 //! still waits for its own checkpoint to commit before it starts the next stage; concurrent jobs
 //! merely share the commit, so the database does a fraction of the commits under load.
 
-use aiprod_shared::domain::{JobId, Stage};
-use aiprod_shared::store::{Checkpoint, CheckpointOutcome, JobPatch, save_checkpoints};
+use aiprod_domain::{JobId, Stage};
+use aiprod_store::{Checkpoint, CheckpointOutcome, JobPatch, save_checkpoints};
 use backon::Retryable;
 use serde_json::Value;
 use sqlx::PgPool;

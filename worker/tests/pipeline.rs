@@ -8,16 +8,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiprod_shared::Settings;
-use aiprod_shared::domain::{JobId, JobSpec, Priority, Stage};
-use aiprod_shared::queue::{Dispatch, PgQueue, Queue};
-use aiprod_shared::storage::ArtifactStore;
-use aiprod_shared::store::{
+use aiprod_backends::Fleet;
+use aiprod_domain::{JobId, JobSpec, Priority, Stage};
+use aiprod_platform::Settings;
+use aiprod_platform::queue::{Dispatch, PgQueue, Queue};
+use aiprod_platform::storage::ArtifactStore;
+use aiprod_store::{
     CancelOutcome, Checkpoint, CheckpointOutcome, JobPatch, claim_job, fail_job, get_job,
     insert_job, request_cancel, save_checkpoint,
 };
-use aiprod_shared::testdb::TestDb;
-use aiprod_worker::{Fleet, JobOutcome, Outcome, WorkerContext, run_once};
+use aiprod_testkit::TestDb;
+use aiprod_worker::{JobOutcome, Outcome, WorkerContext, run_once};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -42,13 +43,11 @@ struct StageRow {
 
 /// Settings for tests: a short lease, zero simulated latency, quick retries.
 fn test_settings() -> Settings {
-    let mut s = Settings {
-        lease_ttl_ms: 2000,
-        sim_latency_ms: 0,
-        ..Settings::default()
-    };
-    s.retry.initial_ms = 1;
-    s.retry.max_interval_ms = 10;
+    let mut s = Settings::default();
+    s.worker.lease_ttl = Duration::from_secs(2);
+    s.backends.sim_latency = Duration::ZERO;
+    s.worker.retry.initial = Duration::from_millis(1);
+    s.worker.retry.max_interval = Duration::from_millis(10);
     s
 }
 
@@ -62,7 +61,7 @@ impl Rig {
         let backends = Fleet::from_settings(&settings, true)?;
         let queue = Arc::new(PgQueue::new(
             pool.clone(),
-            Duration::from_millis(settings.queue_ack_deadline_ms),
+            settings.queue.queue_ack_deadline,
         ));
         let ctx = WorkerContext::new(
             pool.clone(),
@@ -82,8 +81,8 @@ impl Rig {
 
     /// Accepts a job as the API does (job row plus outbox row), without relaying it.
     async fn insert(&self, body: Value) -> anyhow::Result<JobId> {
-        let spec = JobSpec::from_json(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
-        let id = uuid::Uuid::now_v7();
+        let spec = JobSpec::parse(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
+        let id = JobId::new();
         insert_job(&self.pool, id, &spec, None).await?;
         Ok(id)
     }
@@ -178,7 +177,7 @@ fn checkpoint<'a>(
 async fn a_cancel_requested_mid_run_ends_the_job_at_its_next_checkpoint() -> anyhow::Result<()> {
     let rig = Rig::new(test_settings()).await?;
     let id = rig.insert(json!({"prompt": "A fox."})).await?;
-    let ttl = rig.ctx.settings.lease_ttl();
+    let ttl = rig.ctx.settings.worker.lease_ttl;
     let claim = claim_job(&rig.pool, id, "worker-a", ttl)
         .await?
         .expect("the job is free");
@@ -232,11 +231,9 @@ async fn a_cancel_requested_mid_run_ends_the_job_at_its_next_checkpoint() -> any
 #[tokio::test]
 async fn a_worker_stops_a_job_canceled_during_render_after_that_stage() -> anyhow::Result<()> {
     // Simulated renders that take a while, so the cancel lands while `render` is in flight.
-    let rig = Rig::new(Settings {
-        sim_latency_ms: 500,
-        ..test_settings()
-    })
-    .await?;
+    let mut settings = test_settings();
+    settings.backends.sim_latency = Duration::from_millis(500);
+    let rig = Rig::new(settings).await?;
     let id = rig.submit(json!({"prompt": "A fox."})).await?;
     let ctx = rig.ctx.clone();
     let worker = tokio::spawn(async move { run_once(&ctx).await });
@@ -313,7 +310,7 @@ async fn a_job_canceled_while_queued_is_dropped_without_running_a_stage() -> any
 async fn a_checkpoint_under_a_stale_lease_epoch_writes_nothing() -> anyhow::Result<()> {
     let rig = Rig::new(test_settings()).await?;
     let id = rig.insert(json!({"prompt": "A fox."})).await?;
-    let ttl = rig.ctx.settings.lease_ttl();
+    let ttl = rig.ctx.settings.worker.lease_ttl;
     let old = claim_job(&rig.pool, id, "worker-a", ttl)
         .await?
         .expect("the job is free");
@@ -423,7 +420,7 @@ async fn the_reaper_redispatches_an_expired_lease_and_the_job_resumes_where_it_s
     let id = rig.submit(prompt).await?;
     let delivery = rig.queue.receive(1).await?.pop().expect("the dispatch");
     assert_eq!(delivery.job_id, id);
-    let ttl = rig.ctx.settings.lease_ttl();
+    let ttl = rig.ctx.settings.worker.lease_ttl;
     let claim = claim_job(&rig.pool, id, "dead-worker", ttl)
         .await?
         .expect("the job is free");
@@ -493,7 +490,7 @@ async fn a_cancel_found_by_the_next_claim_closes_the_stage_a_dead_worker_left_ru
     sqlx::query("delete from queue_message")
         .execute(&rig.pool)
         .await?;
-    claim_job(&rig.pool, id, "worker-a", rig.ctx.settings.lease_ttl())
+    claim_job(&rig.pool, id, "worker-a", rig.ctx.settings.worker.lease_ttl)
         .await?
         .expect("the job is free");
     assert_eq!(
@@ -565,7 +562,7 @@ async fn a_job_runs_all_nine_stages_and_leaves_real_artifacts() -> anyhow::Resul
                 .trim_start_matches("file://"),
         )?;
         assert_eq!(
-            aiprod_shared::mp4::read_duration(&bytes),
+            aiprod_backends::mp4::read_duration(&bytes),
             Some(Duration::from_secs(3))
         );
     }
@@ -631,11 +628,9 @@ async fn a_delivery_for_a_job_leased_elsewhere_is_dropped() -> anyhow::Result<()
 
 #[tokio::test]
 async fn a_stage_that_keeps_failing_fails_the_job_naming_the_stage() -> anyhow::Result<()> {
-    let mut settings = Settings {
-        sim_failure_rate: 1.0,
-        ..test_settings()
-    };
-    settings.retry.max_attempts = 2;
+    let mut settings = test_settings();
+    settings.backends.sim_failure_rate = 1.0;
+    settings.worker.retry.max_attempts = 2;
     let rig = Rig::new(settings).await?;
     let id = rig.submit(json!({"prompt": "A fox."})).await?;
     assert_eq!(
@@ -687,11 +682,10 @@ async fn a_stage_that_keeps_failing_fails_the_job_naming_the_stage() -> anyhow::
 #[tokio::test]
 async fn a_job_the_budget_cannot_cover_waits_then_runs_when_the_limit_is_raised()
 -> anyhow::Result<()> {
-    use aiprod_shared::budget::BudgetCalendar;
-    use aiprod_shared::store::{audit_budget_day, set_budget_limit, wake_budget_waiters};
+    use aiprod_store::{audit_budget_day, set_budget_limit, wake_budget_waiters};
     let mut settings = test_settings();
     settings.budget.daily_budget_usd = "0.30".parse()?;
-    let today = BudgetCalendar::from_settings(&settings.budget).day_at(chrono::Utc::now());
+    let today = settings.budget.calendar().day_at(chrono::Utc::now());
     let rig = Rig::new(settings).await?;
     // A first job takes $0.26 of today's $0.30.
     rig.submit(json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0}))

@@ -7,22 +7,23 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiprod_shared::Settings;
-use aiprod_shared::config::QueueSettings;
-use aiprod_shared::domain::{JobId, JobSpec, Priority};
-use aiprod_shared::emulator::pubsub::pubsub_emulator;
-use aiprod_shared::queue::{Delivery, Dispatch, PubSubQueue, Queue, ensure_pubsub};
-use aiprod_shared::storage::ArtifactStore;
-use aiprod_shared::store::insert_job;
-use aiprod_shared::testdb::TestDb;
-use aiprod_worker::{Fleet, JobOutcome, Outcome, WorkerContext, run_once};
+use aiprod_backends::Fleet;
+use aiprod_domain::{JobId, JobSpec, Priority};
+use aiprod_platform::Settings;
+use aiprod_platform::config::QueueSettings;
+use aiprod_platform::queue::{Delivery, Dispatch, PubSubQueue, Queue, ensure_pubsub};
+use aiprod_platform::storage::ArtifactStore;
+use aiprod_store::insert_job;
+use aiprod_testkit::TestDb;
+use aiprod_testkit::emulator::pubsub::pubsub_emulator;
+use aiprod_worker::{JobOutcome, Outcome, WorkerContext, run_once};
 use serde_json::json;
 
 /// A topic and subscription of the test's own, created on the emulator.
-async fn fresh(tag: &str, ack_deadline_s: i32) -> anyhow::Result<QueueSettings> {
+async fn fresh(tag: &str, ack_deadline_s: u64) -> anyhow::Result<QueueSettings> {
     let emulator = pubsub_emulator().await?;
     let settings = QueueSettings {
-        pubsub_ack_deadline_s: ack_deadline_s,
+        pubsub_ack_deadline: Duration::from_secs(ack_deadline_s),
         pubsub_max_delivery_attempts: 5,
         ..emulator.settings(tag)
     };
@@ -89,7 +90,7 @@ async fn a_published_dispatch_arrives_with_its_attributes_and_an_ack_ends_it() -
     // as a redelivery within the test.
     let settings = fresh("ack", 10).await?;
     let q = connect(&settings, 4).await?;
-    let job = uuid::Uuid::now_v7();
+    let job = JobId::new();
     q.publish(&[Dispatch {
         job_id: job,
         attempt: 3,
@@ -116,7 +117,7 @@ async fn a_nack_is_redelivered_at_once_with_its_delivery_count() -> anyhow::Resu
     // A long deadline: a redelivery well inside it can only come from the nack.
     let settings = fresh("nack", 600).await?;
     let q = connect(&settings, 4).await?;
-    let job = uuid::Uuid::now_v7();
+    let job = JobId::new();
     q.publish(&[dispatch(job)]).await?;
     let first = receive_n(q.as_ref(), 1, Duration::from_secs(20)).await?;
     assert_eq!(first.len(), 1);
@@ -137,7 +138,7 @@ async fn a_nack_is_redelivered_at_once_with_its_delivery_count() -> anyhow::Resu
 async fn a_worker_never_holds_more_messages_than_its_slots() -> anyhow::Result<()> {
     let settings = fresh("flow", 600).await?;
     let q = connect(&settings, 2).await?;
-    let jobs: Vec<JobId> = (0..6).map(|_| uuid::Uuid::now_v7()).collect();
+    let jobs: Vec<JobId> = (0..6).map(|_| JobId::new()).collect();
     q.publish(&jobs.iter().copied().map(dispatch).collect::<Vec<_>>())
         .await?;
     let mut held = receive_n(q.as_ref(), 6, Duration::from_secs(8)).await?;
@@ -179,7 +180,7 @@ async fn stopping_hands_out_nothing_more_and_lets_go_at_once() -> anyhow::Result
     // dispatches their jobs again if they never come (see the test after the next).
     let settings = fresh("stop", 10).await?;
     let a = connect(&settings, 3).await?;
-    let jobs: Vec<JobId> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+    let jobs: Vec<JobId> = (0..3).map(|_| JobId::new()).collect();
     a.publish(&jobs.iter().copied().map(dispatch).collect::<Vec<_>>())
         .await?;
     // One is handed out and "started"; the others arrive and wait in A.
@@ -209,7 +210,7 @@ async fn stopping_hands_out_nothing_more_and_lets_go_at_once() -> anyhow::Result
 async fn a_message_nacked_too_often_goes_to_the_dead_letter_topic() -> anyhow::Result<()> {
     let settings = fresh("dlq", 600).await?;
     let q = connect(&settings, 1).await?;
-    let job = uuid::Uuid::now_v7();
+    let job = JobId::new();
     q.publish(&[dispatch(job)]).await?;
     for attempt in 1..=settings.pubsub_max_delivery_attempts {
         let d = receive_n(q.as_ref(), 1, Duration::from_secs(30)).await?;
@@ -253,18 +254,18 @@ struct Rig {
 impl Rig {
     async fn new(tag: &str) -> anyhow::Result<Rig> {
         let mut settings = Settings {
-            lease_ttl_ms: 2000,
-            sim_latency_ms: 0,
-            worker_concurrency: 4,
             queue: fresh(tag, 600).await?,
             ..Settings::default()
         };
-        settings.retry.initial_ms = 1;
+        settings.worker.lease_ttl = Duration::from_secs(2);
+        settings.worker.worker_concurrency = 4;
+        settings.backends.sim_latency = Duration::ZERO;
+        settings.worker.retry.initial = Duration::from_millis(1);
         settings.validate()?;
         let db = TestDb::new().await?;
         let pool = db.pool().await?;
         let artifacts = tempfile::tempdir()?;
-        let queue = connect(&settings.queue, settings.worker_concurrency).await?;
+        let queue = connect(&settings.queue, settings.worker.worker_concurrency).await?;
         let ctx = WorkerContext::new(
             pool.clone(),
             queue.clone(),
@@ -283,9 +284,9 @@ impl Rig {
 
     /// Accepts a job as the API does and relays its dispatch to Pub/Sub, as the leader does.
     async fn submit(&self) -> anyhow::Result<JobId> {
-        let spec = JobSpec::from_json(&json!({"prompt": "A fox."}))
+        let spec = JobSpec::parse(&json!({"prompt": "A fox."}))
             .map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
-        let id = uuid::Uuid::now_v7();
+        let id = JobId::new();
         insert_job(&self.pool, id, &spec, None).await?;
         assert_eq!(
             aiprod_scheduler::relay_once(&self.pool, self.queue.as_ref()).await?,
@@ -385,7 +386,7 @@ async fn a_job_whose_message_was_dead_lettered_is_dispatched_again_and_runs() ->
         "the message is dead-lettered"
     );
     // The leader's sweep finds the job once its last dispatch is old enough, and only then.
-    let after = Duration::from_secs(rig.ctx.settings.queue.redispatch_after_s);
+    let after = rig.ctx.settings.queue.redispatch_after;
     assert_eq!(
         aiprod_scheduler::redispatch_once(&rig.pool, after).await?,
         0

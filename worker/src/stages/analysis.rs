@@ -1,7 +1,6 @@
 //! `analysis`: splits the brief into scenes.
 
-use aiprod_shared::domain::Stage;
-use aiprod_shared::retry::StepError;
+use aiprod_domain::{Stage, StepError};
 use serde::{Deserialize, Serialize};
 
 use super::sanitize::Sanitized;

@@ -1,7 +1,6 @@
 //! `creative`: turns scenes into shots whose durations add up to the requested length.
 
-use aiprod_shared::domain::Stage;
-use aiprod_shared::retry::StepError;
+use aiprod_domain::{Stage, StepError};
 use serde::{Deserialize, Serialize};
 
 use super::analysis::Analysis;

@@ -1,5 +1,7 @@
 //! The nine stages, one file each. A stage reads the job's request and the outputs of earlier
-//! stages, and returns its own output (JSON, checkpointed) plus any job columns it sets.
+//! stages, and returns its own output (JSON, checkpointed) plus any job columns it sets. Each
+//! takes only what it uses; `run` is the one place that picks those out of the worker's
+//! context.
 
 mod analysis;
 mod creative;
@@ -13,14 +15,14 @@ mod visual;
 
 use std::collections::BTreeMap;
 
-use aiprod_shared::domain::{JobId, JobSpec, Stage};
-use aiprod_shared::retry::StepError;
-use aiprod_shared::store::JobPatch;
+use aiprod_domain::{JobId, JobSpec, Stage, StepError};
+use aiprod_store::JobPatch;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::context::WorkerContext;
+use crate::shot::ShotRenderer;
 
 /// What a stage sees of its job.
 #[derive(Debug, Clone)]
@@ -68,21 +70,47 @@ impl StageOutput {
     }
 }
 
-/// Runs one try of `stage`.
+/// Runs one try of `stage`, handing it what it uses.
+#[tracing::instrument(skip_all, fields(job_id = %job.id, stage = %stage))]
 pub(crate) async fn run(
     stage: Stage,
     ctx: &WorkerContext,
     job: &JobState,
 ) -> Result<StageOutput, StepError> {
+    let settings = &ctx.settings;
     match stage {
-        Stage::Sanitize => sanitize::run(ctx, job),
+        Stage::Sanitize => sanitize::run(job, &settings.worker.forbidden_words),
         Stage::Analysis => analysis::run(job),
         Stage::Creative => creative::run(job),
-        Stage::Visual => visual::run(ctx, job).await,
-        Stage::Financial => financial::run(ctx, job).await,
-        Stage::Render => render::run(ctx, job).await,
-        Stage::QaTechnical => qa_technical::run(ctx, job).await,
-        Stage::QaSemantic => qa_semantic::run(ctx, job),
-        Stage::Finalize => finalize::run(ctx, job).await,
+        Stage::Visual => visual::run(job, &ctx.store).await,
+        Stage::Financial => {
+            let router = financial::Router {
+                pool: &ctx.pool,
+                fleet: &ctx.backends,
+                ledger: &ctx.ledger,
+                backends: &settings.backends,
+                worker_id: &ctx.worker_id,
+            };
+            financial::run(job, &router).await
+        }
+        Stage::Render => {
+            let renderer = ShotRenderer {
+                pool: &ctx.pool,
+                store: &ctx.store,
+                fleet: &ctx.backends,
+                backends: &settings.backends,
+                retry: &settings.worker.retry,
+                worker_id: &ctx.worker_id,
+                job_id: job.id,
+                lease_epoch: job.lease_epoch,
+                deadline: job.deadline_from
+                    + chrono::Duration::from_std(settings.worker.job_deadline)
+                        .unwrap_or(chrono::TimeDelta::MAX),
+            };
+            render::run(job, &renderer).await
+        }
+        Stage::QaTechnical => qa_technical::run(job, &ctx.store).await,
+        Stage::QaSemantic => qa_semantic::run(job, &settings.backends.prices),
+        Stage::Finalize => finalize::run(job, &ctx.store).await,
     }
 }

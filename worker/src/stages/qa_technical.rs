@@ -1,15 +1,14 @@
 //! `qa_technical`: checks what can be checked today of each rendered shot: the artifact
 //! exists, is not empty, and its container declares the shot's duration (±5 %).
 
-use aiprod_shared::domain::Stage;
-use aiprod_shared::mp4;
-use aiprod_shared::retry::StepError;
+use aiprod_backends::mp4;
+use aiprod_domain::{Stage, StepError};
+use aiprod_platform::storage::ArtifactStore;
 use serde::{Deserialize, Serialize};
 
 use super::render::Render;
 use super::visual::Visual;
 use super::{JobState, StageOutput};
-use crate::context::WorkerContext;
 
 /// The check of one shot.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,13 +25,12 @@ pub(crate) struct QaTechnical {
     pub shots: Vec<ShotCheck>,
 }
 
-pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, StepError> {
+pub(crate) async fn run(job: &JobState, store: &ArtifactStore) -> Result<StageOutput, StepError> {
     let r: Render = job.output(Stage::Render)?;
     let v: Visual = job.output(Stage::Visual)?;
     let mut checks = Vec::with_capacity(r.shots.len());
     for shot in &r.shots {
-        let bytes = ctx
-            .store
+        let bytes = store
             .get(&shot.uri)
             .await
             .map_err(|e| StepError::Retryable(e.to_string()))?;

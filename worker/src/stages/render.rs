@@ -1,21 +1,19 @@
-//! `render`: renders every shot, concurrently, through `crate::render`: write-ahead per shot,
-//! resumed after a crash, on the backend `financial` chose and then down its fallback order.
+//! `render`: renders every shot, concurrently, through the write-ahead protocol of
+//! `crate::shot`: resumed after a crash, on the backend routing chose and then down its fallback
+//! order.
 
-use aiprod_shared::Money;
-use aiprod_shared::domain::Stage;
-use aiprod_shared::retry::StepError;
-use aiprod_shared::store::{JobPatch, render_tasks};
+use aiprod_backends::RenderedShot;
+use aiprod_domain::routing::Routing;
+use aiprod_domain::{Money, Stage, StepError};
+use aiprod_store::{JobPatch, render_tasks};
 use backon::Retryable;
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
-use super::financial::Financial;
 use super::visual::Visual;
 use super::{JobState, StageOutput};
-use crate::backend::RenderedShot;
-use crate::context::WorkerContext;
 use crate::dbretry::{db_retry, transient};
-use crate::render::{Renderer, by_shot};
+use crate::shot::{ShotRenderer, by_shot};
 
 /// The rendered shots and what they cost.
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,24 +22,19 @@ pub(crate) struct Render {
     pub cost: Money,
 }
 
-pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, StepError> {
-    let f: Financial = job.output(Stage::Financial)?;
+pub(crate) async fn run(
+    job: &JobState,
+    renderer: &ShotRenderer<'_>,
+) -> Result<StageOutput, StepError> {
+    let routing: Routing = job.output(Stage::Financial)?;
     let v: Visual = job.output(Stage::Visual)?;
-    let history = (|| render_tasks(&ctx.pool, job.id))
+    let history = (|| render_tasks(renderer.pool, job.id))
         .retry(db_retry())
         .when(transient)
         .await
         .map_err(|e| StepError::Retryable(format!("cannot read earlier renders: {e}")))?;
     let history = by_shot(history);
-    let deadline = job.deadline_from
-        + chrono::Duration::from_std(ctx.settings.job_deadline()).unwrap_or(chrono::TimeDelta::MAX);
-    let renderer = Renderer {
-        ctx,
-        job_id: job.id,
-        lease_epoch: job.lease_epoch,
-        deadline,
-    };
-    let candidates = f.candidates();
+    let candidates = routing.candidates();
     let renders = v.shots.iter().map(|s| {
         let past = history
             .get(&(s.shot.index as i32))

@@ -1,12 +1,10 @@
 //! `sanitize`: normalises the prompt (white space, control characters) and refuses forbidden
 //! content. A bad request fails here, permanently, with the reason.
 
-use aiprod_shared::domain::PROMPT_MAX_CHARS;
-use aiprod_shared::retry::StepError;
+use aiprod_domain::{PROMPT_MAX_CHARS, StepError};
 use serde::{Deserialize, Serialize};
 
 use super::{JobState, StageOutput};
-use crate::context::WorkerContext;
 
 /// The normalised request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -15,8 +13,8 @@ pub(crate) struct Sanitized {
     pub duration_s: i32,
 }
 
-pub(crate) fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, StepError> {
-    let prompt = normalise(&job.spec.prompt);
+pub(crate) fn run(job: &JobState, forbidden_words: &[String]) -> Result<StageOutput, StepError> {
+    let prompt = normalise(job.spec.prompt());
     if prompt.is_empty() {
         return Err(StepError::Permanent(
             "the prompt is empty once control characters are removed".into(),
@@ -29,9 +27,7 @@ pub(crate) fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, St
     }
     let lower = prompt.to_lowercase();
     let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).collect();
-    if let Some(bad) = ctx
-        .settings
-        .forbidden_words
+    if let Some(bad) = forbidden_words
         .iter()
         .find(|w| words.contains(&w.to_lowercase().as_str()))
     {
@@ -39,15 +35,9 @@ pub(crate) fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, St
             "the prompt contains the forbidden word `{bad}`"
         )));
     }
-    if !(2..=60).contains(&job.spec.duration_s) {
-        return Err(StepError::Permanent(format!(
-            "duration_s {} is outside 2–60",
-            job.spec.duration_s
-        )));
-    }
     Ok(StageOutput::of(&Sanitized {
         prompt,
-        duration_s: job.spec.duration_s,
+        duration_s: job.spec.duration_s(),
     }))
 }
 

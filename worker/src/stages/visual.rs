@@ -3,14 +3,13 @@
 //! in a gradient coloured from the shot's prompt, which every provider accepts) stored as an
 //! artifact.
 
-use aiprod_shared::domain::Stage;
-use aiprod_shared::retry::StepError;
+use aiprod_domain::{Stage, StepError};
+use aiprod_platform::storage::ArtifactStore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::creative::Creative;
 use super::{JobState, StageOutput};
-use crate::context::WorkerContext;
 use crate::planner::Shot;
 
 /// A shot with its keyframe.
@@ -27,14 +26,13 @@ pub(crate) struct Visual {
     pub shots: Vec<VisualShot>,
 }
 
-pub(crate) async fn run(ctx: &WorkerContext, job: &JobState) -> Result<StageOutput, StepError> {
+pub(crate) async fn run(job: &JobState, store: &ArtifactStore) -> Result<StageOutput, StepError> {
     let c: Creative = job.output(Stage::Creative)?;
     let mut shots = Vec::with_capacity(c.shots.len());
     for shot in c.shots {
-        let keyframe_uri = match &job.spec.image_url {
-            Some(url) => url.clone(),
-            None => ctx
-                .store
+        let keyframe_uri = match job.spec.image_url() {
+            Some(url) => url.to_owned(),
+            None => store
                 .put(
                     job.id,
                     &format!("keyframe-{:02}.png", shot.index),

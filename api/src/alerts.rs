@@ -1,0 +1,33 @@
+//! `/v1/alerts`: the alerts the scheduler raised.
+
+use std::collections::HashMap;
+
+use aiprod_store as store;
+use axum::Json;
+use axum::extract::{Query, State};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// `GET /v1/alerts?open=true&limit=`: alerts, newest first.
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let open = match q.get("open").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::field("open", "enum", "must be true or false")),
+    };
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::field("limit", "range", "must be 1 to 1000"))?,
+    };
+    let rows = store::list_alerts(&s.pool, open, limit).await?;
+    Ok(Json(json!({ "alerts": rows })))
+}

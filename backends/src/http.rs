@@ -1,0 +1,164 @@
+//! What every provider client shares: one HTTP client with a timeout, request counting, and
+//! the mapping of HTTP answers onto `BackendError`.
+
+use std::time::Duration;
+
+use aiprod_domain::BackendName;
+use aiprod_platform::metrics::Metrics;
+use reqwest::{RequestBuilder, Response, StatusCode};
+
+use super::{BackendError, Output};
+
+/// An HTTP client for one backend.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    backend: BackendName,
+}
+
+impl Api {
+    /// A client whose every call gives up after `timeout`.
+    pub fn new(backend: BackendName, timeout: Duration) -> anyhow::Result<Api> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("aiprod-fleet/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Api { client, backend })
+    }
+
+    /// The underlying client, to build requests.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends a request; any answer but 2xx becomes the matching `BackendError`.
+    pub async fn send(&self, req: RequestBuilder) -> Result<Response, BackendError> {
+        let metrics = Metrics::global();
+        metrics
+            .backend_requests
+            .with_label_values(&[self.backend.as_str()])
+            .inc();
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                BackendError::Timeout(format!("{}: timed out: {e}", self.backend))
+            } else if e.is_connect() {
+                BackendError::Transient(format!("{}: cannot connect: {e}", self.backend))
+            } else {
+                BackendError::Timeout(format!("{}: request failed: {e}", self.backend))
+            }
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = retry_after(&resp);
+        let body = resp.text().await.unwrap_or_default();
+        Err(classify(self.backend, status, &body, retry_after))
+    }
+
+    /// Sends a request and reads a JSON answer.
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+    ) -> Result<T, BackendError> {
+        let resp = self.send(req).await?;
+        resp.json().await.map_err(|e| {
+            BackendError::Transient(format!("{}: unreadable answer: {e}", self.backend))
+        })
+    }
+
+    /// Downloads an HTTPS output. 403, 404 and 410 mean the signed URL has expired.
+    pub async fn download_url(&self, output: &Output) -> Result<Vec<u8>, BackendError> {
+        let Output::Url(url) = output else {
+            return Err(BackendError::Rejected(format!(
+                "{}: cannot download {output:?} over HTTP",
+                self.backend
+            )));
+        };
+        match self.send(self.client.get(url)).await {
+            Ok(resp) => resp.bytes().await.map(|b| b.to_vec()).map_err(|e| {
+                BackendError::Transient(format!("{}: download cut short: {e}", self.backend))
+            }),
+            Err(BackendError::Rejected(m) | BackendError::Unauthorized(m)) => {
+                Err(BackendError::Expired(m))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Maps a non-2xx answer. Shared so that every client classifies alike.
+pub(crate) fn classify(
+    backend: BackendName,
+    status: StatusCode,
+    body: &str,
+    retry_after: Option<Duration>,
+) -> BackendError {
+    let snippet: String = body.chars().take(300).collect();
+    let message = format!("{backend}: HTTP {}: {snippet}", status.as_u16());
+    match status.as_u16() {
+        429 => BackendError::Throttled {
+            retry_after: retry_after.or_else(|| resets_in(body)),
+            message,
+        },
+        401 | 403 => BackendError::Unauthorized(message),
+        404 | 410 => BackendError::Expired(message),
+        408 | 500..=599 => BackendError::Transient(message),
+        _ => BackendError::Rejected(message),
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is read as "unknown").
+fn retry_after(resp: &Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Replicate says "…resets in ~30s" in its 429 body instead of a header.
+fn resets_in(body: &str) -> Option<Duration> {
+    let at = body.find("resets in")? + "resets in".len();
+    let digits: String = body[at..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_map_to_error_classes() {
+        let b = BackendName::Runway;
+        let s = |c| StatusCode::from_u16(c).expect("status");
+        assert!(matches!(
+            classify(b, s(429), "", Some(Duration::from_secs(7))),
+            BackendError::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(7)
+        ));
+        assert!(matches!(
+            classify(b, s(429), r#"{"detail":"Request was throttled. Your rate limit resets in ~30s."}"#, None),
+            BackendError::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(30)
+        ));
+        assert!(matches!(
+            classify(b, s(503), "", None),
+            BackendError::Transient(_)
+        ));
+        assert!(matches!(
+            classify(b, s(401), "", None),
+            BackendError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            classify(b, s(400), "bad ratio", None),
+            BackendError::Rejected(m) if m.contains("bad ratio")
+        ));
+    }
+}

@@ -1,0 +1,448 @@
+//! `JobSpec`: a job request, parsed once at the edge. Its fields are private and it has one
+//! constructor, the parser, so deeper code cannot hold a request that breaks a rule.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::{BackendChoice, OverBudget, Priority};
+
+/// One broken rule of a request: the field, the rule and a sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The JSON field, such as `duration_s` (or `body` for the document as a whole).
+    pub field: String,
+    /// A stable rule name, such as `range` or `required`.
+    pub rule: &'static str,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl FieldError {
+    /// The broken rule `rule` of `field`.
+    pub fn new(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.to_owned(),
+            rule,
+            message: message.into(),
+        }
+    }
+}
+
+/// The longest prompt, in characters.
+pub const PROMPT_MAX_CHARS: usize = 2000;
+
+/// A validated job request, with every default applied. Built only by [`JobSpec::parse`].
+///
+/// The serialised form is the idempotency fingerprint's input: field names and order are part
+/// of it, so that the same request keeps the same fingerprint across releases.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobSpec {
+    /// The brief, 1–2000 characters.
+    prompt: String,
+    /// The video's length in seconds, 2–60.
+    duration_s: i32,
+    /// The lowest acceptable quality score, 0–1.
+    quality_min: f64,
+    /// How urgently it should run.
+    priority: Priority,
+    /// A named backend, or automatic selection.
+    backend: BackendChoice,
+    /// Prefer the fastest backend over the cheapest.
+    speed_priority: bool,
+    /// An optional input image (http(s) or data URI).
+    image_url: Option<String>,
+    /// Free-form client metadata, kept with the job: always a JSON object.
+    metadata: Value,
+    /// `over_budget: "fail"`: fail at once when the budget does not cover the job, instead of
+    /// waiting for money (`"wait"`, the default).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    fail_over_budget: bool,
+}
+
+const KNOWN_FIELDS: [&str; 9] = [
+    "prompt",
+    "duration_s",
+    "quality_min",
+    "priority",
+    "backend",
+    "speed_priority",
+    "image_url",
+    "metadata",
+    "over_budget",
+];
+
+impl JobSpec {
+    /// Parses a `POST /v1/jobs` body, reporting every broken rule at once.
+    pub fn parse(body: &Value) -> Result<JobSpec, Vec<FieldError>> {
+        let Some(obj) = body.as_object() else {
+            return Err(vec![FieldError::new(
+                "body",
+                "type",
+                "the body must be a JSON object",
+            )]);
+        };
+        let mut errors = Vec::new();
+        for key in obj.keys() {
+            if !KNOWN_FIELDS.contains(&key.as_str()) {
+                errors.push(FieldError::new(
+                    key,
+                    "unknown",
+                    format!("`{key}` is not a job field"),
+                ));
+            }
+        }
+        let prompt = parse_prompt(obj, &mut errors);
+        let duration_s = match obj.get("duration_s") {
+            None | Some(Value::Null) => 5,
+            Some(v) => match v.as_i64() {
+                Some(d) if (2..=60).contains(&d) => d as i32,
+                Some(_) => {
+                    errors.push(FieldError::new(
+                        "duration_s",
+                        "range",
+                        "must be between 2 and 60 seconds",
+                    ));
+                    0
+                }
+                None => {
+                    errors.push(FieldError::new(
+                        "duration_s",
+                        "type",
+                        "must be a whole number of seconds",
+                    ));
+                    0
+                }
+            },
+        };
+        let quality_min = match obj.get("quality_min") {
+            None | Some(Value::Null) => 0.7,
+            Some(v) => match v.as_f64() {
+                Some(q) if (0.0..=1.0).contains(&q) => q,
+                Some(_) => {
+                    errors.push(FieldError::new(
+                        "quality_min",
+                        "range",
+                        "must be between 0 and 1",
+                    ));
+                    0.0
+                }
+                None => {
+                    errors.push(FieldError::new(
+                        "quality_min",
+                        "type",
+                        "must be a number between 0 and 1",
+                    ));
+                    0.0
+                }
+            },
+        };
+        let priority = parse_enum(
+            obj,
+            "priority",
+            Priority::Normal,
+            Priority::one_of(),
+            &mut errors,
+        );
+        let backend = parse_enum(
+            obj,
+            "backend",
+            BackendChoice::Auto,
+            BackendChoice::one_of(),
+            &mut errors,
+        );
+        let speed_priority = match obj.get("speed_priority") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "speed_priority",
+                    "type",
+                    "must be true or false",
+                ));
+                false
+            }
+        };
+        let image_url = parse_image_url(obj, &mut errors);
+        let over_budget = parse_enum(
+            obj,
+            "over_budget",
+            OverBudget::Wait,
+            OverBudget::one_of(),
+            &mut errors,
+        );
+        let metadata = match obj.get("metadata") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => {
+                errors.push(FieldError::new("metadata", "type", "must be a JSON object"));
+                Value::Null
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(JobSpec {
+            prompt,
+            duration_s,
+            quality_min,
+            priority,
+            backend,
+            speed_priority,
+            image_url,
+            metadata,
+            fail_over_budget: over_budget == OverBudget::Fail,
+        })
+    }
+
+    /// The brief.
+    pub fn prompt(&self) -> &str {
+        &self.prompt
+    }
+
+    /// The video's length in seconds, 2–60.
+    pub fn duration_s(&self) -> i32 {
+        self.duration_s
+    }
+
+    /// The lowest acceptable quality score, 0–1.
+    pub fn quality_min(&self) -> f64 {
+        self.quality_min
+    }
+
+    /// How urgently it should run.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// A named backend, or automatic selection.
+    pub fn backend(&self) -> BackendChoice {
+        self.backend
+    }
+
+    /// Prefer the fastest backend over the cheapest.
+    pub fn speed_priority(&self) -> bool {
+        self.speed_priority
+    }
+
+    /// The client's input image (an http(s) URL or a data URI).
+    pub fn image_url(&self) -> Option<&str> {
+        self.image_url.as_deref()
+    }
+
+    /// The client's metadata: a JSON object.
+    pub fn metadata(&self) -> &Value {
+        &self.metadata
+    }
+
+    /// What the job does when the budget does not cover it.
+    pub fn over_budget(&self) -> OverBudget {
+        if self.fail_over_budget {
+            OverBudget::Fail
+        } else {
+            OverBudget::Wait
+        }
+    }
+
+    /// A digest of the request with defaults applied, so that two bodies that mean the same job
+    /// (a field left out versus set to its default) share an idempotency fingerprint.
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("a JobSpec always serialises");
+        hex::encode(Sha256::digest(canonical))
+    }
+}
+
+fn parse_prompt(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> String {
+    match obj.get("prompt") {
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(
+                "prompt",
+                "required",
+                "a prompt of 1 to 2000 characters is required",
+            ));
+            String::new()
+        }
+        Some(Value::String(s)) => {
+            let chars = s.trim().chars().count();
+            if chars == 0 {
+                errors.push(FieldError::new("prompt", "length", "must not be empty"));
+            } else if s.chars().count() > PROMPT_MAX_CHARS {
+                errors.push(FieldError::new(
+                    "prompt",
+                    "length",
+                    "must be at most 2000 characters",
+                ));
+            }
+            s.clone()
+        }
+        Some(_) => {
+            errors.push(FieldError::new("prompt", "type", "must be a string"));
+            String::new()
+        }
+    }
+}
+
+fn parse_enum<T: std::str::FromStr>(
+    obj: &Map<String, Value>,
+    field: &'static str,
+    default: T,
+    allowed: String,
+    errors: &mut Vec<FieldError>,
+) -> T {
+    match obj.get(field) {
+        None | Some(Value::Null) => default,
+        Some(v) => match v.as_str().map(str::parse) {
+            Some(Ok(t)) => t,
+            _ => {
+                errors.push(FieldError::new(
+                    field,
+                    "enum",
+                    format!("must be one of {allowed}"),
+                ));
+                default
+            }
+        },
+    }
+}
+
+fn parse_image_url(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
+    match obj.get("image_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let ok = s.starts_with("https://")
+                || s.starts_with("http://")
+                || s.starts_with("data:image/");
+            if !ok {
+                errors.push(FieldError::new(
+                    "image_url",
+                    "format",
+                    "must be an http(s) URL or a data:image/ URI",
+                ));
+            } else if s.len() > 7 * 1024 * 1024 {
+                errors.push(FieldError::new(
+                    "image_url",
+                    "length",
+                    "must be at most 7 MiB",
+                ));
+            }
+            Some(s.clone())
+        }
+        Some(_) => {
+            errors.push(FieldError::new("image_url", "type", "must be a string"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules(body: Value) -> Vec<(String, &'static str)> {
+        JobSpec::parse(&body)
+            .expect_err("should be rejected")
+            .into_iter()
+            .map(|e| (e.field, e.rule))
+            .collect()
+    }
+
+    #[test]
+    fn applies_defaults_to_a_minimal_request() {
+        let spec = JobSpec::parse(&json!({"prompt": "a red fox"})).expect("valid");
+        assert_eq!(spec.duration_s, 5);
+        assert_eq!(spec.quality_min, 0.7);
+        assert_eq!(spec.priority, Priority::Normal);
+        assert_eq!(spec.backend, BackendChoice::Auto);
+        assert!(!spec.speed_priority);
+        assert_eq!(spec.metadata, json!({}));
+    }
+
+    #[test]
+    fn names_the_field_and_rule_of_each_error() {
+        let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+            (json!({}), vec![("prompt", "required")]),
+            (json!({"prompt": "  "}), vec![("prompt", "length")]),
+            (
+                json!({"prompt": "x".repeat(2001)}),
+                vec![("prompt", "length")],
+            ),
+            (json!({"prompt": 3}), vec![("prompt", "type")]),
+            (
+                json!({"prompt": "a", "duration_s": 61}),
+                vec![("duration_s", "range")],
+            ),
+            (
+                json!({"prompt": "a", "duration_s": 1}),
+                vec![("duration_s", "range")],
+            ),
+            (
+                json!({"prompt": "a", "duration_s": 2.5}),
+                vec![("duration_s", "type")],
+            ),
+            (
+                json!({"prompt": "a", "quality_min": 1.5}),
+                vec![("quality_min", "range")],
+            ),
+            (
+                json!({"prompt": "a", "priority": "urgent"}),
+                vec![("priority", "enum")],
+            ),
+            (
+                json!({"prompt": "a", "backend": "sora"}),
+                vec![("backend", "enum")],
+            ),
+            (
+                json!({"prompt": "a", "speed_priority": "yes"}),
+                vec![("speed_priority", "type")],
+            ),
+            (
+                json!({"prompt": "a", "image_url": "ftp://x"}),
+                vec![("image_url", "format")],
+            ),
+            (
+                json!({"prompt": "a", "metadata": [1]}),
+                vec![("metadata", "type")],
+            ),
+            (
+                json!({"prompt": "a", "colour": "red"}),
+                vec![("colour", "unknown")],
+            ),
+            (json!([1, 2]), vec![("body", "type")]),
+        ];
+        for (body, expected) in cases {
+            let got = rules(body.clone());
+            let expected: Vec<(String, &str)> = expected
+                .into_iter()
+                .map(|(f, r)| (f.to_owned(), r))
+                .collect();
+            assert_eq!(got, expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn reports_every_broken_rule_at_once() {
+        let got = rules(json!({"duration_s": 100, "backend": "x"}));
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn same_meaning_gives_same_fingerprint() {
+        let a = JobSpec::parse(&json!({"prompt": "fox"})).expect("valid");
+        let b = JobSpec::parse(&json!({"prompt": "fox", "duration_s": 5, "backend": "auto"}))
+            .expect("valid");
+        let c = JobSpec::parse(&json!({"prompt": "fox", "duration_s": 6})).expect("valid");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn the_fingerprint_of_a_request_does_not_change_between_releases() {
+        // Stored idempotency fingerprints must keep matching the same request.
+        let spec = JobSpec::parse(&json!({"prompt": "a red fox"})).expect("valid");
+        assert_eq!(
+            serde_json::to_string(&spec).expect("serialises"),
+            r#"{"prompt":"a red fox","duration_s":5,"quality_min":0.7,"priority":"normal","backend":"auto","speed_priority":false,"image_url":null,"metadata":{}}"#
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! The one `Settings` struct, loaded once: built-in defaults, then an optional TOML file
+//! (`--config`), then `AIPROD_*` environment variables (`DATABASE_URL` for the database).
+//! Nothing else in the fleet reads the environment. Every value is checked at start-up, and a
+//! bad one stops the start with a one-line reason.
+//!
+//! The names are flat (`AIPROD_LEASE_TTL_MS`); in code they are grouped by who reads them, one
+//! file per section, and times are `Duration`s whatever unit their variable is set in.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+mod alerts;
+mod backends;
+mod budget;
+mod check;
+mod cloud;
+mod providers;
+mod scheduler;
+mod worker;
+
+pub use alerts::AlertSettings;
+pub use backends::BackendSettings;
+pub use budget::BudgetSettings;
+pub use cloud::{QueueKind, QueueSettings, StorageKind, StorageSettings};
+pub use providers::{ReplicateSettings, RunwaySettings, VeoSettings};
+pub use scheduler::SchedulerSettings;
+pub use worker::WorkerSettings;
+
+/// Every setting of every component. Field docs give the environment variable.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `DATABASE_URL`: the PostgreSQL to use. Unset in `aiprod dev`: a private cluster.
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
+    /// `AIPROD_PG_DIR`: where `aiprod dev` keeps its private cluster.
+    pub pg_dir: PathBuf,
+    /// `AIPROD_DB_MAX_CONNECTIONS`: the pool size of one process.
+    pub db_max_connections: u32,
+    /// `AIPROD_ARTIFACT_DIR`: the local artifact store.
+    pub artifact_dir: PathBuf,
+    /// `AIPROD_MAX_BODY_BYTES`: the largest request body the API reads.
+    pub max_body_bytes: usize,
+    /// `AIPROD_API_URL`: where `aiprod jobs` finds the API.
+    pub api_url: String,
+    /// `AIPROD_LOG_FORMAT`: `pretty`, `json`, or `auto` (pretty on a terminal).
+    pub log_format: LogFormat,
+    /// `AIPROD_ADMIN_TOKEN`: the bearer token of admin endpoints (changing the budget); unset,
+    /// they answer 403.
+    #[serde(skip_serializing)]
+    pub admin_token: Option<SecretString>,
+    /// `AIPROD_WORKER_CONCURRENCY`, `AIPROD_LEASE_TTL_MS`, `AIPROD_RETRY__*`…: how workers run.
+    #[serde(flatten)]
+    pub worker: WorkerSettings,
+    /// `AIPROD_REAPER_INTERVAL_MS`, `AIPROD_RELAY_INTERVAL_MS`…: the scheduler's cadence.
+    #[serde(flatten)]
+    pub scheduler: SchedulerSettings,
+    /// `AIPROD_BACKENDS__*`, `AIPROD_CIRCUIT_*`, `AIPROD_SIM_*`…: the video backends.
+    #[serde(flatten)]
+    pub backends: BackendSettings,
+    /// `AIPROD_RUNWAY_*`: the Runway developer API.
+    #[serde(flatten)]
+    pub runway: RunwaySettings,
+    /// `AIPROD_VEO_*`: Veo 3 on Vertex AI.
+    #[serde(flatten)]
+    pub veo: VeoSettings,
+    /// `AIPROD_REPLICATE_*`: Replicate.
+    #[serde(flatten)]
+    pub replicate: ReplicateSettings,
+    /// `AIPROD_DAILY_BUDGET_USD`, `AIPROD_BUDGET_*`: the daily budget.
+    #[serde(flatten)]
+    pub budget: BudgetSettings,
+    /// `AIPROD_ALERT_*`, `AIPROD_SLO_*`: alert rules, their delivery, and the SLOs.
+    #[serde(flatten)]
+    pub alerts: AlertSettings,
+    /// `AIPROD_QUEUE`, `AIPROD_PUBSUB_*`: the work queue.
+    #[serde(flatten)]
+    pub queue: QueueSettings,
+    /// `AIPROD_STORAGE`, `AIPROD_GCS_*`: the artifact store.
+    #[serde(flatten)]
+    pub storage: StorageSettings,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database_url: None,
+            pg_dir: PathBuf::from(".aiprod/pg"),
+            db_max_connections: 32,
+            artifact_dir: PathBuf::from(".aiprod/artifacts"),
+            max_body_bytes: 64 * 1024,
+            api_url: "http://127.0.0.1:8080".to_owned(),
+            log_format: LogFormat::Auto,
+            admin_token: None,
+            worker: WorkerSettings::default(),
+            scheduler: SchedulerSettings::default(),
+            backends: BackendSettings::default(),
+            runway: RunwaySettings::default(),
+            veo: VeoSettings::default(),
+            replicate: ReplicateSettings::default(),
+            budget: BudgetSettings::default(),
+            alerts: AlertSettings::default(),
+            queue: QueueSettings::default(),
+            storage: StorageSettings::default(),
+        }
+    }
+}
+
+/// A setting that does not hold, in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(
+                Env::prefixed("AIPROD_")
+                    .split("__")
+                    .map(|k| k.as_str().to_ascii_lowercase().into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            );
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| SettingsError(one_line(&locate(&figment, e))))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every range that the types alone do not.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        check::within(
+            "AIPROD_DB_MAX_CONNECTIONS",
+            self.db_max_connections,
+            1..=1000,
+        )
+        .and_then(|()| {
+            if self.max_body_bytes < 1024 {
+                return Err(format!(
+                    "AIPROD_MAX_BODY_BYTES must be at least 1024, got {}",
+                    self.max_body_bytes
+                ));
+            }
+            Ok(())
+        })
+        .and_then(|()| check::http_url("AIPROD_API_URL", &self.api_url))
+        .and_then(|()| self.worker.validate())
+        .and_then(|()| self.scheduler.validate())
+        .and_then(|()| self.backends.validate())
+        .and_then(|()| self.runway.validate())
+        .and_then(|()| self.veo.validate())
+        .and_then(|()| self.replicate.validate())
+        .and_then(|()| self.budget.validate())
+        .and_then(|()| self.alerts.validate())
+        .and_then(|()| self.queue.validate())
+        .and_then(|()| self.storage.validate())
+        .map_err(SettingsError)
+    }
+}
+
+/// A list, or (as environment variables give it) one comma-separated string.
+pub(crate) fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+/// Figment errors can span lines and list the whole chain; the operator wants one line.
+/// serde's `flatten` drops the key from an error inside a flattened section ("invalid type:
+/// found string, expected u64" and nothing else); reading that section alone finds it again.
+fn locate(figment: &Figment, e: figment::Error) -> figment::Error {
+    fn probe<T: serde::de::DeserializeOwned>(f: &Figment) -> Option<figment::Error> {
+        f.extract::<T>().err().filter(|e| !e.path.is_empty())
+    }
+    if !e.path.is_empty() {
+        return e;
+    }
+    let probes: [fn(&Figment) -> Option<figment::Error>; 10] = [
+        probe::<WorkerSettings>,
+        probe::<SchedulerSettings>,
+        probe::<RunwaySettings>,
+        probe::<VeoSettings>,
+        probe::<ReplicateSettings>,
+        probe::<BackendSettings>,
+        probe::<BudgetSettings>,
+        probe::<AlertSettings>,
+        probe::<QueueSettings>,
+        probe::<StorageSettings>,
+    ];
+    probes.iter().find_map(|p| p(figment)).unwrap_or(e)
+}
+
+fn one_line(e: &figment::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(k) = e.path.last()
+        && !s.contains(k.as_str())
+    {
+        s = format!("{k}: {s}");
+    }
+    s.replace('\n', " ")
+}
+
+#[cfg(test)]
+// figment's Jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use aiprod_domain::BackendName;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default()
+            .validate()
+            .expect("defaults must validate");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let mut s = Settings::default();
+        s.worker.worker_concurrency = 0;
+        let e = s.validate().expect_err("0 workers").to_string();
+        assert!(e.contains("AIPROD_WORKER_CONCURRENCY"), "{e}");
+        let mut s = Settings::default();
+        s.backends.sim_failure_rate = 1.5;
+        assert!(
+            s.validate()
+                .expect_err("rate")
+                .to_string()
+                .contains("AIPROD_SIM_FAILURE_RATE")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "aiprod.toml",
+                "worker_concurrency = 8\nsim_latency_ms = 10\n",
+            )?;
+            jail.set_env("AIPROD_SIM_LATENCY_MS", "5");
+            jail.set_env("AIPROD_BACKENDS__REPLICATE__PER_SECOND_USD", "0.06");
+            jail.set_env("DATABASE_URL", "postgres://x@localhost/db");
+            jail.set_env("AIPROD_FORBIDDEN_WORDS", "gore, blood");
+            let s = Settings::load(Some(Path::new("aiprod.toml"))).expect("loads");
+            assert_eq!(s.worker.worker_concurrency, 8);
+            assert_eq!(s.backends.sim_latency, std::time::Duration::from_millis(5));
+            assert_eq!(
+                s.backends
+                    .prices
+                    .profile(BackendName::Replicate)
+                    .per_second_usd
+                    .micros(),
+                60_000
+            );
+            assert!(s.database_url.is_some());
+            assert_eq!(s.worker.forbidden_words, ["gore", "blood"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn backend_credentials_and_routing_come_from_their_documented_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_RUNWAY_API_KEY", "key_1");
+            jail.set_env("AIPROD_RUNWAY_BASE_URL", "http://127.0.0.1:9001");
+            jail.set_env("AIPROD_REPLICATE_API_TOKEN", "r8_1");
+            jail.set_env("AIPROD_REPLICATE_BASE_URL", "http://127.0.0.1:9002");
+            jail.set_env("AIPROD_VEO_PROJECT", "acme");
+            jail.set_env("AIPROD_VEO_LOCATION", "europe-west4");
+            jail.set_env("AIPROD_VEO_BASE_URL", "http://127.0.0.1:9003");
+            jail.set_env("AIPROD_FALLBACK_ORDER", "veo3, replicate");
+            let s = Settings::load(None).expect("loads");
+            assert!(s.runway.runway_api_key.is_some());
+            assert_eq!(s.runway.runway_base_url, "http://127.0.0.1:9001");
+            assert!(s.replicate.replicate_api_token.is_some());
+            assert_eq!(s.veo.veo_project.as_deref(), Some("acme"));
+            assert_eq!(s.veo.veo_location, "europe-west4");
+            assert_eq!(
+                s.backends.fallback_order,
+                [BackendName::Veo3, BackendName::Replicate]
+            );
+            // Secrets never appear when settings are printed.
+            let shown = format!("{s:?}");
+            assert!(
+                !shown.contains("key_1") && !shown.contains("r8_1"),
+                "{shown}"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_FALLBACK_ORDER", "runway,sora");
+            let e = Settings::load(None)
+                .expect_err("unknown backend")
+                .to_string();
+            assert!(e.contains("unknown backend `sora`"), "{e}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_RUNWAY_APIKEY", "typo");
+            let e = Settings::load(None)
+                .expect_err("a misspelt setting")
+                .to_string();
+            assert!(e.contains("runway_apikey"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_stops_the_start_with_one_line() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_WORKER_CONCURRENCY", "many");
+            let e = Settings::load(None).expect_err("not a number").to_string();
+            assert!(!e.contains('\n'));
+            assert!(e.contains("worker_concurrency"), "{e}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,14 @@
+//! What every AIPROD Fleet component runs on, above the domain and the store: the one
+//! `Settings`, the work queue (Postgres or Pub/Sub), the artifact store (a directory or Cloud
+//! Storage), the Prometheus registry and the fleet gauges read from SQL, logging and graceful
+//! shutdown.
+
+pub mod config;
+pub mod gauges;
+pub mod metrics;
+pub mod queue;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;
+
+pub use config::Settings;

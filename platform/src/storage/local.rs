@@ -1,0 +1,63 @@
+//! The local-directory store: `aiprod dev` and tests, one machine.
+
+use std::path::{Path, PathBuf};
+
+use super::StorageError;
+use aiprod_domain::JobId;
+
+/// Artifacts as files under `root/jobs/{job_id}/`, named `file://` URIs.
+#[derive(Clone, Debug)]
+pub(super) struct LocalStore {
+    /// Absolute, so that URIs stay valid whatever the working directory.
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub(super) fn open(root: &Path) -> Result<LocalStore, StorageError> {
+        std::fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
+        let root = root.canonicalize().map_err(|e| io_err(root, e))?;
+        Ok(LocalStore { root })
+    }
+
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes through a temporary file and a rename, so a reader never sees half a file.
+    pub(super) async fn put(
+        &self,
+        job: JobId,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<String, StorageError> {
+        let dir = self.root.join("jobs").join(job.to_string());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_err(&dir, e))?;
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        tokio::fs::write(&tmp, bytes)
+            .await
+            .map_err(|e| io_err(&tmp, e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| io_err(&path, e))?;
+        Ok(format!("file://{}", path.display()))
+    }
+
+    pub(super) async fn get(&self, uri: &str) -> Result<Vec<u8>, StorageError> {
+        let path = uri
+            .strip_prefix("file://")
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(&self.root))
+            .ok_or_else(|| StorageError::ForeignUri(uri.to_owned()))?;
+        tokio::fs::read(&path).await.map_err(|e| io_err(&path, e))
+    }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}

@@ -1,0 +1,82 @@
+//! The database pool and migrations. `migrations/` at the workspace root is the only place the
+//! schema is defined; it is embedded in the binary.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// The schema, embedded from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a pool of at most `max` connections to `url`.
+pub async fn connect(url: &secrecy::SecretString, max: u32) -> anyhow::Result<PgPool> {
+    use anyhow::Context;
+    let options: PgConnectOptions = url
+        .expose_secret()
+        .parse()
+        .context("DATABASE_URL is not a valid postgres:// URL")?;
+    let options = options.application_name("aiprod");
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .context("while connecting to PostgreSQL (is it running, and is DATABASE_URL right?)")
+}
+
+/// Applies every pending migration; safe to run from many processes at once (sqlx takes an
+/// advisory lock).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("while applying migrations")
+}
+
+/// How many migrations the database has applied.
+pub async fn applied_migrations(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"select count(*) as "applied!" from _sqlx_migrations where success"#)
+        .fetch_one(pool)
+        .await
+}
+
+/// Replaces the database part of a URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map(|(b, q)| (b, Some(q)))
+        .unwrap_or((url, None));
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_or_adds_the_database_and_keeps_the_options() {
+        let cases = [
+            ("postgres://u@h:5432/app", "postgres://u@h:5432/other"),
+            ("postgres://u@h:5432", "postgres://u@h:5432/other"),
+            (
+                "postgres://u@h/app?sslmode=require",
+                "postgres://u@h/other?sslmode=require",
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(with_database(url, "other"), expected, "{url}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Leases: a worker claims a job before it runs a stage, renews the claim by heartbeat, and
+//! gives it back when it stops early. The lease epoch grows with every claim and fences every
+//! write, so a worker that lost its lease cannot write anything.
+
+use std::time::Duration;
+
+use aiprod_domain::{BackendChoice, BackendName, JobId, JobStatus, Priority, Stage};
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+
+use super::job::{JobRecord, JobRow};
+use super::millis;
+
+/// A job that this worker now holds, or found to be canceled.
+#[derive(Debug)]
+pub struct Claim {
+    /// The job as it was claimed.
+    pub job: JobRecord,
+    /// The fencing token for every write under this lease.
+    pub lease_epoch: i64,
+}
+
+/// Takes the lease on `id` if the job's state machine allows a claim and no one holds a live
+/// lease, and records the start of its current stage in the same statement. Returns `None`
+/// when another worker holds it or the job has ended (a duplicate delivery). A job whose cancel
+/// was requested is canceled here instead (its claim comes back with status `canceled`), and
+/// the stage a dead worker left under way (a job has at most one `running` stage row) is closed
+/// as `canceled` in the same statement.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+pub async fn claim_job(
+    db: impl PgExecutor<'_>,
+    id: JobId,
+    worker: &str,
+    ttl: Duration,
+) -> sqlx::Result<Option<Claim>> {
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"with c as (
+               update job set
+                   status = next_job_status(status, 'claim', cancel_requested),
+                   locked_by = $2,
+                   locked_until = now() + $3::bigint * interval '1 millisecond',
+                   lease_epoch = lease_epoch + 1,
+                   started_at = coalesce(started_at, now()),
+                   updated_at = now()
+                where id = $1 and stage is not null
+                  and next_job_status(status, 'claim', cancel_requested) is not null
+                  and (locked_until is null or locked_until < now())
+               returning *
+           ), closed as (
+               update job_stage s set status = 'canceled', finished_at = now(), updated_at = now(),
+                      duration_ms = (extract(epoch from (now() - s.started_at)) * 1000)::bigint
+                 from c
+                where s.job_id = c.id and c.status = 'canceled' and s.status = 'running'
+           ), s as (
+               insert into job_stage (job_id, stage, worker)
+               select id, stage, $2 from c where status = 'running'
+               on conflict (job_id, stage) do update
+                  set attempts = job_stage.attempts + 1, status = 'running',
+                      worker = excluded.worker, updated_at = now()
+           )
+           select id as "id!: JobId", status as "status!: JobStatus", stage as "stage: Stage",
+                  prompt as "prompt!", duration_s as "duration_s!", quality_min as "quality_min!",
+                  priority as "priority!: Priority",
+                  backend_choice as "backend_choice!: BackendChoice",
+                  speed_priority as "speed_priority!", image_url, metadata as "metadata!",
+                  backend as "backend: BackendName", estimated_cost_micros, cost_micros,
+                  quality_score, result_uri, error, cancel_requested as "cancel_requested!",
+                  reap_count as "reap_count!", budget_day,
+                  budget_held_micros as "budget_held_micros!",
+                  fail_over_budget as "fail_over_budget!", waiting_reason, waiting_need_micros,
+                  waiting_since, waited_ms as "waited_ms!", created_at as "created_at!",
+                  started_at, finished_at, lease_epoch as "lease_epoch!"
+             from c"#,
+        id as JobId,
+        worker,
+        millis(ttl),
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let lease_epoch = row.lease_epoch;
+    Ok(Some(Claim {
+        job: JobRecord::try_from(row)?,
+        lease_epoch,
+    }))
+}
+
+/// The outputs of the stages a job has finished, for a worker that resumes it.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+pub async fn load_outputs(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Vec<(Stage, Value)>> {
+    Ok(sqlx::query!(
+        r#"select stage as "stage: Stage", output as "output!" from job_stage
+            where job_id = $1 and status = 'succeeded' and output is not null
+            order by stage"#,
+        id as JobId
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|r| (r.stage, r.output))
+    .collect())
+}
+
+/// Extends the leases this worker holds. Returns, for each lease still held, whether a cancel
+/// was requested; a job missing from the answer has been lost (reaped or taken over).
+pub async fn renew_leases(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    leases: &[(JobId, i64)],
+    ttl: Duration,
+) -> sqlx::Result<Vec<(JobId, bool)>> {
+    let ids: Vec<JobId> = leases.iter().map(|l| l.0).collect();
+    let epochs: Vec<i64> = leases.iter().map(|l| l.1).collect();
+    Ok(sqlx::query!(
+        r#"update job j set locked_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()
+             from unnest($1::uuid[], $2::bigint[]) as l(id, epoch)
+            where j.id = l.id and j.lease_epoch = l.epoch and j.locked_by = $4
+              and j.status = 'running'
+           returning j.id as "id: JobId", j.cancel_requested"#,
+        &ids as &[JobId],
+        &epochs,
+        millis(ttl),
+        worker,
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.cancel_requested))
+    .collect())
+}
+
+/// Gives a lease back early (shutdown) and dispatches the job again at once, so no one waits
+/// for the lease to expire: the `release` event.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+pub async fn release_lease(
+    pool: &PgPool,
+    id: JobId,
+    epoch: i64,
+    worker: &str,
+) -> sqlx::Result<bool> {
+    let released = sqlx::query_scalar!(
+        r#"with r as (
+               update job set locked_by = null, locked_until = null,
+                      status = next_job_status(status, 'release', cancel_requested),
+                      updated_at = now()
+                where id = $1 and lease_epoch = $2 and locked_by = $3
+                  and next_job_status(status, 'release', cancel_requested) is not null
+               returning id, priority, reap_count
+           )
+           select dispatch_job(r.id, r.priority, r.reap_count) as "id!: JobId" from r"#,
+        id as JobId,
+        epoch,
+        worker,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(released.is_some())
+}

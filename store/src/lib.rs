@@ -1,0 +1,64 @@
+//! The PostgreSQL store: the pool, the schema (`migrations/`, embedded) and every query of the
+//! fleet, one file per table or concern. Every query is a `query!` macro, checked against the
+//! schema at compile time (`.sqlx/` offline). Single-query functions take `impl PgExecutor`;
+//! every write that must be atomic is one statement or one short transaction, and none is held
+//! across a stage's work.
+//!
+//! The rules of the data live in SQL, once each (see ARCHITECTURE.md): a job is dispatched only
+//! by `dispatch_job()`, its status moves only along `job_transition`, and a backend's
+//! availability is `backend_availability()`.
+
+use std::time::Duration;
+
+mod alert;
+mod backend_health;
+mod checkpoint;
+pub mod db;
+mod dispatch;
+mod job;
+mod lease;
+mod ledger;
+mod queue_message;
+mod render_task;
+mod report;
+
+/// A duration as whole milliseconds for SQL (`$n::bigint * interval '1 millisecond'`), saturating.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub use alert::{
+    Alert, AlertChanges, Firing, list_alerts, mark_alert_delivered, open_alert_counts,
+    record_alert_delivery_failure, sync_alerts, undelivered_alerts,
+};
+pub use backend_health::{
+    BackendHealth, Gate, backend_health, gate, record_failure, record_success, release_probe,
+};
+pub use checkpoint::{
+    Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
+};
+pub use dispatch::{
+    OutboxRow, delete_relayed, outbox_batch, outbox_channel, redispatch_stranded,
+    requeue_expired_leases,
+};
+pub use job::{
+    CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_routing, get_stages,
+    insert_job, list_jobs, request_cancel,
+};
+pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
+pub use ledger::{
+    BudgetAudit, BudgetDay, Reservation, ReserveOutcome, audit_budget_day, count_budget_waiters,
+    get_budget_day, open_budget_day, park_for_budget, reserve_budget, set_budget_limit,
+    wake_budget_waiters,
+};
+pub use queue_message::{
+    ReceivedMessage, ack_messages, enqueue_messages, nack_messages, receive_messages,
+};
+pub use render_task::{
+    Intent, IntentOutcome, RenderTask, RenderUpdate, adopt_orphan, insert_intent, orphans,
+    render_tasks, update_render,
+};
+pub use report::{
+    SloStanding, SloTargets, StuckJob, WindowQuality, backend_errors_over, slo_report, stuck_jobs,
+    window_latency_p95, window_quality,
+};

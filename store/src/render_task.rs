@@ -1,0 +1,302 @@
+//! The write-ahead record of remote renders (`render_task`): an intent before the POST, the
+//! provider's id right after it, then the outputs, our copy and the cost, each its own durable
+//! step. A worker that restarts reads these rows and resumes where the last step ended.
+
+use aiprod_domain::{BackendName, FailureClass, JobId, Money, RenderState};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use super::millis;
+
+/// One row of `render_task`: one try of one shot on one backend.
+#[derive(Clone, Debug)]
+pub struct RenderTask {
+    /// Its id (UUIDv7).
+    pub id: Uuid,
+    /// The job.
+    pub job_id: JobId,
+    /// The shot's index.
+    pub shot: i32,
+    /// The try of this shot, from 1.
+    pub attempt: i32,
+    /// Where it runs.
+    pub backend: BackendName,
+    /// Where it stands.
+    pub state: RenderState,
+    /// The provider's id.
+    pub remote_id: Option<String>,
+    /// The seed sent to the provider.
+    pub seed: i64,
+    /// The length asked of the provider.
+    pub duration_s: i32,
+    /// The estimate.
+    pub estimated_cost_micros: i64,
+    /// What the provider charged.
+    pub cost_micros: Option<i64>,
+    /// Where the provider put the video.
+    pub outputs: Option<Value>,
+    /// Our copy.
+    pub artifact_uri: Option<String>,
+    /// How it failed.
+    pub failure: Option<FailureClass>,
+    /// Why it failed, for people.
+    pub error: Option<String>,
+    /// The intent's time.
+    pub created_at: DateTime<Utc>,
+    /// When the id was saved.
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Every render of a job, by shot and try.
+#[tracing::instrument(skip_all, fields(job_id = %job))]
+pub async fn render_tasks(db: impl PgExecutor<'_>, job: JobId) -> sqlx::Result<Vec<RenderTask>> {
+    sqlx::query_as!(
+        RenderTask,
+        r#"select id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
+                  state as "state: RenderState", remote_id, seed, duration_s, estimated_cost_micros,
+                  cost_micros, outputs, artifact_uri, failure as "failure: FailureClass", error,
+                  created_at, submitted_at, finished_at
+             from render_task where job_id = $1 order by shot, attempt"#,
+        job as JobId
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// What an intent row records.
+#[derive(Clone, Debug)]
+pub struct Intent<'a> {
+    /// The job.
+    pub job_id: JobId,
+    /// The lease the caller holds.
+    pub lease_epoch: i64,
+    /// The caller.
+    pub worker_id: &'a str,
+    /// The shot.
+    pub shot: i32,
+    /// The try.
+    pub attempt: i32,
+    /// Where.
+    pub backend: BackendName,
+    /// How long.
+    pub duration_s: i32,
+    /// The estimate, reserved until the try's cost is known.
+    pub estimate: Money,
+    /// What runway would charge for the same shot (the dashboards' savings baseline).
+    pub baseline: Option<Money>,
+}
+
+/// What writing an intent did.
+#[derive(Debug)]
+pub enum IntentOutcome {
+    /// The intent is written and its money reserved: POST now.
+    Written(Box<RenderTask>),
+    /// The job's budget day cannot cover this try on top of what the job holds.
+    OverBudget,
+    /// The lease is gone (another worker owns the job, and must not be raced to the provider).
+    LeaseLost,
+}
+
+/// Writes the intent before the POST, fenced on the job's lease, and reserves the try's
+/// estimate in the same statement: from what the job holds first (its `financial`
+/// reservation), and from its budget day for the rest, conditionally on the day's limit. A job
+/// with no budget day (no limit applies to it) reserves nothing.
+#[tracing::instrument(skip_all, fields(job_id = %intent.job_id, shot = intent.shot, backend = %intent.backend))]
+pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<IntentOutcome> {
+    let id = Uuid::now_v7();
+    // 31 bits of the id: every provider takes a seed of that size.
+    let seed =
+        i64::from(u32::from_be_bytes(id.as_bytes()[12..16].try_into().expect("four bytes")) >> 1);
+    let written = sqlx::query_as!(
+        RenderTask,
+        r#"with j as (
+               select id, budget_day, budget_held_micros as held from job
+                where id = $2 and lease_epoch = $3 and locked_by = $10 and status = 'running'
+                  for update
+           ), a as (
+               select id, budget_day, least($9, held) as take, $9 - least($9, held) as extra from j
+           ), d as (
+               update budget_day b set reserved_micros = b.reserved_micros + a.extra, updated_at = now()
+                 from a
+                where b.day = a.budget_day and a.extra > 0
+                  and b.reserved_micros + b.spent_micros + a.extra <= b.limit_micros
+               returning b.day
+           ), ok as (
+               select a.* from a where a.budget_day is null or a.extra = 0 or exists (select 1 from d)
+           ), ins as (
+               insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
+                                        estimated_cost_micros, reserved_micros, baseline_micros)
+               select $1, ok.id, $4, $5, $6, $7, $8, $9,
+                      case when ok.budget_day is null then 0 else $9 end, $11
+                 from ok
+               returning *
+           ), ju as (
+               update job set budget_held_micros = budget_held_micros - ok.take
+                 from ok
+                where job.id = ok.id and ok.budget_day is not null and ok.take > 0
+                  and exists (select 1 from ins)
+           ), e as (
+               insert into budget_entry (day, kind, job_id, render_task_id, reserved_delta_micros, note)
+               select ok.budget_day, 'reserve', ok.id, $1, ok.extra,
+                      format('%s shot %s try %s beyond the job''s reservation', $6::text, $4, $5)
+                 from ok
+                where ok.budget_day is not null and ok.extra > 0 and exists (select 1 from ins)
+           )
+           select id as "id!", job_id as "job_id!: JobId", shot as "shot!", attempt as "attempt!",
+                  backend as "backend!: BackendName", state as "state!: RenderState", remote_id,
+                  seed as "seed!", duration_s as "duration_s!",
+                  estimated_cost_micros as "estimated_cost_micros!", cost_micros, outputs,
+                  artifact_uri, failure as "failure: FailureClass", error,
+                  created_at as "created_at!", submitted_at, finished_at
+             from ins"#,
+        id,
+        intent.job_id as JobId,
+        intent.lease_epoch,
+        intent.shot,
+        intent.attempt,
+        intent.backend as BackendName,
+        seed,
+        intent.duration_s,
+        intent.estimate.micros(),
+        intent.worker_id,
+        intent.baseline.map(Money::micros),
+    )
+    .fetch_optional(pool)
+    .await?;
+    if let Some(task) = written {
+        return Ok(IntentOutcome::Written(Box::new(task)));
+    }
+    let leased = sqlx::query_scalar!(
+        r#"select exists (select 1 from job where id = $1 and lease_epoch = $2 and locked_by = $3
+                                               and status = 'running') as "leased!""#,
+        intent.job_id as JobId,
+        intent.lease_epoch,
+        intent.worker_id,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(if leased {
+        IntentOutcome::OverBudget
+    } else {
+        IntentOutcome::LeaseLost
+    })
+}
+
+/// A step forward of one render. `None` fields keep their value.
+#[derive(Clone, Debug, Default)]
+pub struct RenderUpdate {
+    /// The new state.
+    pub state: Option<RenderState>,
+    /// The provider's id.
+    pub remote_id: Option<String>,
+    /// Where the provider put the video.
+    pub outputs: Option<Value>,
+    /// Our copy.
+    pub artifact_uri: Option<String>,
+    /// What was charged.
+    pub cost: Option<Money>,
+    /// How it failed.
+    pub failure: Option<FailureClass>,
+    /// Why, for people.
+    pub error: Option<String>,
+}
+
+/// Records a step of render `id` taken from state `from`. Deliberately not fenced on the job's
+/// lease: what the provider did (an id, a charge) is a fact whoever learns it. Returns false if
+/// the row had left `from` (another worker got there first).
+#[tracing::instrument(skip_all, fields(render_task = %id, from = %from))]
+pub async fn update_render(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    from: RenderState,
+    u: &RenderUpdate,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"update render_task
+              set state = coalesce($3, state),
+                  remote_id = coalesce($4, remote_id),
+                  outputs = coalesce($5, outputs),
+                  artifact_uri = coalesce($6, artifact_uri),
+                  cost_micros = coalesce($7, cost_micros),
+                  failure = coalesce($8, failure),
+                  error = coalesce($9, error),
+                  submitted_at = case when $4::text is not null then now() else submitted_at end,
+                  finished_at = case when $3 in ('downloaded', 'failed', 'canceled', 'orphaned')
+                                     then now() else finished_at end,
+                  updated_at = now()
+            where id = $1 and state = $2"#,
+        id,
+        from as RenderState,
+        u.state as Option<RenderState>,
+        u.remote_id.as_deref(),
+        u.outputs.as_ref(),
+        u.artifact_uri.as_deref(),
+        u.cost.map(Money::micros),
+        u.failure as Option<FailureClass>,
+        u.error.as_deref(),
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Suspected orphans on `backend` older than `settle` (their POST may still be in flight):
+/// intents whose worker died, and intents a later try marked orphaned, with no remote id and
+/// not yet found missing at the provider.
+pub async fn orphans(
+    db: impl PgExecutor<'_>,
+    backend: BackendName,
+    settle: std::time::Duration,
+) -> sqlx::Result<Vec<RenderTask>> {
+    sqlx::query_as!(
+        RenderTask,
+        r#"select id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
+                  state as "state: RenderState", remote_id, seed, duration_s, estimated_cost_micros,
+                  cost_micros, outputs, artifact_uri, failure as "failure: FailureClass", error,
+                  created_at, submitted_at, finished_at
+             from render_task r
+            where r.backend = $1 and r.remote_id is null
+              and r.created_at < now() - $2::bigint * interval '1 millisecond'
+              and r.created_at > now() - interval '1 day'
+              and r.failure is distinct from 'not_at_provider'
+              and (r.state = 'orphaned'
+                   or (r.state = 'intent' and not exists (
+                          select 1 from job j where j.id = r.job_id and j.status = 'running'
+                             and j.locked_until > now())))
+            order by r.created_at
+            limit 500"#,
+        backend as BackendName,
+        millis(settle),
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The reconciler found orphan `id` at the provider: records its id and what it cost, and
+/// closes it as orphaned (its job has moved on, so nobody downloads it).
+pub async fn adopt_orphan(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    remote_id: &str,
+    cost: Money,
+    note: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "update render_task
+            set state = 'orphaned', remote_id = $2, cost_micros = $3, error = $4,
+                submitted_at = coalesce(submitted_at, now()), finished_at = now(),
+                updated_at = now()
+          where id = $1 and remote_id is null and state in ('intent', 'orphaned')",
+        id,
+        remote_id,
+        cost.micros(),
+        note,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

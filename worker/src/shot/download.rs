@@ -1,0 +1,119 @@
+//! A finished render's output copied into our artifact store at once (provider URLs expire),
+//! recorded as its own step, then its cost.
+
+use aiprod_backends::{Backend, BackendError, Output, RemoteHandle, RenderedShot};
+use aiprod_domain::{FailureClass, Money, RenderState, StepError};
+use aiprod_store::{RenderTask, RenderUpdate};
+use serde_json::Value;
+
+use super::ShotRenderer;
+use super::end::TryEnd;
+
+impl ShotRenderer<'_> {
+    /// Stores a finished render's output, then records it and its cost.
+    pub(super) async fn download(
+        &self,
+        backend: &dyn Backend,
+        mut task: RenderTask,
+        handle: &RemoteHandle,
+        mut outputs: Vec<Output>,
+    ) -> TryEnd {
+        let name = backend.name();
+        if task.state == RenderState::Submitted
+            && !outputs.iter().any(|o| matches!(o, Output::Inline(_)))
+        {
+            let recorded = self
+                .update(
+                    task.id,
+                    RenderState::Submitted,
+                    RenderUpdate {
+                        state: Some(RenderState::Rendered),
+                        outputs: Some(Value::Array(outputs.iter().map(Output::to_json).collect())),
+                        ..RenderUpdate::default()
+                    },
+                )
+                .await;
+            if let Err(error) = recorded {
+                return TryEnd::halt(error);
+            }
+            task.state = RenderState::Rendered;
+        }
+        let cost = Money::from_micros(task.estimated_cost_micros);
+        let mut delays = self.retry.delays();
+        let mut refreshed = false;
+        let bytes = loop {
+            let got = match outputs.first() {
+                Some(o) => backend.download(o).await,
+                None => Err(BackendError::Expired(format!(
+                    "{name}: the render has no output"
+                ))),
+            };
+            match got {
+                Ok(b) => break b,
+                Err(BackendError::Expired(m)) if !refreshed => {
+                    refreshed = true;
+                    tracing::info!(backend = %name, error = %m, "output gone; asking for fresh URLs");
+                    match backend.fetch_output(handle).await {
+                        Ok(fresh) => outputs = fresh,
+                        Err(e) => {
+                            tracing::warn!(backend = %name, error = %e, "cannot get fresh output URLs")
+                        }
+                    }
+                }
+                Err(BackendError::Expired(m)) => {
+                    // Paid for, and lost: the provider deleted it before we stored it.
+                    let r = self
+                        .fail(&task, FailureClass::OutputExpired, &m, cost)
+                        .await;
+                    return TryEnd::next_after(
+                        r,
+                        format!("its output expired before download ({m})"),
+                        false,
+                    );
+                }
+                Err(e) => match delays.next() {
+                    Some(d) => self.pause(d).await,
+                    None => {
+                        return TryEnd::halt(StepError::Retryable(format!(
+                            "cannot download shot {}: {e}",
+                            task.shot
+                        )));
+                    }
+                },
+            }
+        };
+        let name_in_store = format!("shot-{:02}-try{}.mp4", task.shot, task.attempt);
+        let uri = match self.store.put(self.job_id, &name_in_store, &bytes).await {
+            Ok(u) => u,
+            Err(e) => {
+                return TryEnd::halt(StepError::Retryable(format!(
+                    "cannot store shot {}: {e}",
+                    task.shot
+                )));
+            }
+        };
+        let recorded = self
+            .update(
+                task.id,
+                task.state,
+                RenderUpdate {
+                    state: Some(RenderState::Downloaded),
+                    artifact_uri: Some(uri.clone()),
+                    cost: Some(cost),
+                    ..RenderUpdate::default()
+                },
+            )
+            .await;
+        if let Err(error) = recorded {
+            return TryEnd::halt(error);
+        }
+        TryEnd::Shot(RenderedShot {
+            index: task.shot as usize,
+            backend: Some(name),
+            remote_id: handle.0.clone(),
+            uri,
+            duration_s: task.duration_s as u32,
+            cost,
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! The render of one shot as a write-ahead protocol over `render_task`, the same for every
+//! backend (ARCHITECTURE.md, "Never pay twice"):
+//!
+//! 1. an intent row (job, shot, backend, try) before the POST, reserving the try's money;
+//! 2. the POST (`submit`);
+//! 3. the provider's id saved at once;
+//! 4. polls at the provider's cadence, with jitter (`poll`);
+//! 5. the output downloaded into our artifact store as its own recorded step (`download`);
+//! 6. the actual cost recorded.
+//!
+//! A worker that finds a `submitted` or `rendered` row resumes it and never submits again. An
+//! `intent` row with no id means a crash between the POST and saving the id: the render may
+//! exist and be billed, and only a provider that lists renders (Replicate) lets the scheduler's
+//! reconciler find it. That window is the one place where a render can be paid twice.
+//!
+//! Around each try sit the fleet-wide circuit breaker (`circuit`) and the fallback order
+//! routing chose.
+
+mod circuit;
+mod download;
+mod end;
+mod keyframe;
+mod poll;
+mod submit;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aiprod_backends::{Fleet, RenderedShot};
+use aiprod_domain::{BackendName, FailureClass, JobId, Money, RenderState, RetryPolicy, StepError};
+use aiprod_platform::config::BackendSettings;
+use aiprod_platform::metrics::Metrics;
+use aiprod_platform::storage::ArtifactStore;
+use aiprod_store::{
+    Gate, Intent, IntentOutcome, RenderTask, RenderUpdate, gate, insert_intent, update_render,
+};
+use backon::Retryable;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sqlx::PgPool;
+
+use crate::dbretry::{db_retry, transient};
+use crate::planner::Shot;
+use end::TryEnd;
+
+/// Renders the shots of one job: what the protocol uses, and nothing more.
+pub(crate) struct ShotRenderer<'a> {
+    /// The database.
+    pub pool: &'a PgPool,
+    /// Where shots are copied to.
+    pub store: &'a ArtifactStore,
+    /// The backends this worker can call.
+    pub fleet: &'a Fleet,
+    /// Prices, the circuit's knobs, throttling.
+    pub backends: &'a BackendSettings,
+    /// Retries of a submit or a download within one try.
+    pub retry: &'a RetryPolicy,
+    /// The holder of the job's lease.
+    pub worker_id: &'a str,
+    /// The job.
+    pub job_id: JobId,
+    /// Its lease.
+    pub lease_epoch: i64,
+    /// When its renders must be done.
+    pub deadline: DateTime<Utc>,
+}
+
+impl ShotRenderer<'_> {
+    /// The circuit's probe holder: the job, so that a resumed job keeps its probe.
+    fn holder(&self) -> String {
+        self.job_id.to_string()
+    }
+
+    /// Renders `shot` from `keyframe`, resuming its last try if one is unfinished, then walking
+    /// `candidates` in order.
+    #[tracing::instrument(skip_all, fields(job_id = %self.job_id, shot = shot.index))]
+    pub async fn render_shot(
+        &self,
+        shot: &Shot,
+        keyframe: &str,
+        candidates: &[BackendName],
+        history: &[RenderTask],
+    ) -> Result<RenderedShot, StepError> {
+        let mut attempt = history.iter().map(|t| t.attempt).max().unwrap_or(0);
+        let mut left: Vec<String> = Vec::new();
+        if let Some(last) = history.iter().max_by_key(|t| t.attempt) {
+            match last.state {
+                RenderState::Downloaded => return Ok(rendered(last)),
+                RenderState::Submitted | RenderState::Rendered => {
+                    let Some(backend) = self.fleet.get(last.backend) else {
+                        return Err(StepError::Permanent(format!(
+                            "shot {} is rendering on {} (task {}), which this worker has not \
+                             enabled; start a worker with that backend configured",
+                            shot.index,
+                            last.backend,
+                            last.remote_id.as_deref().unwrap_or("?")
+                        )));
+                    };
+                    tracing::info!(shot = shot.index, backend = %last.backend, remote_id = ?last.remote_id, "resuming a render");
+                    let end = self.follow(backend.as_ref(), last.clone()).await;
+                    if let Some(result) = self.settle(last.backend, end, &mut left).await {
+                        return result;
+                    }
+                }
+                RenderState::Intent => {
+                    let note = "the worker stopped between the POST and saving the provider's \
+                                id; the render may exist and be billed";
+                    tracing::warn!(shot = shot.index, backend = %last.backend, task = %last.id, "{note}");
+                    self.update(
+                        last.id,
+                        RenderState::Intent,
+                        RenderUpdate {
+                            state: Some(RenderState::Orphaned),
+                            error: Some(note.into()),
+                            ..RenderUpdate::default()
+                        },
+                    )
+                    .await?;
+                    left.push(format!(
+                        "{}: try {} was orphaned",
+                        last.backend, last.attempt
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let image = self.image(keyframe).await?;
+        let holder = self.holder();
+        for &name in candidates {
+            let Some(backend) = self.fleet.get(name) else {
+                left.push(format!("{name}: not enabled on this worker"));
+                continue;
+            };
+            let gate = (|| gate(self.pool, name, &holder, self.backends.circuit_probe_ttl))
+                .retry(db_retry())
+                .when(transient)
+                .await
+                .map_err(|e| StepError::Retryable(format!("cannot read {name}'s health: {e}")))?;
+            match gate {
+                Gate::Pass => {}
+                Gate::Probe => {
+                    tracing::info!(backend = %name, "this job carries the half-open probe");
+                }
+                Gate::Blocked(why) => {
+                    tracing::info!(backend = %name, %why, "skipping a backend");
+                    Metrics::global()
+                        .backend_fallbacks
+                        .with_label_values(&[name.as_str()])
+                        .inc();
+                    left.push(format!("{name}: {why}"));
+                    continue;
+                }
+            }
+            attempt += 1;
+            let seconds = backend.render_seconds(shot.duration_s.unsigned_abs());
+            let estimate = self
+                .backends
+                .prices
+                .profile(name)
+                .shot_cost(i64::from(seconds));
+            let baseline = self
+                .backends
+                .prices
+                .estimate(BackendName::Runway, &[i64::from(shot.duration_s)]);
+            let intent = Intent {
+                job_id: self.job_id,
+                lease_epoch: self.lease_epoch,
+                worker_id: self.worker_id,
+                shot: shot.index as i32,
+                attempt,
+                backend: name,
+                duration_s: seconds as i32,
+                estimate,
+                baseline: Some(baseline),
+            };
+            let task = (|| insert_intent(self.pool, &intent))
+                .retry(db_retry())
+                .when(transient)
+                .await
+                .map_err(|e| {
+                    StepError::Retryable(format!("cannot write the render intent: {e}"))
+                })?;
+            let task = match task {
+                IntentOutcome::Written(task) => *task,
+                IntentOutcome::LeaseLost => {
+                    return Err(StepError::Retryable("the job's lease is gone".into()));
+                }
+                IntentOutcome::OverBudget => {
+                    let end = TryEnd::Next {
+                        reason: format!(
+                            "the job's budget day cannot cover another try ({estimate})"
+                        ),
+                        health: false,
+                    };
+                    if let Some(result) = self.settle(name, end, &mut left).await {
+                        return result;
+                    }
+                    continue;
+                }
+            };
+            let end = self
+                .submit_and_follow(backend.as_ref(), task, shot, &image)
+                .await;
+            if let Some(result) = self.settle(name, end, &mut left).await {
+                return result;
+            }
+        }
+        Err(StepError::Retryable(format!(
+            "shot {}: no backend rendered it ({})",
+            shot.index,
+            left.join("; ")
+        )))
+    }
+
+    async fn update(
+        &self,
+        id: uuid::Uuid,
+        from: RenderState,
+        u: RenderUpdate,
+    ) -> Result<bool, StepError> {
+        (|| update_render(self.pool, id, from, &u))
+            .retry(db_retry())
+            .when(transient)
+            .await
+            .map_err(|e| StepError::Retryable(format!("cannot record a render step: {e}")))
+    }
+
+    /// Closes a try as failed, with what it was charged.
+    pub(super) async fn fail(
+        &self,
+        task: &RenderTask,
+        class: FailureClass,
+        error: &str,
+        cost: Money,
+    ) -> Result<(), StepError> {
+        self.update(
+            task.id,
+            task.state,
+            RenderUpdate {
+                state: Some(RenderState::Failed),
+                failure: Some(class),
+                error: Some(error.into()),
+                cost: Some(cost),
+                ..RenderUpdate::default()
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) fn left(&self) -> Option<Duration> {
+        (self.deadline - Utc::now())
+            .to_std()
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Sleeps `d`, or until the deadline if that comes first.
+    pub(super) async fn pause(&self, d: Duration) {
+        let d = self.left().map_or(Duration::ZERO, |left| d.min(left));
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// The provider's cadence ±20 %, so that a fleet's polls do not march in step.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+fn rendered(t: &RenderTask) -> RenderedShot {
+    RenderedShot {
+        index: t.shot as usize,
+        backend: Some(t.backend),
+        remote_id: t.remote_id.clone().unwrap_or_default(),
+        uri: t.artifact_uri.clone().unwrap_or_default(),
+        duration_s: t.duration_s as u32,
+        cost: Money::from_micros(t.cost_micros.unwrap_or(t.estimated_cost_micros)),
+    }
+}
+
+/// A job's render rows, by shot.
+pub(crate) fn by_shot(tasks: Vec<RenderTask>) -> BTreeMap<i32, Vec<RenderTask>> {
+    let mut map: BTreeMap<i32, Vec<RenderTask>> = BTreeMap::new();
+    for t in tasks {
+        map.entry(t.shot).or_default().push(t);
+    }
+    map
+}
