@@ -98,7 +98,7 @@ pub async fn serve(
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    match sqlx::query_scalar!("select 1").fetch_one(&s.pool).await {
+    match aiprod_store::db::ping(&s.pool).await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
     }

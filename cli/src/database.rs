@@ -3,10 +3,10 @@
 
 use aiprod_pgtemp::PrivateCluster;
 use aiprod_platform::Settings;
-use aiprod_store::db::with_database;
+use aiprod_store::db::{self, with_database};
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 
 /// The database a command works on.
 pub struct Database {
@@ -76,16 +76,8 @@ pub async fn ensure_database(server_url: &str, name: &str) -> anyhow::Result<()>
     let mut c = PgConnection::connect(server_url)
         .await
         .context("while connecting to the private PostgreSQL")?;
-    let exists = sqlx::query_scalar!(
-        r#"select exists(select 1 from pg_database where datname = $1) as "exists!""#,
-        name
-    )
-    .fetch_one(&mut c)
-    .await?;
-    if !exists {
-        // DDL takes no bind parameters: the name is ours (never a user's), quoted.
-        c.execute(format!("create database \"{name}\"").as_str())
-            .await?;
+    if !db::database_exists(&mut c, name).await? {
+        db::create_database(&mut c, name, None).await?;
     }
     Ok(())
 }
@@ -93,8 +85,6 @@ pub async fn ensure_database(server_url: &str, name: &str) -> anyhow::Result<()>
 /// Drops database `name` on the server at `server_url`.
 pub async fn drop_database(server_url: &str, name: &str) -> anyhow::Result<()> {
     let mut c = PgConnection::connect(server_url).await?;
-    // DDL takes no bind parameters: the name is ours (never a user's), quoted.
-    c.execute(format!("drop database if exists \"{name}\" with (force)").as_str())
-        .await?;
+    db::drop_database(&mut c, name).await?;
     Ok(())
 }

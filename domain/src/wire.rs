@@ -30,7 +30,14 @@ macro_rules! wire_name {
     };
     ($ty:ty, pg = $pg:literal) => {
         $crate::wire::wire_name!($ty);
+        $crate::wire::pg_enum!($ty, $pg);
+    };
+}
 
+/// With the `sqlx` feature, maps a type that has `as_str`, `one_of` and `FromStr` onto the
+/// PostgreSQL enum type `$pg`, through those same names.
+macro_rules! pg_enum {
+    ($ty:ty, $pg:literal) => {
         #[cfg(feature = "sqlx")]
         impl sqlx::Type<sqlx::Postgres> for $ty {
             fn type_info() -> sqlx::postgres::PgTypeInfo {
@@ -74,6 +81,7 @@ macro_rules! wire_name {
     };
 }
 
+pub(crate) use pg_enum;
 pub(crate) use wire_name;
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgConnection, PgPool};
 
 /// The schema, embedded from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -36,6 +36,47 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("while applying migrations")
+}
+
+/// Whether the database answers (the readiness probes).
+pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query_scalar!(r#"select 1 as "one!""#)
+        .fetch_one(pool)
+        .await
+        .map(drop)
+}
+
+/// Whether the server `conn` is connected to has a database called `name`.
+pub async fn database_exists(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"select exists(select 1 from pg_database where datname = $1) as "exists!""#,
+        name
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Creates database `name`, a copy of `template` when given. Names are ours (a dev or test
+/// database), never a user's.
+pub async fn create_database(
+    conn: &mut PgConnection,
+    name: &str,
+    template: Option<&str>,
+) -> sqlx::Result<()> {
+    let sql = match template {
+        Some(t) => format!("create database \"{name}\" template \"{t}\""),
+        None => format!("create database \"{name}\""),
+    };
+    // Dynamic: DDL takes identifiers, not bind parameters.
+    conn.execute(sql.as_str()).await.map(drop)
+}
+
+/// Drops database `name` if it exists, ending its sessions.
+pub async fn drop_database(conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
+    // Dynamic: DDL takes identifiers, not bind parameters.
+    conn.execute(format!("drop database if exists \"{name}\" with (force)").as_str())
+        .await
+        .map(drop)
 }
 
 /// How many migrations the database has applied.

@@ -271,6 +271,7 @@ pub async fn list_jobs(
 }
 
 /// The checkpoint rows of a job, in pipeline order.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 pub async fn get_stages(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Vec<StageRecord>> {
     sqlx::query_as!(
         StageRecord,
@@ -285,6 +286,7 @@ pub async fn get_stages(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Vec<
 
 /// The routing decision of a job: the checkpointed output of its `financial` stage, once that
 /// finished.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 pub async fn get_routing(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Option<Routing>> {
     let output = sqlx::query_scalar!(
         r#"select output as "output!" from job_stage

@@ -179,6 +179,7 @@ pub enum ReserveOutcome {
 /// Makes the job hold `amount`, reserving only what it does not hold already (so a `financial`
 /// stage that runs again after a crash reserves nothing twice). The day's row is updated only
 /// if reserved plus spent stays within the limit.
+#[tracing::instrument(skip_all, fields(job_id = %r.job_id, amount = %r.amount))]
 pub async fn reserve_budget(
     pool: &sqlx::PgPool,
     r: &Reservation<'_>,
@@ -242,6 +243,7 @@ pub async fn reserve_budget(
 /// Parks a job at `financial` until money is available: status `waiting_budget`, no lease,
 /// the reason and the least it needs recorded. A job whose cancel is pending is canceled
 /// instead. Returns false when the lease was lost.
+#[tracing::instrument(skip_all, fields(job_id = %job_id, stage = "financial"))]
 pub async fn park_for_budget(
     db: impl PgExecutor<'_>,
     job_id: JobId,

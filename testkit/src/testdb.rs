@@ -4,11 +4,10 @@
 
 use std::sync::OnceLock;
 
-use anyhow::Context;
-use sqlx::{Connection, Executor, PgConnection, PgPool};
-
 use aiprod_pgtemp::PrivateCluster;
-use aiprod_store::db::with_database;
+use aiprod_store::db::{self, with_database};
+use anyhow::Context;
+use sqlx::{Connection, PgConnection, PgPool};
 
 /// The server URL (without a database) tests use.
 fn server_url() -> anyhow::Result<String> {
@@ -43,9 +42,7 @@ impl TestDb {
         let mut admin = PgConnection::connect(&admin_url)
             .await
             .context("while connecting to the test server")?;
-        admin
-            .execute(format!("create database {name} template {template}").as_str())
-            .await?;
+        db::create_database(&mut admin, &name, Some(&template)).await?;
         Ok(TestDb {
             url: with_database(&admin_url, &name),
             name,
@@ -73,11 +70,7 @@ impl Drop for TestDb {
             {
                 rt.block_on(async {
                     if let Ok(mut c) = PgConnection::connect(&admin).await {
-                        let _ = c
-                            .execute(
-                                format!("drop database if exists {name} with (force)").as_str(),
-                            )
-                            .await;
+                        let _ = db::drop_database(&mut c, &name).await;
                     }
                 });
             }
@@ -86,12 +79,15 @@ impl Drop for TestDb {
     }
 }
 
+/// The advisory lock that serialises the creation of template databases.
+const TEMPLATE_LOCK: i64 = 727_274;
+
 /// A template database migrated to the current schema, named after the migrations' checksum so
 /// that a schema change gets a new one. Creation is serialised with an advisory lock.
 async fn ensure_template(admin_url: &str) -> anyhow::Result<String> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    for m in aiprod_store::db::MIGRATOR.iter() {
+    for m in db::MIGRATOR.iter() {
         h.update(m.version.to_le_bytes());
         h.update(&m.checksum);
     }
@@ -99,20 +95,23 @@ async fn ensure_template(admin_url: &str) -> anyhow::Result<String> {
     let mut admin = PgConnection::connect(admin_url)
         .await
         .context("while connecting to the test server")?;
-    admin.execute("select pg_advisory_lock(727274)").await?;
-    let exists: bool =
-        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
-    if !exists {
-        admin
-            .execute(format!("create database {name}").as_str())
-            .await?;
+    sqlx::query_scalar!(
+        r#"select true as "locked!" from pg_advisory_lock($1)"#,
+        TEMPLATE_LOCK
+    )
+    .fetch_one(&mut admin)
+    .await?;
+    if !db::database_exists(&mut admin, &name).await? {
+        db::create_database(&mut admin, &name, None).await?;
         let pool = PgPool::connect(&with_database(admin_url, &name)).await?;
-        aiprod_store::db::migrate(&pool).await?;
+        db::migrate(&pool).await?;
         pool.close().await;
     }
-    admin.execute("select pg_advisory_unlock(727274)").await?;
+    sqlx::query_scalar!(
+        r#"select pg_advisory_unlock($1) as "unlocked!""#,
+        TEMPLATE_LOCK
+    )
+    .fetch_one(&mut admin)
+    .await?;
     Ok(name)
 }

@@ -19,7 +19,7 @@ pub fn ops_router(pool: PgPool) -> Router {
 }
 
 async fn readyz(State(pool): State<PgPool>) -> impl IntoResponse {
-    match sqlx::query("select 1").execute(&pool).await {
+    match aiprod_store::db::ping(&pool).await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
     }
