@@ -2,32 +2,18 @@
 //! constructor, the parser, so deeper code cannot hold a request that breaks a rule.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{BackendChoice, OverBudget, Priority};
 
-/// One broken rule of a request: the field, the rule and a sentence for people.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// The JSON field, such as `duration_s` (or `body` for the document as a whole).
-    pub field: String,
-    /// A stable rule name, such as `range` or `required`.
-    pub rule: &'static str,
-    /// What is wrong, for people.
-    pub message: String,
-}
+mod fields;
 
-impl FieldError {
-    /// The broken rule `rule` of `field`.
-    pub fn new(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.to_owned(),
-            rule,
-            message: message.into(),
-        }
-    }
-}
+pub use fields::FieldError;
+use fields::{
+    parse_duration_s, parse_enum, parse_image_url, parse_metadata, parse_prompt, parse_quality_min,
+    parse_speed_priority,
+};
 
 /// The longest prompt, in characters.
 pub const PROMPT_MAX_CHARS: usize = 2000;
@@ -93,50 +79,8 @@ impl JobSpec {
             }
         }
         let prompt = parse_prompt(obj, &mut errors);
-        let duration_s = match obj.get("duration_s") {
-            None | Some(Value::Null) => 5,
-            Some(v) => match v.as_i64() {
-                Some(d) if (2..=60).contains(&d) => d as i32,
-                Some(_) => {
-                    errors.push(FieldError::new(
-                        "duration_s",
-                        "range",
-                        "must be between 2 and 60 seconds",
-                    ));
-                    0
-                }
-                None => {
-                    errors.push(FieldError::new(
-                        "duration_s",
-                        "type",
-                        "must be a whole number of seconds",
-                    ));
-                    0
-                }
-            },
-        };
-        let quality_min = match obj.get("quality_min") {
-            None | Some(Value::Null) => 0.7,
-            Some(v) => match v.as_f64() {
-                Some(q) if (0.0..=1.0).contains(&q) => q,
-                Some(_) => {
-                    errors.push(FieldError::new(
-                        "quality_min",
-                        "range",
-                        "must be between 0 and 1",
-                    ));
-                    0.0
-                }
-                None => {
-                    errors.push(FieldError::new(
-                        "quality_min",
-                        "type",
-                        "must be a number between 0 and 1",
-                    ));
-                    0.0
-                }
-            },
-        };
+        let duration_s = parse_duration_s(obj, &mut errors);
+        let quality_min = parse_quality_min(obj, &mut errors);
         let priority = parse_enum(
             obj,
             "priority",
@@ -151,18 +95,7 @@ impl JobSpec {
             BackendChoice::one_of(),
             &mut errors,
         );
-        let speed_priority = match obj.get("speed_priority") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "speed_priority",
-                    "type",
-                    "must be true or false",
-                ));
-                false
-            }
-        };
+        let speed_priority = parse_speed_priority(obj, &mut errors);
         let image_url = parse_image_url(obj, &mut errors);
         let over_budget = parse_enum(
             obj,
@@ -171,14 +104,7 @@ impl JobSpec {
             OverBudget::one_of(),
             &mut errors,
         );
-        let metadata = match obj.get("metadata") {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(v @ Value::Object(_)) => v.clone(),
-            Some(_) => {
-                errors.push(FieldError::new("metadata", "type", "must be a JSON object"));
-                Value::Null
-            }
-        };
+        let metadata = parse_metadata(obj, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -249,88 +175,6 @@ impl JobSpec {
     pub fn fingerprint(&self) -> String {
         let canonical = serde_json::to_vec(self).expect("a JobSpec always serialises");
         hex::encode(Sha256::digest(canonical))
-    }
-}
-
-fn parse_prompt(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> String {
-    match obj.get("prompt") {
-        None | Some(Value::Null) => {
-            errors.push(FieldError::new(
-                "prompt",
-                "required",
-                "a prompt of 1 to 2000 characters is required",
-            ));
-            String::new()
-        }
-        Some(Value::String(s)) => {
-            let chars = s.trim().chars().count();
-            if chars == 0 {
-                errors.push(FieldError::new("prompt", "length", "must not be empty"));
-            } else if s.chars().count() > PROMPT_MAX_CHARS {
-                errors.push(FieldError::new(
-                    "prompt",
-                    "length",
-                    "must be at most 2000 characters",
-                ));
-            }
-            s.clone()
-        }
-        Some(_) => {
-            errors.push(FieldError::new("prompt", "type", "must be a string"));
-            String::new()
-        }
-    }
-}
-
-fn parse_enum<T: std::str::FromStr>(
-    obj: &Map<String, Value>,
-    field: &'static str,
-    default: T,
-    allowed: String,
-    errors: &mut Vec<FieldError>,
-) -> T {
-    match obj.get(field) {
-        None | Some(Value::Null) => default,
-        Some(v) => match v.as_str().map(str::parse) {
-            Some(Ok(t)) => t,
-            _ => {
-                errors.push(FieldError::new(
-                    field,
-                    "enum",
-                    format!("must be one of {allowed}"),
-                ));
-                default
-            }
-        },
-    }
-}
-
-fn parse_image_url(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
-    match obj.get("image_url") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            let ok = s.starts_with("https://")
-                || s.starts_with("http://")
-                || s.starts_with("data:image/");
-            if !ok {
-                errors.push(FieldError::new(
-                    "image_url",
-                    "format",
-                    "must be an http(s) URL or a data:image/ URI",
-                ));
-            } else if s.len() > 7 * 1024 * 1024 {
-                errors.push(FieldError::new(
-                    "image_url",
-                    "length",
-                    "must be at most 7 MiB",
-                ));
-            }
-            Some(s.clone())
-        }
-        Some(_) => {
-            errors.push(FieldError::new("image_url", "type", "must be a string"));
-            None
-        }
     }
 }
 

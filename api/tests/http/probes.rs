@@ -1,0 +1,38 @@
+//! The health and readiness probes and the Prometheus metrics.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use super::TestApp;
+
+#[tokio::test]
+async fn probes_and_metrics_answer() -> anyhow::Result<()> {
+    let app = TestApp::start().await?;
+    app.post_job(&json!({"prompt": "A fox."}), None).await?;
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            app.http
+                .get(format!("{}{path}", app.base))
+                .send()
+                .await?
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let created = metrics
+        .lines()
+        .find(|l| l.starts_with("aiprod_jobs_created_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("aiprod_jobs_created_total is exported");
+    assert!(created >= 1.0);
+    assert!(metrics.contains("aiprod_jobs_in_flight"));
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The Kubernetes manifests, rendered by kustomize: they pass strict schema validation, and the
+//! properties a safe rollout, a locked-down pod and the autoscaling depend on hold on the
+//! rendered objects.
+
+mod render;
+mod rollout;
+mod security;
+mod workloads;

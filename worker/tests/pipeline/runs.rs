@@ -1,0 +1,89 @@
+//! A job run to the end: all nine stages and their artifacts, and duplicate deliveries that
+//! run no stage twice.
+
+use std::time::Duration;
+
+use aiprod_domain::Priority;
+use aiprod_platform::queue::{Dispatch, Queue};
+use aiprod_worker::{JobOutcome, Outcome};
+use serde_json::{Value, json};
+
+use super::{Rig, path_of, test_settings};
+
+#[tokio::test]
+async fn a_job_runs_all_nine_stages_and_leaves_real_artifacts() -> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig
+        .submit(json!({"prompt": "A fox runs. It jumps. Snow falls.", "duration_s": 9}))
+        .await?;
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Succeeded))]
+    );
+    let stages = rig.stages(id).await?;
+    assert_eq!(stages.len(), 9);
+    assert!(
+        stages
+            .iter()
+            .all(|s| s.status == "succeeded" && s.attempts == 1),
+        "{stages:?}"
+    );
+    let (backend, est, cost, score, uri): (String, i64, i64, f64, String) = sqlx::query_as(
+        "select backend::text, estimated_cost_micros, cost_micros, quality_score, result_uri from job where id = $1",
+    )
+    .bind(id)
+    .fetch_one(&rig.pool)
+    .await?;
+    // Three 3-second shots on replicate: 3 × (0.01 + 0.05 × 3) = 0.48 exactly.
+    assert_eq!(
+        (backend.as_str(), est, cost, score),
+        ("replicate", 480_000, 480_000, 0.75)
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(path_of(&uri))?)?;
+    let shots = manifest["shots"].as_array().expect("shots");
+    assert_eq!(shots.len(), 3);
+    for shot in shots {
+        let bytes = std::fs::read(
+            shot["uri"]
+                .as_str()
+                .expect("uri")
+                .trim_start_matches("file://"),
+        )?;
+        assert_eq!(
+            aiprod_backends::mp4::read_duration(&bytes),
+            Some(Duration::from_secs(3))
+        );
+    }
+    assert_eq!(manifest["cost_usd"], "0.48");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_runs_no_stage_twice() -> anyhow::Result<()> {
+    let rig = Rig::new(test_settings()).await?;
+    let id = rig.submit(json!({"prompt": "A fox."})).await?;
+    // The same dispatch delivered twice more, as an at-least-once queue may.
+    let dup = Dispatch {
+        job_id: id,
+        attempt: 1,
+        priority: Priority::Normal,
+    };
+    rig.queue.publish(&[dup.clone(), dup]).await?;
+    let outcomes = rig.drain().await?;
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Worked(Some(JobOutcome::Succeeded)),
+            Outcome::Worked(None),
+            Outcome::Worked(None)
+        ]
+    );
+    let stages = rig.stages(id).await?;
+    assert_eq!(stages.len(), 9);
+    assert!(
+        stages.iter().all(|s| s.attempts == 1),
+        "a stage ran twice: {stages:?}"
+    );
+    assert_eq!(rig.queue_len().await?, 0, "every delivery was acked");
+    Ok(())
+}
