@@ -237,3 +237,7 @@ language sql immutable as $$
 $$;
 
 comment on function circuit_opens is 'The circuit breaker''s rule for a failure: whether it opens the circuit.';
+
+-- The view's comment named a document outside the repository; the objectives are the SLO
+-- settings' defaults (README, "Budget, alerts and dashboards").
+comment on view slo_attainment is 'SLO attainment over the last 7 days against the default objectives: 95 % of jobs within 900 s, 90 % scoring at least 0.6. null attainment: no jobs yet.';

@@ -1,6 +1,6 @@
 //! The cost model: per backend, a base price per shot plus a per-second rate, with the quality
 //! prior and relative speed that routing reads. Every number is configuration; the defaults are
-//! the seed figures from DESIGN.md.
+//! the figures in the README's settings table.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
-//! Routing: which backend renders a job, and where its shots fall back to. A pure policy,
-//! after DESIGN's rules: keep the enabled backends whose fleet-wide circuit lets them be used,
+//! Routing: which backend renders a job, and where its shots fall back to. A pure policy
+//! (README, "Video backends"): keep the enabled backends whose fleet-wide circuit lets them be used,
 //! then those whose quality meets the job's floor, then those whose estimate fits the budget
 //! left; with speed priority take the fastest, for premium (`high`) jobs the best quality, else
 //! the cheapest. Ties follow the default order. The others that also qualify, in the configured
