@@ -62,3 +62,20 @@ fn a_setting_that_is_not_a_number_names_the_variable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_value_outside_a_list_is_one_line_naming_every_allowed_value() {
+    let (code, stderr) = run(&["jobs", "list", "--status", "done"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("queued, running, waiting_budget, succeeded, failed, canceled"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(
+        &["jobs", "submit", "--prompt", "a fox", "--backend", "sora"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("auto, runway, veo3, replicate"), "{stderr}");
+}

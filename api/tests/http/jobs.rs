@@ -140,6 +140,25 @@ async fn listing_pages_through_every_job_once_newest_first() -> anyhow::Result<(
             .await?;
         assert_problem(r, 422, field, rule).await?;
     }
+    // The allowed statuses come from the status type itself: none is left out.
+    let r = app
+        .http
+        .get(format!("{}/v1/jobs?status=done", app.base))
+        .send()
+        .await?;
+    let problem: Value = r.json().await?;
+    assert!(
+        problem["detail"].as_str().is_some_and(
+            |d| d.contains("queued, running, waiting_budget, succeeded, failed, canceled")
+        ),
+        "{problem}"
+    );
+    let waiting = app
+        .http
+        .get(format!("{}/v1/jobs?status=waiting_budget", app.base))
+        .send()
+        .await?;
+    assert_eq!(waiting.status(), StatusCode::OK);
     Ok(())
 }
 
