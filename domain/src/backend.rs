@@ -1,11 +1,26 @@
 //! The video backends, and what a client may ask for.
 
-use serde_with::{DeserializeFromStr, SerializeDisplay};
-use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+use crate::wire::{pg_enum, wire_enum};
 
-use crate::wire::{pg_enum, wire_name};
+wire_enum! {
+    /// A video-generation backend. Declaration order is the default fallback order.
+    pub enum BackendName in "backend_name" {
+        /// Runway gen4_turbo.
+        Runway,
+        /// Veo 3 on Vertex AI.
+        Veo3,
+        /// Stable Video Diffusion on Replicate.
+        Replicate,
+    }
+}
 
-/// A video-generation backend. Declaration order is the default fallback order.
+impl BackendName {
+    /// Every backend, in the default fallback order.
+    pub const ALL: &'static [BackendName] = <BackendName as strum::VariantArray>::VARIANTS;
+}
+
+/// What the client asked for: automatic selection, or one named backend. On the wire it is
+/// `auto` or the backend's own name, so adding a backend adds a choice with no list to keep.
 #[derive(
     Clone,
     Copy,
@@ -13,35 +28,9 @@ use crate::wire::{pg_enum, wire_name};
     PartialEq,
     Eq,
     Hash,
-    PartialOrd,
-    Ord,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-    SerializeDisplay,
-    DeserializeFromStr,
+    serde_with::SerializeDisplay,
+    serde_with::DeserializeFromStr,
 )]
-#[strum(serialize_all = "snake_case")]
-pub enum BackendName {
-    /// Runway gen4_turbo.
-    Runway,
-    /// Veo 3 on Vertex AI.
-    Veo3,
-    /// Stable Video Diffusion on Replicate.
-    Replicate,
-}
-
-wire_name!(BackendName, pg = "backend_name");
-
-impl BackendName {
-    /// Every backend, in the default fallback order.
-    pub const ALL: &'static [BackendName] = <BackendName as VariantArray>::VARIANTS;
-}
-
-/// What the client asked for: automatic selection, or one named backend. On the wire it is
-/// `auto` or the backend's own name, so adding a backend adds a choice with no list to keep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]
 pub enum BackendChoice {
     /// Let the router choose by budget, quality and speed.
     Auto,

@@ -4,65 +4,32 @@
 
 use std::time::Duration;
 
-use serde_with::{DeserializeFromStr, SerializeDisplay};
-use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+use crate::wire::wire_enum;
 
-use crate::wire::wire_name;
-
-/// The circuit's state as the `backend_health` table has it.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-    SerializeDisplay,
-    DeserializeFromStr,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum CircuitState {
-    /// Healthy: every request goes through.
-    Closed,
-    /// Unhealthy until `open_until`.
-    Open,
-    /// One probe is in flight.
-    HalfOpen,
+wire_enum! {
+    /// The circuit's state as the `backend_health` table has it.
+    pub enum CircuitState in "circuit_state" {
+        /// Healthy: every request goes through.
+        Closed,
+        /// Unhealthy until `open_until`.
+        Open,
+        /// One probe is in flight.
+        HalfOpen,
+    }
 }
 
-wire_name!(CircuitState, pg = "circuit_state");
-
-/// Whether one caller may use a backend now, as the database's `backend_availability` rule
-/// decides it.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-    SerializeDisplay,
-    DeserializeFromStr,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum Availability {
-    /// Closed circuit.
-    Healthy,
-    /// The cooldown is over and nobody else holds the probe: this caller may probe.
-    ProbeAvailable,
-    /// Open, or half-open with another caller's probe in flight: skip it.
-    Unhealthy,
+wire_enum! {
+    /// Whether one caller may use a backend now, as the database's `backend_availability` rule
+    /// decides it.
+    pub enum Availability in "backend_availability" {
+        /// Closed circuit.
+        Healthy,
+        /// The cooldown is over and nobody else holds the probe: this caller may probe.
+        ProbeAvailable,
+        /// Open, or half-open with another caller's probe in flight: skip it.
+        Unhealthy,
+    }
 }
-
-wire_name!(Availability, pg = "backend_availability");
 
 /// The breaker's knobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

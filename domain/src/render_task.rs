@@ -1,46 +1,28 @@
 //! One try of one shot on one backend (a `render_task` row): where it stands, and how it
 //! failed.
 
-use serde_with::{DeserializeFromStr, SerializeDisplay};
-use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+use crate::wire::wire_enum;
 
-use crate::wire::wire_name;
-
-/// Where a render stands. The write-ahead order is intent → submitted → rendered →
-/// downloaded; the other states end a try.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-    SerializeDisplay,
-    DeserializeFromStr,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum RenderState {
-    /// Written before the POST; no remote id yet.
-    Intent,
-    /// The provider accepted it; its id is saved.
-    Submitted,
-    /// The provider finished; the outputs are recorded.
-    Rendered,
-    /// Our copy is stored.
-    Downloaded,
-    /// It failed.
-    Failed,
-    /// We canceled it.
-    Canceled,
-    /// A crash hit between the POST and saving the id.
-    Orphaned,
+wire_enum! {
+    /// Where a render stands. The write-ahead order is intent → submitted → rendered →
+    /// downloaded; the other states end a try.
+    pub enum RenderState in "render_state" {
+        /// Written before the POST; no remote id yet.
+        Intent,
+        /// The provider accepted it; its id is saved.
+        Submitted,
+        /// The provider finished; the outputs are recorded.
+        Rendered,
+        /// Our copy is stored.
+        Downloaded,
+        /// It failed.
+        Failed,
+        /// We canceled it.
+        Canceled,
+        /// A crash hit between the POST and saving the id.
+        Orphaned,
+    }
 }
-
-wire_name!(RenderState, pg = "render_state");
 
 impl RenderState {
     /// Whether the row will change no more (the reconciler may still adopt an orphan).
@@ -55,54 +37,39 @@ impl RenderState {
     }
 }
 
-/// How a render try failed: what the provider reported (the first six), or what became of the
-/// try on our side.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-    SerializeDisplay,
-    DeserializeFromStr,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum FailureClass {
-    /// The provider's safety filter refused the input: charged, and never retried.
-    InputSafety,
-    /// The safety filter refused the output: try again.
-    OutputSafety,
-    /// The provider failed: try again.
-    Internal,
-    /// The input image (or another asset) is unusable for this provider: try another.
-    InvalidAsset,
-    /// Canceled at the provider before it finished.
-    Canceled,
-    /// Never started (Replicate `aborted`): not billed.
-    Aborted,
-    /// The job's deadline passed first.
-    Deadline,
-    /// The provider kept answering 429 longer than we wait.
-    Throttled,
-    /// The provider could not be reached, or refused our credentials.
-    Unavailable,
-    /// The provider refused the request itself (400, 404, 422).
-    Rejected,
-    /// The provider no longer knows the render.
-    Lost,
-    /// Rendered and paid for, but its output expired before we stored it.
-    OutputExpired,
-    /// A suspected orphan the provider never heard of: nothing was paid, and it is not
-    /// looked for again.
-    NotAtProvider,
+wire_enum! {
+    /// How a render try failed: what the provider reported (the first six), or what became of the
+    /// try on our side.
+    pub enum FailureClass in "render_failure_class" {
+        /// The provider's safety filter refused the input: charged, and never retried.
+        InputSafety,
+        /// The safety filter refused the output: try again.
+        OutputSafety,
+        /// The provider failed: try again.
+        Internal,
+        /// The input image (or another asset) is unusable for this provider: try another.
+        InvalidAsset,
+        /// Canceled at the provider before it finished.
+        Canceled,
+        /// Never started (Replicate `aborted`): not billed.
+        Aborted,
+        /// The job's deadline passed first.
+        Deadline,
+        /// The provider kept answering 429 longer than we wait.
+        Throttled,
+        /// The provider could not be reached, or refused our credentials.
+        Unavailable,
+        /// The provider refused the request itself (400, 404, 422).
+        Rejected,
+        /// The provider no longer knows the render.
+        Lost,
+        /// Rendered and paid for, but its output expired before we stored it.
+        OutputExpired,
+        /// A suspected orphan the provider never heard of: nothing was paid, and it is not
+        /// looked for again.
+        NotAtProvider,
+    }
 }
-
-wire_name!(FailureClass, pg = "render_failure_class");
 
 impl FailureClass {
     /// Whether the same request may succeed if tried again.

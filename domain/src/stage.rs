@@ -1,54 +1,34 @@
 //! The nine pipeline stages, in the order they run, and the state of one stage's checkpoint.
 
-use serde_with::{DeserializeFromStr, SerializeDisplay};
-use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+use crate::wire::wire_enum;
 
-use crate::wire::wire_name;
-
-/// The nine pipeline stages, in the order they run.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-    SerializeDisplay,
-    DeserializeFromStr,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum Stage {
-    /// Validate and normalise the prompt and parameters.
-    Sanitize,
-    /// Split the brief into scenes.
-    Analysis,
-    /// Turn scenes into shots with prompts and durations.
-    Creative,
-    /// Give every shot a keyframe image reference.
-    Visual,
-    /// Estimate the cost per backend, choose one and reserve the money.
-    Financial,
-    /// Render every shot on the chosen backend.
-    Render,
-    /// Check the rendered artifacts.
-    QaTechnical,
-    /// Score the result.
-    QaSemantic,
-    /// Publish the result and settle the cost.
-    Finalize,
+wire_enum! {
+    /// The nine pipeline stages, in the order they run.
+    pub enum Stage in "stage_name" {
+        /// Validate and normalise the prompt and parameters.
+        Sanitize,
+        /// Split the brief into scenes.
+        Analysis,
+        /// Turn scenes into shots with prompts and durations.
+        Creative,
+        /// Give every shot a keyframe image reference.
+        Visual,
+        /// Estimate the cost per backend, choose one and reserve the money.
+        Financial,
+        /// Render every shot on the chosen backend.
+        Render,
+        /// Check the rendered artifacts.
+        QaTechnical,
+        /// Score the result.
+        QaSemantic,
+        /// Publish the result and settle the cost.
+        Finalize,
+    }
 }
-
-wire_name!(Stage, pg = "stage_name");
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: &'static [Stage] = <Stage as VariantArray>::VARIANTS;
+    pub const ALL: &'static [Stage] = <Stage as strum::VariantArray>::VARIANTS;
 
     /// The stage after this one, or `None` after `finalize`.
     pub fn next(self) -> Option<Stage> {
@@ -64,36 +44,21 @@ impl Stage {
     }
 }
 
-/// The state of one stage's checkpoint row.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-    SerializeDisplay,
-    DeserializeFromStr,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum StageStatus {
-    /// Begun and not finished (or interrupted by a crash; it resumes).
-    Running,
-    /// Parked until money is available (only `financial` parks).
-    Waiting,
-    /// Finished and checkpointed; it never runs again.
-    Succeeded,
-    /// Failed for good.
-    Failed,
-    /// Under way when the job was canceled; it never finished.
-    Canceled,
+wire_enum! {
+    /// The state of one stage's checkpoint row.
+    pub enum StageStatus in "stage_status" {
+        /// Begun and not finished (or interrupted by a crash; it resumes).
+        Running,
+        /// Parked until money is available (only `financial` parks).
+        Waiting,
+        /// Finished and checkpointed; it never runs again.
+        Succeeded,
+        /// Failed for good.
+        Failed,
+        /// Under way when the job was canceled; it never finished.
+        Canceled,
+    }
 }
-
-wire_name!(StageStatus, pg = "stage_status");
 
 #[cfg(test)]
 mod tests {

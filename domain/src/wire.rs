@@ -1,12 +1,49 @@
-//! Wire names. Every enum of the domain has one name per variant, and it comes from one place:
-//! strum's `snake_case` spelling of the variant. JSON (serde, through `Display`/`FromStr`), the
-//! PostgreSQL enum types (sqlx, through `wire_name!`), logs, metrics labels and error messages
-//! all read that same name; nothing keeps a list of them by hand. The store's tests check that
-//! each PostgreSQL enum type has exactly these labels, in this order.
+//! Wire names. Every enum of the domain is declared with `wire_enum!`, and each variant has one
+//! name, from one place: strum's `snake_case` spelling of it. JSON (serde, through
+//! `Display`/`FromStr`), the PostgreSQL enum types (sqlx, through `pg_enum!`), logs, metrics
+//! labels and error messages all read that same name; nothing keeps a list of them by hand. The
+//! store's tests check that each PostgreSQL enum type has exactly these labels, in this order.
 
-/// Gives an enum that derives strum's `IntoStaticStr`, `EnumString` and `VariantArray` its
-/// `as_str`/`names`, and (with the `sqlx` feature) its PostgreSQL mapping onto the enum type
-/// `$pg`, through the same names.
+/// Declares a wire enum: its variants' snake_case names (strum) are its only spelling, for
+/// `Display`/`FromStr`, serde, `as_str`/`names`/`one_of`, and (after `in`, with the `sqlx`
+/// feature) the PostgreSQL enum type it maps onto. Every enum of the domain is declared so.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident $(in $pg:literal)? {
+            $( $(#[$vmeta:meta])* $variant:ident ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(
+            Clone,
+            Copy,
+            Debug,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            strum::Display,
+            strum::EnumString,
+            strum::IntoStaticStr,
+            strum::VariantArray,
+            serde_with::SerializeDisplay,
+            serde_with::DeserializeFromStr,
+        )]
+        #[strum(serialize_all = "snake_case")]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        $crate::wire::wire_name!($name);
+        $( $crate::wire::pg_enum!($name, $pg); )?
+    };
+}
+
+pub(crate) use wire_enum;
+
+/// Gives a wire enum its `as_str`, `names` and `one_of`, from strum's names.
 macro_rules! wire_name {
     ($ty:ty) => {
         impl $ty {
@@ -27,10 +64,6 @@ macro_rules! wire_name {
                 Self::names().collect::<Vec<_>>().join(", ")
             }
         }
-    };
-    ($ty:ty, pg = $pg:literal) => {
-        $crate::wire::wire_name!($ty);
-        $crate::wire::pg_enum!($ty, $pg);
     };
 }
 

@@ -121,7 +121,8 @@ impl ShotRenderer<'_> {
                         last.backend, last.attempt
                     ));
                 }
-                _ => {}
+                // The last try ended without a shot: the next backend in line takes it.
+                RenderState::Failed | RenderState::Canceled | RenderState::Orphaned => {}
             }
         }
         let image = self.image(keyframe).await?;
