@@ -160,32 +160,28 @@ impl Settings {
 
     /// Checks every range that the types alone do not.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        check::within(
-            "AIPROD_DB_MAX_CONNECTIONS",
-            self.db_max_connections,
-            1..=1000,
-        )
-        .and_then(|()| {
-            if self.max_body_bytes < 1024 {
-                return Err(format!(
-                    "AIPROD_MAX_BODY_BYTES must be at least 1024, got {}",
-                    self.max_body_bytes
-                ));
-            }
-            Ok(())
-        })
-        .and_then(|()| check::http_url("AIPROD_API_URL", &self.api_url))
-        .and_then(|()| self.worker.validate())
-        .and_then(|()| self.scheduler.validate())
-        .and_then(|()| self.backends.validate())
-        .and_then(|()| self.runway.validate())
-        .and_then(|()| self.veo.validate())
-        .and_then(|()| self.replicate.validate())
-        .and_then(|()| self.budget.validate())
-        .and_then(|()| self.alerts.validate())
-        .and_then(|()| self.queue.validate())
-        .and_then(|()| self.storage.validate())
-        .map_err(SettingsError)
+        self.check().map_err(SettingsError)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check::within("AIPROD_DB_MAX_CONNECTIONS", self.db_max_connections, 1..=1000)?;
+        if self.max_body_bytes < 1024 {
+            return Err(format!(
+                "AIPROD_MAX_BODY_BYTES must be at least 1024, got {}",
+                self.max_body_bytes
+            ));
+        }
+        check::http_url("AIPROD_API_URL", &self.api_url)?;
+        self.worker.validate()?;
+        self.scheduler.validate()?;
+        self.backends.validate()?;
+        self.runway.validate()?;
+        self.veo.validate()?;
+        self.replicate.validate()?;
+        self.budget.validate()?;
+        self.alerts.validate()?;
+        self.queue.validate()?;
+        self.storage.validate()
     }
 }
 
