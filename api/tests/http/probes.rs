@@ -36,3 +36,32 @@ async fn probes_and_metrics_answer() -> anyhow::Result<()> {
     assert!(metrics.contains("aiprod_jobs_in_flight"));
     Ok(())
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_the_clients_own_when_it_sent_one() -> anyhow::Result<()>
+{
+    let app = TestApp::start().await?;
+    let fresh = app.http.get(format!("{}/v1/jobs", app.base)).send().await?;
+    let id = fresh
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("an x-request-id")
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    let echoed = app
+        .http
+        .get(format!("{}/v1/jobs/not-a-uuid", app.base))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await?;
+    assert_eq!(echoed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        echoed
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("trace-me-42")
+    );
+    Ok(())
+}

@@ -164,7 +164,11 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), String> {
-        check::within("AIPROD_DB_MAX_CONNECTIONS", self.db_max_connections, 1..=1000)?;
+        check::within(
+            "AIPROD_DB_MAX_CONNECTIONS",
+            self.db_max_connections,
+            1..=1000,
+        )?;
         if self.max_body_bytes < 1024 {
             return Err(format!(
                 "AIPROD_MAX_BODY_BYTES must be at least 1024, got {}",
