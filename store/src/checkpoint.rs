@@ -69,7 +69,8 @@ pub async fn save_checkpoint(
 
 /// Writes the checkpoints of many jobs held by `worker` in one statement (one commit), and
 /// returns each one's outcome in order. Every row is fenced on its own lease exactly as a
-/// single checkpoint is; a job may appear at most once.
+/// single checkpoint is; a job may appear at most once. The rows are locked in id order, as
+/// every statement that updates several jobs does (ARCHITECTURE.md, "Invariants").
 pub async fn save_checkpoints(
     db: impl PgExecutor<'_>,
     worker: &str,
@@ -96,6 +97,8 @@ pub async fn save_checkpoints(
                              $6::int[], $7::backend_name[], $8::bigint[], $9::bigint[], $10::float8[],
                              $11::text[])
                    as t(id, epoch, stage, next, output, retries, backend, est, cost, score, uri)
+           ), l as (
+               select j.id from job j where j.id = any($1) order by j.id for no key update
            ), adv as (
                update job j set
                    status = next_job_status(j.status, i.event, j.cancel_requested),
@@ -106,7 +109,7 @@ pub async fn save_checkpoints(
                    quality_score = coalesce(i.score, j.quality_score),
                    result_uri = coalesce(i.uri, j.result_uri),
                    updated_at = now()
-                 from i
+                 from i join l on l.id = i.id
                 where j.id = i.id and j.lease_epoch = i.epoch and j.locked_by = $12
                   and j.stage = i.stage
                   and next_job_status(j.status, i.event, j.cancel_requested) is not null

@@ -47,8 +47,10 @@ pub async fn outbox_batch(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<V
 /// makes the duplicate harmless.
 pub async fn delete_relayed(db: impl PgExecutor<'_>, ids: &[i64]) -> sqlx::Result<()> {
     sqlx::query!(
-        "with d as (delete from outbox where id = any($1) returning job_id)
-         update job set dispatched_at = now() where id in (select job_id from d)",
+        "with d as (delete from outbox where id = any($1) returning job_id),
+              l as (select j.id from job j where j.id in (select job_id from d)
+                     order by j.id for no key update)
+         update job set dispatched_at = now() where id in (select id from l)",
         ids
     )
     .execute(db)
@@ -62,10 +64,15 @@ pub async fn requeue_expired_leases(db: impl PgExecutor<'_>) -> sqlx::Result<Vec
     // `status = 'running'` rather than next_job_status(): the partial index on expired
     // leases needs the literal, and `reap` leaves a running job running (job_transition).
     sqlx::query_scalar!(
-        r#"with r as (
+        r#"with l as (
+               -- In id order, like every update of several jobs; a row locked right now is
+               -- being renewed or checkpointed by its holder, so this pass leaves it alone.
+               select id from job where status = 'running' and locked_until < now()
+                order by id for no key update skip locked
+           ), r as (
                update job set locked_by = null, locked_until = null, reap_count = reap_count + 1,
                       updated_at = now()
-                where status = 'running' and locked_until < now()
+                where id in (select id from l) and status = 'running' and locked_until < now()
                returning id, priority, reap_count
            )
            select dispatch_job(r.id, r.priority, r.reap_count) as "id!: JobId" from r"#

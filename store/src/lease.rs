@@ -103,7 +103,8 @@ pub async fn load_outputs(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Ve
 }
 
 /// Extends the leases this worker holds. Returns, for each lease still held, whether a cancel
-/// was requested; a job missing from the answer has been lost (reaped or taken over).
+/// was requested; a job missing from the answer has been lost (reaped or taken over). The rows
+/// are locked in id order, so a renewal and a batch of checkpoints never deadlock.
 pub async fn renew_leases(
     db: impl PgExecutor<'_>,
     worker: &str,
@@ -113,8 +114,11 @@ pub async fn renew_leases(
     let ids: Vec<JobId> = leases.iter().map(|l| l.0).collect();
     let epochs: Vec<i64> = leases.iter().map(|l| l.1).collect();
     Ok(sqlx::query!(
-        r#"update job j set locked_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()
-             from unnest($1::uuid[], $2::bigint[]) as l(id, epoch)
+        r#"with locked as (
+               select j.id from job j where j.id = any($1) order by j.id for no key update
+           )
+           update job j set locked_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()
+             from unnest($1::uuid[], $2::bigint[]) as l(id, epoch) join locked using (id)
             where j.id = l.id and j.lease_epoch = l.epoch and j.locked_by = $4
               and j.status = 'running'
            returning j.id as "id: JobId", j.cancel_requested"#,
