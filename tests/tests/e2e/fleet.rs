@@ -149,7 +149,15 @@ async fn fifty_jobs_and_a_killed_worker(
     .fetch_all(&pool)
     .await?;
 
-    wait_all_terminal(&pool, 50, Duration::from_secs(180)).await?;
+    wait_all_terminal(&pool, 50, Duration::from_secs(180))
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "scheduler: {}\nworker-b: {}",
+                sched.tail(),
+                survivor.tail()
+            ))
+        })?;
 
     let statuses: Vec<(Uuid, String)> = sqlx::query_as("select id, status::text from job")
         .fetch_all(&pool)

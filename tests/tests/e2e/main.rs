@@ -28,6 +28,18 @@ fn base_env(db: &TestDb, dir: &Scratch) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A job still open when a wait times out: id, status, stage, holder, reaps, last dispatch,
+/// outbox rows.
+type OpenJob = (
+    Uuid,
+    String,
+    Option<String>,
+    Option<String>,
+    i32,
+    Option<String>,
+    i64,
+);
+
 async fn wait_all_terminal(pool: &PgPool, n: i64, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -39,10 +51,21 @@ async fn wait_all_terminal(pool: &PgPool, n: i64, timeout: Duration) -> anyhow::
         if done >= n {
             return Ok(());
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {done} of {n} jobs ended within {timeout:?}"
-        );
+        if Instant::now() >= deadline {
+            let open: Vec<OpenJob> = sqlx::query_as(
+                "select id, status::text, stage::text, locked_by, reap_count,
+                            dispatched_at::text,
+                            (select count(*) from outbox o where o.job_id = j.id)
+                       from job j
+                      where status not in ('succeeded', 'failed', 'canceled')",
+            )
+            .fetch_all(pool)
+            .await?;
+            anyhow::bail!(
+                "only {done} of {n} jobs ended within {timeout:?}; still open \
+                 (id, status, stage, locked_by, reap_count, dispatched_at, outbox rows): {open:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
