@@ -98,7 +98,8 @@ pub async fn save_checkpoints(
                              $11::text[])
                    as t(id, epoch, stage, next, output, retries, backend, est, cost, score, uri)
            ), l as (
-               select j.id from job j where j.id = any($1) order by j.id for no key update
+               select j.id from job j where j.id = any($1) and j.locked_by = $12
+                order by j.id for no key update
            ), adv as (
                update job j set
                    status = next_job_status(j.status, i.event, j.cancel_requested),

@@ -115,7 +115,8 @@ pub async fn renew_leases(
     let epochs: Vec<i64> = leases.iter().map(|l| l.1).collect();
     Ok(sqlx::query!(
         r#"with locked as (
-               select j.id from job j where j.id = any($1) order by j.id for no key update
+               select j.id from job j where j.id = any($1) and j.locked_by = $4
+                order by j.id for no key update
            )
            update job j set locked_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()
              from unnest($1::uuid[], $2::bigint[]) as l(id, epoch) join locked using (id)
