@@ -18,6 +18,7 @@ mod backends;
 mod budget;
 mod check;
 mod cloud;
+mod media;
 mod providers;
 mod scheduler;
 mod worker;
@@ -26,6 +27,7 @@ pub use alerts::AlertSettings;
 pub use backends::BackendSettings;
 pub use budget::BudgetSettings;
 pub use cloud::{QueueKind, QueueSettings, StorageKind, StorageSettings};
+pub use media::MediaSettings;
 pub use providers::{ReplicateSettings, RunwaySettings, VeoSettings};
 pub use scheduler::SchedulerSettings;
 pub use worker::WorkerSettings;
@@ -83,6 +85,9 @@ pub struct Settings {
     /// `AIPROD_STORAGE`, `AIPROD_GCS_*`: the artifact store.
     #[serde(flatten)]
     pub storage: StorageSettings,
+    /// `AIPROD_FFMPEG`, `AIPROD_OUTPUT_*`, `AIPROD_QA_*`: media work and technical QA.
+    #[serde(flatten)]
+    pub media: MediaSettings,
 }
 
 /// How log lines are written.
@@ -118,6 +123,7 @@ impl Default for Settings {
             alerts: AlertSettings::default(),
             queue: QueueSettings::default(),
             storage: StorageSettings::default(),
+            media: MediaSettings::default(),
         }
     }
 }
@@ -185,7 +191,8 @@ impl Settings {
         self.budget.validate()?;
         self.alerts.validate()?;
         self.queue.validate()?;
-        self.storage.validate()
+        self.storage.validate()?;
+        self.media.validate()
     }
 }
 
@@ -218,7 +225,7 @@ fn locate(figment: &Figment, e: figment::Error) -> figment::Error {
     if !e.path.is_empty() {
         return e;
     }
-    let probes: [fn(&Figment) -> Option<figment::Error>; 10] = [
+    let probes: [fn(&Figment) -> Option<figment::Error>; 11] = [
         probe::<WorkerSettings>,
         probe::<SchedulerSettings>,
         probe::<RunwaySettings>,
@@ -229,6 +236,7 @@ fn locate(figment: &Figment, e: figment::Error) -> figment::Error {
         probe::<AlertSettings>,
         probe::<QueueSettings>,
         probe::<StorageSettings>,
+        probe::<MediaSettings>,
     ];
     probes.iter().find_map(|p| p(figment)).unwrap_or(e)
 }

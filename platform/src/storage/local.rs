@@ -45,12 +45,44 @@ impl LocalStore {
         Ok(format!("file://{}", path.display()))
     }
 
-    pub(super) async fn get(&self, uri: &str) -> Result<Vec<u8>, StorageError> {
-        let path = uri
-            .strip_prefix("file://")
+    /// Copies through a temporary file and a rename, like `put`.
+    pub(super) async fn put_file(
+        &self,
+        job: JobId,
+        name: &str,
+        src: &Path,
+    ) -> Result<String, StorageError> {
+        let dir = self.root.join("jobs").join(job.to_string());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_err(&dir, e))?;
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        tokio::fs::copy(src, &tmp)
+            .await
+            .map_err(|e| io_err(src, e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| io_err(&path, e))?;
+        Ok(format!("file://{}", path.display()))
+    }
+
+    pub(super) async fn get_to_file(&self, uri: &str, dest: &Path) -> Result<u64, StorageError> {
+        let path = self.path_of(uri)?;
+        tokio::fs::copy(&path, dest)
+            .await
+            .map_err(|e| io_err(&path, e))
+    }
+
+    fn path_of(&self, uri: &str) -> Result<PathBuf, StorageError> {
+        uri.strip_prefix("file://")
             .map(PathBuf::from)
             .filter(|p| p.starts_with(&self.root))
-            .ok_or_else(|| StorageError::ForeignUri(uri.to_owned()))?;
+            .ok_or_else(|| StorageError::ForeignUri(uri.to_owned()))
+    }
+
+    pub(super) async fn get(&self, uri: &str) -> Result<Vec<u8>, StorageError> {
+        let path = self.path_of(uri)?;
         tokio::fs::read(&path).await.map_err(|e| io_err(&path, e))
     }
 }

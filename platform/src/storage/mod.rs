@@ -116,6 +116,33 @@ impl ArtifactStore {
         }
     }
 
+    /// Writes the file at `path` as `name` of `job` and returns its URI, streaming it: a video
+    /// is never held whole in memory. The same all-or-nothing rule as `put`.
+    pub async fn put_file(
+        &self,
+        job: JobId,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<String, StorageError> {
+        match &self.inner {
+            Inner::Local(s) => s.put_file(job, name, path).await,
+            Inner::Gcs(s) => s.put_file(job, name, path).await,
+        }
+    }
+
+    /// Copies an artifact into the file `dest`, streaming it; from Cloud Storage, checked
+    /// against its CRC32C (a corrupt copy is removed). Returns its size in bytes.
+    pub async fn get_to_file(
+        &self,
+        uri: &str,
+        dest: &std::path::Path,
+    ) -> Result<u64, StorageError> {
+        match &self.inner {
+            Inner::Local(s) => s.get_to_file(uri, dest).await,
+            Inner::Gcs(s) => s.get_to_file(uri, dest).await,
+        }
+    }
+
     /// Reads an artifact back by its URI; from Cloud Storage, checked against its CRC32C.
     pub async fn get(&self, uri: &str) -> Result<Vec<u8>, StorageError> {
         match &self.inner {

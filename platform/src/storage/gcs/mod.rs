@@ -101,6 +101,90 @@ impl GcsStore {
         self.write(&object, bytes, crc32c::crc32c(bytes)).await
     }
 
+    /// Streams the file up in the client's chunks, declaring the CRC32C computed by one read of
+    /// the file before the upload starts.
+    pub(super) async fn put_file(
+        &self,
+        job: JobId,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<String, StorageError> {
+        use tokio::io::AsyncReadExt;
+        let io = |source| StorageError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let object = format!("jobs/{job}/{name}");
+        let uri = self.uri(&object);
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let mut crc = 0u32;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+        }
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        self.client
+            .write_object(self.bucket_path(), &object, file)
+            .with_known_crc32c(crc)
+            .set_content_type(content_type(&object))
+            .with_idempotency(true)
+            .send_unbuffered()
+            .await
+            .map_err(|e| self.write_error(&uri, e))?;
+        Ok(uri)
+    }
+
+    /// Streams an object into `dest`, checking the whole against its CRC32C.
+    pub(super) async fn get_to_file(
+        &self,
+        uri: &str,
+        dest: &std::path::Path,
+    ) -> Result<u64, StorageError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |source| StorageError::Io {
+            path: dest.display().to_string(),
+            source,
+        };
+        let object = self.object_of(uri)?;
+        let mut resp = self
+            .client
+            .read_object(self.bucket_path(), object)
+            .compute_crc32c(false)
+            .send()
+            .await
+            .map_err(|e| read_error(uri, e))?;
+        let expected = resp.object().checksums.as_ref().and_then(|c| c.crc32c);
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let (mut crc, mut size) = (0u32, 0u64);
+        while let Some(chunk) = resp
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| read_error(uri, e))?
+        {
+            crc = crc32c::crc32c_append(crc, &chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        match expected {
+            Some(expected) if expected != crc => {
+                drop(file);
+                let _ = tokio::fs::remove_file(dest).await;
+                Err(StorageError::ChecksumMismatch {
+                    uri: uri.to_owned(),
+                    expected,
+                    actual: crc,
+                })
+            }
+            _ => Ok(size),
+        }
+    }
+
     /// Uploads `bytes` declaring `crc32c`, which the service (and the client, against what the
     /// service reports) checks.
     async fn write(&self, object: &str, bytes: &[u8], crc32c: u32) -> Result<String, StorageError> {

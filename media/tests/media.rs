@@ -1,0 +1,153 @@
+//! The media module against the real ffmpeg and ffprobe, on real files.
+
+use std::path::Path;
+
+use aiprod_media::qa::{Expect, Verdict};
+use aiprod_media::{ClipSpec, Media, Picture, ShotInput};
+use aiprod_platform::config::MediaSettings;
+
+fn media(dir: &Path) -> Media {
+    Media::new(&MediaSettings {
+        media_scratch_dir: Some(dir.to_path_buf()),
+        ..MediaSettings::default()
+    })
+}
+
+fn shot(seconds: f64) -> Expect {
+    Expect {
+        duration_s: seconds,
+        audio_required: false,
+        tags: vec![],
+    }
+}
+
+fn verdict_of<'a>(r: &'a aiprod_media::Report, name: &str) -> &'a aiprod_media::Check {
+    r.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+}
+
+#[tokio::test]
+async fn a_simulated_clip_passes_every_check_and_is_cached() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let m = media(dir.path());
+    let spec = ClipSpec::moving(2.0, 1280, 720, 24, "Shot 1: a fox runs through snow");
+    let path = m.clip(&spec).await?;
+    let again = m.clip(&spec).await?;
+    assert_eq!(path, again, "the second ask is served from the cache");
+    let got = m.inspect(&path, &shot(2.0)).await?;
+    assert_eq!(got.report.checks.len(), 13);
+    assert!(got.report.passed(), "{}", got.report.failures());
+    let p = got.probe.expect("probed");
+    let v = p.video.expect("a video stream");
+    assert_eq!((v.codec.as_str(), v.width, v.height), ("h264", 1280, 720));
+    assert!((p.duration_s.expect("a length") - 2.0).abs() < 0.05);
+    Ok(())
+}
+
+#[tokio::test]
+async fn flawed_clips_get_their_verdicts() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let m = media(dir.path());
+    let base = ClipSpec::moving(2.0, 1280, 720, 24, "flawed");
+    let black = m
+        .clip(&ClipSpec {
+            picture: Picture::Black,
+            ..base.clone()
+        })
+        .await?;
+    let r = m.inspect(&black, &shot(2.0)).await?.report;
+    assert_eq!(r.verdict, Verdict::Rerender);
+    assert!(!verdict_of(&r, "black_frames").pass, "{}", r.failures());
+
+    let low = m
+        .clip(&ClipSpec::moving(2.0, 854, 480, 24, "480p"))
+        .await?;
+    let r = m.inspect(&low, &shot(2.0)).await?.report;
+    assert_eq!(r.verdict, Verdict::Repair, "{}", r.failures());
+    assert_eq!(verdict_of(&r, "resolution").value, "854x480");
+
+    let short = m.inspect(&low, &shot(2.5)).await?.report;
+    assert_eq!(short.verdict, Verdict::Rerender);
+    assert!(!verdict_of(&short, "duration").pass);
+    Ok(())
+}
+
+#[tokio::test]
+async fn matching_shots_join_without_re_encoding_and_others_are_normalised() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let m = media(dir.path());
+    let work = dir.path().join("job");
+    std::fs::create_dir_all(&work)?;
+    let mut shots = Vec::new();
+    for (i, secs) in [2.0, 3.0].into_iter().enumerate() {
+        let src = m
+            .clip(&ClipSpec::moving(secs, 1280, 720, 24, &format!("shot {i}")))
+            .await?;
+        let path = work.join(format!("shot-{i}.mp4"));
+        std::fs::copy(&src, &path)?;
+        let probe = m.probe(&path).await?;
+        shots.push(ShotInput {
+            index: i,
+            path,
+            planned_s: secs,
+            probe,
+        });
+    }
+    let a = m.assemble(&shots, &work, "job", "two shots").await?;
+    assert!(a.copied, "shots in the profile are joined as they are");
+    let fin = m
+        .inspect(
+            &a.video,
+            &Expect {
+                duration_s: 5.0,
+                audio_required: true,
+                tags: vec!["title".into()],
+            },
+        )
+        .await?;
+    assert!(fin.report.passed(), "{}", fin.report.failures());
+    assert!(a.poster.is_file());
+
+    // A 576p clip at 6 fps, 3 s long for a 2 s plan: scaled, conformed and trimmed.
+    let src = m
+        .clip(&ClipSpec {
+            frames: 18,
+            fps: 6,
+            width: 1024,
+            height: 576,
+            text: "svd".into(),
+            audio: false,
+            picture: Picture::Moving,
+        })
+        .await?;
+    let path = work.join("shot-2.mp4");
+    std::fs::copy(&src, &path)?;
+    let probe = m.probe(&path).await?;
+    shots.push(ShotInput {
+        index: 2,
+        path,
+        planned_s: 2.0,
+        probe,
+    });
+    let a = m.assemble(&shots, &work, "job", "three shots").await?;
+    assert!(!a.copied);
+    let whats: Vec<&str> = a.repairs.iter().filter(|r| r.shot == 2).map(|r| r.what.as_str()).collect();
+    assert!(whats.iter().any(|w| w.starts_with("upscaled from 1024x576")), "{whats:?}");
+    assert!(whats.iter().any(|w| w.starts_with("trimmed from 3.00 s")), "{whats:?}");
+    let fin = m
+        .inspect(
+            &a.video,
+            &Expect {
+                duration_s: 7.0,
+                audio_required: true,
+                tags: vec!["title".into()],
+            },
+        )
+        .await?;
+    assert!(fin.report.passed(), "{}", fin.report.failures());
+    let d = fin.probe.expect("probed").length_s().expect("a length");
+    assert!((d - 7.0).abs() < 0.05, "joined length {d}");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Media work: where ffmpeg and ffprobe are, how many run at once, the output profile every
+//! final video is made to, and the limits of technical QA (README, "Technical QA").
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::check::within;
+
+/// The media settings (flat `AIPROD_*` names).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct MediaSettings {
+    /// `AIPROD_FFMPEG`: the ffmpeg binary (looked up on `PATH` when bare).
+    pub ffmpeg: PathBuf,
+    /// `AIPROD_FFPROBE`: the ffprobe binary.
+    pub ffprobe: PathBuf,
+    /// `AIPROD_MEDIA_SLOTS`: ffmpeg processes one worker runs at once (0: one per core).
+    pub media_slots: usize,
+    /// `AIPROD_MEDIA_SCRATCH_DIR`: where shots are probed and assembled (default: the system
+    /// temp directory).
+    pub media_scratch_dir: Option<PathBuf>,
+    /// `AIPROD_MAX_DOWNLOAD_BYTES`: the largest provider output or client image copied in.
+    pub max_download_bytes: u64,
+    /// `AIPROD_OUTPUT_WIDTH`, `AIPROD_OUTPUT_HEIGHT`: the final video's frame size.
+    pub output_width: u32,
+    /// See `output_width`.
+    pub output_height: u32,
+    /// `AIPROD_OUTPUT_FPS`: the final video's frame rate (24, 30 or 60).
+    pub output_fps: u32,
+    /// `AIPROD_OUTPUT_BITRATE_KBPS`: the constant video bitrate of what we encode.
+    pub output_bitrate_kbps: u32,
+    /// `AIPROD_QA_MIN_HEIGHT`: the least frame height (720 for 720p).
+    pub qa_min_height: u32,
+    /// `AIPROD_QA_MIN_BITRATE_KBPS`, `AIPROD_QA_MAX_BITRATE_KBPS`: the video bitrate's range.
+    pub qa_min_bitrate_kbps: u32,
+    /// See `qa_min_bitrate_kbps`.
+    pub qa_max_bitrate_kbps: u32,
+    /// `AIPROD_QA_FRAME_RATES`: the frame rates allowed (comma-separated in env).
+    #[serde(deserialize_with = "u32_list")]
+    pub qa_frame_rates: Vec<u32>,
+    /// `AIPROD_QA_DURATION_TOLERANCE_PCT`: how far a length may be from the one asked for.
+    pub qa_duration_tolerance_pct: u32,
+    /// `AIPROD_QA_AV_SYNC_MS`: the largest gap between the audio and video streams' starts or
+    /// lengths.
+    pub qa_av_sync_ms: u32,
+    /// `AIPROD_QA_MAX_MB_PER_MINUTE`: the largest file size per minute of video.
+    pub qa_max_mb_per_minute: u32,
+    /// `AIPROD_QA_MAX_BLACK_PCT`: the largest share of a clip that may be black.
+    pub qa_max_black_pct: u32,
+    /// `AIPROD_QA_MAX_FROZEN_PCT`: the largest share of a clip that may be frozen.
+    pub qa_max_frozen_pct: u32,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            ffmpeg: PathBuf::from("ffmpeg"),
+            ffprobe: PathBuf::from("ffprobe"),
+            media_slots: 0,
+            media_scratch_dir: None,
+            max_download_bytes: 2 * 1024 * 1024 * 1024,
+            output_width: 1280,
+            output_height: 720,
+            output_fps: 24,
+            output_bitrate_kbps: 4000,
+            qa_min_height: 720,
+            qa_min_bitrate_kbps: 2000,
+            qa_max_bitrate_kbps: 8000,
+            qa_frame_rates: vec![24, 30, 60],
+            qa_duration_tolerance_pct: 5,
+            qa_av_sync_ms: 100,
+            qa_max_mb_per_minute: 500,
+            qa_max_black_pct: 50,
+            qa_max_frozen_pct: 50,
+        }
+    }
+}
+
+impl MediaSettings {
+    /// How many ffmpeg processes run at once: the setting, else one per core.
+    pub fn slots(&self) -> usize {
+        if self.media_slots > 0 {
+            self.media_slots
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), String> {
+        within("AIPROD_MEDIA_SLOTS", self.media_slots, 0..=256)?;
+        within(
+            "AIPROD_MAX_DOWNLOAD_BYTES",
+            self.max_download_bytes,
+            1024..=64 * 1024 * 1024 * 1024,
+        )?;
+        within("AIPROD_OUTPUT_WIDTH", self.output_width, 320..=7680)?;
+        within("AIPROD_OUTPUT_HEIGHT", self.output_height, 240..=4320)?;
+        if self.output_width % 2 == 1 || self.output_height % 2 == 1 {
+            return Err(format!(
+                "AIPROD_OUTPUT_WIDTH and AIPROD_OUTPUT_HEIGHT must be even (yuv420p), got {}x{}",
+                self.output_width, self.output_height
+            ));
+        }
+        within("AIPROD_QA_MIN_HEIGHT", self.qa_min_height, 1..=4320)?;
+        within(
+            "AIPROD_QA_MAX_BITRATE_KBPS",
+            self.qa_max_bitrate_kbps,
+            self.qa_min_bitrate_kbps.max(1)..=1_000_000,
+        )?;
+        within(
+            "AIPROD_OUTPUT_BITRATE_KBPS",
+            self.output_bitrate_kbps,
+            self.qa_min_bitrate_kbps..=self.qa_max_bitrate_kbps,
+        )?;
+        if self.qa_frame_rates.is_empty() {
+            return Err("AIPROD_QA_FRAME_RATES must name at least one frame rate".into());
+        }
+        if !self.qa_frame_rates.contains(&self.output_fps) {
+            return Err(format!(
+                "AIPROD_OUTPUT_FPS must be one of AIPROD_QA_FRAME_RATES ({:?}), got {}",
+                self.qa_frame_rates, self.output_fps
+            ));
+        }
+        within(
+            "AIPROD_QA_DURATION_TOLERANCE_PCT",
+            self.qa_duration_tolerance_pct,
+            0..=100,
+        )?;
+        within("AIPROD_QA_AV_SYNC_MS", self.qa_av_sync_ms, 0..=10_000)?;
+        within(
+            "AIPROD_QA_MAX_MB_PER_MINUTE",
+            self.qa_max_mb_per_minute,
+            1..=100_000,
+        )?;
+        within("AIPROD_QA_MAX_BLACK_PCT", self.qa_max_black_pct, 0..=100)?;
+        within("AIPROD_QA_MAX_FROZEN_PCT", self.qa_max_frozen_pct, 0..=100)
+    }
+}
+
+/// A list of numbers, or (as environment variables give it) one comma-separated string.
+fn u32_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<u32>),
+        One(u32),
+        Csv(String),
+    }
+    match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => Ok(v),
+        ListOrCsv::One(n) => Ok(vec![n]),
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().map_err(serde::de::Error::custom))
+            .collect(),
+    }
+}
