@@ -47,17 +47,22 @@ impl Fleet {
     pub fn from_settings(settings: &Settings, simulate: bool) -> anyhow::Result<Fleet> {
         let b = &settings.backends;
         let mut fleet = Fleet::empty();
+        let media = aiprod_media::Media::new(&settings.media);
         for &name in BackendName::ALL {
             let api = Api::new(name, b.backend_http_timeout)?;
             if let Some(real) = client(name, api, settings)? {
                 fleet = fleet.with(real);
             } else if simulate {
                 let profile = b.prices.profile(name);
-                fleet = fleet.with(Arc::new(Simulated::new(
-                    name,
-                    b.sim_latency.mul_f64(profile.latency_factor),
-                    b.sim_failure_rate,
-                )));
+                fleet = fleet.with(Arc::new(
+                    Simulated::new(
+                        name,
+                        b.sim_latency.mul_f64(profile.latency_factor),
+                        b.sim_failure_rate,
+                        media.clone(),
+                    )
+                    .with_veo_audio(settings.veo.veo_generate_audio),
+                ));
             }
         }
         Ok(fleet)

@@ -1,6 +1,7 @@
 //! What every provider client shares: one HTTP client with a timeout, request counting, and
 //! the mapping of HTTP answers onto `BackendError`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use aiprod_domain::BackendName;
@@ -68,8 +69,14 @@ impl Api {
         })
     }
 
-    /// Downloads an HTTPS output. 403, 404 and 410 mean the signed URL has expired.
-    pub async fn download_url(&self, output: &Output) -> Result<Vec<u8>, BackendError> {
+    /// Downloads an HTTPS output into `dest`, chunk by chunk, up to `cap` bytes. 403, 404
+    /// and 410 mean the signed URL has expired.
+    pub async fn download_url(
+        &self,
+        output: &Output,
+        dest: &Path,
+        cap: u64,
+    ) -> Result<u64, BackendError> {
         let Output::Url(url) = output else {
             return Err(BackendError::Rejected(format!(
                 "{}: cannot download {output:?} over HTTP",
@@ -77,14 +84,56 @@ impl Api {
             )));
         };
         match self.send(self.client.get(url)).await {
-            Ok(resp) => resp.bytes().await.map(|b| b.to_vec()).map_err(|e| {
-                BackendError::Transient(format!("{}: download cut short: {e}", self.backend))
-            }),
+            Ok(resp) => self.stream_to(resp, dest, cap).await,
             Err(BackendError::Rejected(m) | BackendError::Unauthorized(m)) => {
                 Err(BackendError::Expired(m))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Writes an answer's body to `dest` as it arrives; more than `cap` bytes (declared or
+    /// received) is refused, and a refused or cut-short file is removed.
+    pub async fn stream_to(
+        &self,
+        mut resp: Response,
+        dest: &Path,
+        cap: u64,
+    ) -> Result<u64, BackendError> {
+        use tokio::io::AsyncWriteExt;
+        let b = self.backend;
+        if resp.content_length().is_some_and(|n| n > cap) {
+            return Err(crate::too_large(b, cap));
+        }
+        let io = |e: std::io::Error| {
+            BackendError::Transient(format!("{b}: cannot write {}: {e}", dest.display()))
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut written = 0u64;
+        let result = loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    written += chunk.len() as u64;
+                    if written > cap {
+                        break Err(crate::too_large(b, cap));
+                    }
+                    if let Err(e) = file.write_all(&chunk).await {
+                        break Err(io(e));
+                    }
+                }
+                Ok(None) => break file.flush().await.map(|()| written).map_err(io),
+                Err(e) => {
+                    break Err(BackendError::Transient(format!(
+                        "{b}: download cut short: {e}"
+                    )));
+                }
+            }
+        };
+        if result.is_err() {
+            drop(file);
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        result
     }
 }
 

@@ -8,12 +8,12 @@
 
 mod fleet;
 mod http;
-pub mod mp4;
 mod replicate;
 mod runway;
 mod simulated;
 mod veo3;
 
+use std::path::Path;
 use std::time::Duration;
 
 use aiprod_domain::{BackendName, Money};
@@ -80,6 +80,8 @@ impl Image {
 /// One shot to render.
 #[derive(Clone, Debug)]
 pub struct ShotRequest {
+    /// The shot's place in the plan, from 0.
+    pub shot: usize,
     /// The shot's prompt.
     pub prompt: String,
     /// The length to ask for, as the backend allows it (`Backend::render_seconds`).
@@ -170,6 +172,30 @@ pub enum BackendError {
     Expired(String),
 }
 
+/// Writes bytes we already hold (an inline output) to `dest`, under the same cap as a
+/// download.
+pub(crate) async fn write_inline(
+    backend: BackendName,
+    bytes: &[u8],
+    dest: &Path,
+    cap: u64,
+) -> Result<u64, BackendError> {
+    if bytes.len() as u64 > cap {
+        return Err(too_large(backend, cap));
+    }
+    tokio::fs::write(dest, bytes).await.map_err(|e| {
+        BackendError::Transient(format!("{backend}: cannot write {}: {e}", dest.display()))
+    })?;
+    Ok(bytes.len() as u64)
+}
+
+/// The answer to an output over the size cap.
+pub(crate) fn too_large(backend: BackendName, cap: u64) -> BackendError {
+    BackendError::Rejected(format!(
+        "{backend}: the output is larger than {cap} bytes (AIPROD_MAX_DOWNLOAD_BYTES)"
+    ))
+}
+
 /// A render the provider lists, for the orphan reconciler.
 #[derive(Clone, Debug)]
 pub struct RemoteSummary {
@@ -213,8 +239,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn cancel(&self, handle: &RemoteHandle) -> Result<(), BackendError>;
     /// Fresh output locations of a finished render, where the provider gives them again.
     async fn fetch_output(&self, handle: &RemoteHandle) -> Result<Vec<Output>, BackendError>;
-    /// Reads one output's bytes.
-    async fn download(&self, output: &Output) -> Result<Vec<u8>, BackendError>;
+    /// Streams one output into the file `dest`, never holding it whole in memory, and gives
+    /// up once it passes `cap` bytes (a provider's answer that large is not a video we asked
+    /// for). Returns the bytes written.
+    async fn download(&self, output: &Output, dest: &Path, cap: u64)
+    -> Result<u64, BackendError>;
     /// Renders created since `since`, where the provider lists them (`None`: it does not).
     async fn list_since(
         &self,

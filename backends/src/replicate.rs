@@ -217,8 +217,13 @@ impl Backend for Replicate {
         }
     }
 
-    async fn download(&self, output: &Output) -> Result<Vec<u8>, BackendError> {
-        self.api.download_url(output).await
+    async fn download(
+        &self,
+        output: &Output,
+        dest: &std::path::Path,
+        cap: u64,
+    ) -> Result<u64, BackendError> {
+        self.api.download_url(output, dest, cap).await
     }
 
     async fn list_since(

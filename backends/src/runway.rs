@@ -174,8 +174,13 @@ impl Backend for Runway {
         Ok(t.output.into_iter().map(Output::Url).collect())
     }
 
-    async fn download(&self, output: &Output) -> Result<Vec<u8>, BackendError> {
-        self.api.download_url(output).await
+    async fn download(
+        &self,
+        output: &Output,
+        dest: &std::path::Path,
+        cap: u64,
+    ) -> Result<u64, BackendError> {
+        self.api.download_url(output, dest, cap).await
     }
 }
 

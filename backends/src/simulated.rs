@@ -1,32 +1,74 @@
 //! The stand-in for a backend without credentials, for `aiprod dev` and tests: the same
 //! submit/poll protocol as the real clients, with the seed profile's relative latency and a
 //! configured failure rate. The handle carries everything a poll needs (when it is ready, how
-//! long the clip is, whether it fails), so a worker that restarts mid-render resumes polling
-//! the same simulated render, exactly as with a real provider.
+//! long the clip is, whether it fails, the text to draw), so a worker that restarts mid-render
+//! resumes polling the same simulated render, exactly as with a real provider.
+//!
+//! Its output is a real clip (`aiprod_media::synth`) with the length, size, frame rate and
+//! sound the real backend returns: Runway 1280x720 at 24 fps, silent; Veo 1280x720 at 24 fps
+//! in 4, 6 or 8 s, with sound when `AIPROD_VEO_GENERATE_AUDIO` is set; Stable Video Diffusion
+//! 1024x576, 14 or 25 frames at the rate that fits the shot.
 
+use std::path::Path;
 use std::time::Duration;
 
-use crate::mp4;
 use aiprod_domain::BackendName;
+use aiprod_media::{ClipSpec, Media};
 use async_trait::async_trait;
+use base64::Engine as _;
 use rand::Rng;
 
 use super::{Backend, BackendError, FailureClass, Output, Poll, RemoteHandle, ShotRequest};
+
+/// The longest text a handle carries to draw on the clip.
+const TEXT_MAX: usize = 120;
+/// The scheme of a simulated output's URL.
+const SCHEME: &str = "sim://";
 
 /// One simulated backend.
 pub struct Simulated {
     name: BackendName,
     latency: Duration,
     failure_rate: f64,
+    media: Media,
+    veo_audio: bool,
 }
 
 impl Simulated {
-    /// A backend that answers after `latency` and fails `failure_rate` (0–1) of its renders.
-    pub fn new(name: BackendName, latency: Duration, failure_rate: f64) -> Simulated {
+    /// A backend that answers after `latency`, fails `failure_rate` (0–1) of its renders, and
+    /// makes its clips with `media`.
+    pub fn new(name: BackendName, latency: Duration, failure_rate: f64, media: Media) -> Simulated {
         Simulated {
             name,
             latency,
             failure_rate,
+            media,
+            veo_audio: false,
+        }
+    }
+
+    /// Simulated Veo clips carry sound (as `AIPROD_VEO_GENERATE_AUDIO` asks of the real one).
+    pub fn with_veo_audio(mut self, on: bool) -> Simulated {
+        self.veo_audio = on;
+        self
+    }
+
+    /// The clip the real backend would return for `seconds` asked.
+    fn clip(&self, seconds: u32, text: &str) -> ClipSpec {
+        match self.name {
+            BackendName::Replicate => {
+                let (frames, fps) = crate::replicate::frames_for(seconds);
+                ClipSpec {
+                    frames,
+                    fps,
+                    ..ClipSpec::moving(0.0, 1024, 576, fps, text)
+                }
+            }
+            BackendName::Veo3 => ClipSpec {
+                audio: self.veo_audio,
+                ..ClipSpec::moving(f64::from(seconds), 1280, 720, 24, text)
+            },
+            BackendName::Runway => ClipSpec::moving(f64::from(seconds), 1280, 720, 24, text),
         }
     }
 }
@@ -35,14 +77,33 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// `sim-{backend}-{ready_at_ms}-{seconds}-{fails}-{uuid}`.
-fn parse(handle: &RemoteHandle) -> Option<(i64, u32, bool)> {
-    let mut parts = handle.0.splitn(6, '-');
+/// What a handle says about its render.
+struct Render {
+    ready_at_ms: i64,
+    seconds: u32,
+    fails: bool,
+    text: String,
+}
+
+/// `sim-{backend}-{ready_at_ms}-{seconds}-{fails}-{uuid}-{text, base64url}`.
+fn parse(handle: &str) -> Option<Render> {
+    let mut parts = handle.splitn(7, '-');
     let (_sim, _backend) = (parts.next()?, parts.next()?);
-    let ready = parts.next()?.parse().ok()?;
+    let ready_at_ms = parts.next()?.parse().ok()?;
     let seconds = parts.next()?.parse().ok()?;
     let fails = parts.next()? == "1";
-    Some((ready, seconds, fails))
+    let _id = parts.next()?;
+    let text = parts
+        .next()
+        .and_then(|t| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Some(Render {
+        ready_at_ms,
+        seconds,
+        fails,
+        text,
+    })
 }
 
 #[async_trait]
@@ -59,39 +120,49 @@ impl Backend for Simulated {
         (self.latency / 4).clamp(Duration::from_millis(5), Duration::from_millis(500))
     }
 
+    /// The lengths the real backend renders: Veo only 4, 6 or 8 s, Runway 2–10 s.
+    fn render_seconds(&self, seconds: u32) -> u32 {
+        match self.name {
+            BackendName::Veo3 => {
+                aiprod_domain::billed_seconds(BackendName::Veo3, i64::from(seconds)) as u32
+            }
+            BackendName::Runway => seconds.clamp(2, 10),
+            BackendName::Replicate => seconds,
+        }
+    }
+
     async fn submit(&self, shot: &ShotRequest) -> Result<RemoteHandle, BackendError> {
         let fails = self.failure_rate > 0.0 && rand::rng().random_bool(self.failure_rate);
         let ready = now_ms() + i64::try_from(self.latency.as_millis()).unwrap_or(i64::MAX / 2);
+        let label = format!("Shot {} · {}: {}", shot.shot + 1, self.name, shot.prompt);
+        let label: String = label.chars().take(TEXT_MAX).collect();
         Ok(RemoteHandle(format!(
-            "sim-{}-{ready}-{}-{}-{}",
+            "sim-{}-{ready}-{}-{}-{}-{}",
             self.name,
             shot.duration_s,
             u8::from(fails),
-            uuid::Uuid::new_v4().simple()
+            uuid::Uuid::new_v4().simple(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(label)
         )))
     }
 
     async fn poll(&self, handle: &RemoteHandle) -> Result<Poll, BackendError> {
-        let (ready, seconds, fails) = parse(handle).ok_or_else(|| {
+        let r = parse(&handle.0).ok_or_else(|| {
             BackendError::Expired(format!("{}: unknown render {}", self.name, handle.0))
         })?;
         let now = now_ms();
-        if now < ready {
+        if now < r.ready_at_ms {
             let total = self.latency.as_millis().max(1) as i64;
-            let pct = (100 - (ready - now) * 100 / total).clamp(0, 99) as u8;
+            let pct = (100 - (r.ready_at_ms - now) * 100 / total).clamp(0, 99) as u8;
             return Ok(Poll::Pending(Some(pct)));
         }
-        if fails {
+        if r.fails {
             return Ok(Poll::Failed(
                 FailureClass::Internal,
                 format!("simulated {} render failed", self.name),
             ));
         }
-        let payload = format!("{}\n", handle.0);
-        Ok(Poll::Done(vec![Output::Inline(mp4::write_minimal(
-            Duration::from_secs(u64::from(seconds)),
-            payload.as_bytes(),
-        ))]))
+        Ok(Poll::Done(vec![Output::Url(format!("{SCHEME}{}", handle.0))]))
     }
 
     async fn cancel(&self, _: &RemoteHandle) -> Result<(), BackendError> {
@@ -108,13 +179,46 @@ impl Backend for Simulated {
         }
     }
 
-    async fn download(&self, output: &Output) -> Result<Vec<u8>, BackendError> {
-        match output {
-            Output::Inline(b) => Ok(b.clone()),
-            other => Err(BackendError::Rejected(format!(
-                "{}: nothing to download at {other:?}",
-                self.name
-            ))),
+    async fn download(
+        &self,
+        output: &Output,
+        dest: &Path,
+        cap: u64,
+    ) -> Result<u64, BackendError> {
+        let render = match output {
+            Output::Url(u) => u.strip_prefix(SCHEME).and_then(parse),
+            _ => None,
         }
+        .ok_or_else(|| {
+            BackendError::Rejected(format!(
+                "{}: nothing to download at {output:?}",
+                self.name
+            ))
+        })?;
+        let clip = self
+            .media
+            .clip(&self.clip(render.seconds, &render.text))
+            .await
+            .map_err(|e| BackendError::Transient(format!("{}: {e}", self.name)))?;
+        let size = tokio::fs::metadata(&clip).await.map(|m| m.len()).unwrap_or(0);
+        if size > cap {
+            return Err(crate::too_large(self.name, cap));
+        }
+        tokio::fs::copy(&clip, dest).await.map_err(|e| {
+            BackendError::Transient(format!("{}: cannot copy the clip: {e}", self.name))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_carries_its_render() {
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("Shot 1 · veo3: a-b");
+        let r = parse(&format!("sim-veo3-1700-6-0-abc-{text}")).expect("parses");
+        assert_eq!((r.ready_at_ms, r.seconds, r.fails), (1700, 6, false));
+        assert_eq!(r.text, "Shot 1 · veo3: a-b");
     }
 }

@@ -298,9 +298,15 @@ impl Backend for Veo3 {
         }
     }
 
-    async fn download(&self, output: &Output) -> Result<Vec<u8>, BackendError> {
+    async fn download(
+        &self,
+        output: &Output,
+        dest: &std::path::Path,
+        cap: u64,
+    ) -> Result<u64, BackendError> {
         match output {
-            Output::Inline(bytes) => Ok(bytes.clone()),
+            // Vertex sent the video inside its JSON answer: it is in memory already.
+            Output::Inline(bytes) => crate::write_inline(BackendName::Veo3, bytes, dest, cap).await,
             Output::Gcs(uri) => {
                 let rest = uri.strip_prefix("gs://").ok_or_else(|| {
                     BackendError::Rejected(format!("veo3: not a gs:// URI: {uri}"))
@@ -317,12 +323,9 @@ impl Backend for Veo3 {
                 url.query_pairs_mut().append_pair("alt", "media");
                 let req = self.api.http().get(url).bearer_auth(self.bearer().await?);
                 let resp = self.api.send(req).await?;
-                resp.bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .map_err(|e| BackendError::Transient(format!("veo3: download cut short: {e}")))
+                self.api.stream_to(resp, dest, cap).await
             }
-            Output::Url(_) => self.api.download_url(output).await,
+            Output::Url(_) => self.api.download_url(output, dest, cap).await,
         }
     }
 }

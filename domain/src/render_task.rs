@@ -68,6 +68,9 @@ wire_enum! {
         /// A suspected orphan the provider never heard of: nothing was paid, and it is not
         /// looked for again.
         NotAtProvider,
+        /// Delivered and billed, but technical QA found the clip unusable (black, frozen,
+        /// truncated, too short, no picture): the next backend renders the shot.
+        QaRejected,
     }
 }
 

@@ -30,7 +30,7 @@ pub enum Picture {
 }
 
 /// One clip to make.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ClipSpec {
     /// Frames; the length is `frames / fps`.
     pub frames: u32,

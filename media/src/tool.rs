@@ -208,3 +208,16 @@ pub(crate) fn tail(s: &str) -> String {
         t.chars().take(500).collect()
     }
 }
+
+impl Media {
+    /// A fresh scratch directory under `scratch_root`, removed with everything in it when
+    /// dropped.
+    pub fn scratch_dir(&self) -> Result<tempfile::TempDir, MediaError> {
+        let root = self.scratch_root();
+        std::fs::create_dir_all(&root).map_err(|e| MediaError::io(&root, e))?;
+        tempfile::Builder::new()
+            .prefix("aiprod-media-")
+            .tempdir_in(&root)
+            .map_err(|e| MediaError::io(&root, e))
+    }
+}

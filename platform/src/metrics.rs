@@ -48,6 +48,10 @@ pub struct Metrics {
     pub backend_fallbacks: IntCounterVec,
     /// Seconds from submit to the provider's answer, per backend.
     pub render_duration: HistogramVec,
+    /// Delivered clips by technical QA's verdict (`pass`, `repair`, `rerender`), per backend.
+    pub qa_verdicts: IntCounterVec,
+    /// Final videos assembled, by path: `copy` (joined as they were) or `reencode`.
+    pub assemblies: IntCounterVec,
     /// Dollars a finished job cost.
     pub cost_per_job: Histogram,
     /// The quality score of each job that passed semantic QA.
@@ -156,6 +160,22 @@ impl Metrics {
                 &["backend"],
             )
             .expect("valid"),
+            qa_verdicts: IntCounterVec::new(
+                Opts::new(
+                    "qa_clips_total",
+                    "Delivered clips by technical QA's verdict: pass, repair or rerender.",
+                ),
+                &["backend", "verdict"],
+            )
+            .expect("valid"),
+            assemblies: IntCounterVec::new(
+                Opts::new(
+                    "assemblies_total",
+                    "Final videos assembled: copy (shots joined as they were) or reencode.",
+                ),
+                &["path"],
+            )
+            .expect("valid"),
             render_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "render_duration_seconds",
@@ -253,7 +273,13 @@ impl Metrics {
             .expect("registered once");
         r.register(Box::new(m.stage_errors.clone()))
             .expect("registered once");
-        for c in [&m.backend_requests, &m.backend_errors, &m.backend_fallbacks] {
+        for c in [
+            &m.backend_requests,
+            &m.backend_errors,
+            &m.backend_fallbacks,
+            &m.qa_verdicts,
+            &m.assemblies,
+        ] {
             r.register(Box::new(c.clone())).expect("registered once");
         }
         r.register(Box::new(m.render_duration.clone()))

@@ -43,6 +43,8 @@ pub struct RenderTask {
     pub failure: Option<FailureClass>,
     /// Why it failed, for people.
     pub error: Option<String>,
+    /// Technical QA of the clip it delivered (`{verdict, checks}`), once checked.
+    pub qa: Option<Value>,
     /// The intent's time.
     pub created_at: DateTime<Utc>,
     /// When the id was saved.
@@ -59,7 +61,7 @@ pub async fn render_tasks(db: impl PgExecutor<'_>, job: JobId) -> sqlx::Result<V
         r#"select id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
                   state as "state: RenderState", remote_id, seed, duration_s, estimated_cost_micros,
                   cost_micros, outputs, artifact_uri, failure as "failure: FailureClass", error,
-                  created_at, submitted_at, finished_at
+                  qa, created_at, submitted_at, finished_at
              from render_task where job_id = $1 order by shot, attempt"#,
         job as JobId
     )
@@ -150,7 +152,7 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
                   backend as "backend!: BackendName", state as "state!: RenderState", remote_id,
                   seed as "seed!", duration_s as "duration_s!",
                   estimated_cost_micros as "estimated_cost_micros!", cost_micros, outputs,
-                  artifact_uri, failure as "failure: FailureClass", error,
+                  artifact_uri, failure as "failure: FailureClass", error, qa,
                   created_at as "created_at!", submitted_at, finished_at
              from ins"#,
         id,
@@ -203,6 +205,8 @@ pub struct RenderUpdate {
     pub failure: Option<FailureClass>,
     /// Why, for people.
     pub error: Option<String>,
+    /// Technical QA of the delivered clip.
+    pub qa: Option<Value>,
 }
 
 /// Records a step of render `id` taken from state `from`. Deliberately not fenced on the job's
@@ -224,6 +228,7 @@ pub async fn update_render(
                   cost_micros = coalesce($7, cost_micros),
                   failure = coalesce($8, failure),
                   error = coalesce($9, error),
+                  qa = coalesce($10, qa),
                   submitted_at = case when $4::text is not null then now() else submitted_at end,
                   finished_at = case when $3 in ('downloaded', 'failed', 'canceled', 'orphaned')
                                      then now() else finished_at end,
@@ -238,6 +243,7 @@ pub async fn update_render(
         u.cost.map(Money::micros),
         u.failure as Option<FailureClass>,
         u.error.as_deref(),
+        u.qa.as_ref(),
     )
     .execute(db)
     .await?;
@@ -257,7 +263,7 @@ pub async fn orphans(
         r#"select id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
                   state as "state: RenderState", remote_id, seed, duration_s, estimated_cost_micros,
                   cost_micros, outputs, artifact_uri, failure as "failure: FailureClass", error,
-                  created_at, submitted_at, finished_at
+                  qa, created_at, submitted_at, finished_at
              from render_task r
             where r.backend = $1 and r.remote_id is null
               and r.created_at < now() - $2::bigint * interval '1 millisecond'

@@ -41,14 +41,24 @@ async fn a_gs_output_is_downloaded_from_cloud_storage() -> anyhow::Result<()> {
         .error_for_status()?;
     let veo = veo(&gcs)?;
 
-    let got = veo
-        .download(&Output::Gcs(format!("gs://{bucket}/{object}")))
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("sample.mp4");
+    let size = veo
+        .download(&Output::Gcs(format!("gs://{bucket}/{object}")), &file, 1 << 20)
         .await?;
-    assert!(got == video, "the downloaded video differs from the object");
+    assert_eq!(size, video.len() as u64);
+    assert!(
+        std::fs::read(&file)? == video,
+        "the downloaded video differs from the object"
+    );
 
     // A sample that is gone (lifecycle rule, wrong path) is an expired output, not a retry.
     let missing = veo
-        .download(&Output::Gcs(format!("gs://{bucket}/renders/0/none.mp4")))
+        .download(
+            &Output::Gcs(format!("gs://{bucket}/renders/0/none.mp4")),
+            &dir.path().join("none.mp4"),
+            1 << 20,
+        )
         .await;
     assert!(
         matches!(missing, Err(BackendError::Expired(_))),

@@ -28,6 +28,8 @@ pub struct WorkerContext {
     pub backends: Fleet,
     /// Today's money, as routing reads and reserves it.
     pub ledger: Arc<Ledger>,
+    /// ffmpeg and ffprobe, on the process's bounded pool.
+    pub media: aiprod_media::Media,
     /// Every setting.
     pub settings: Arc<Settings>,
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
@@ -58,6 +60,7 @@ impl WorkerContext {
             store,
             backends,
             ledger: Arc::new(Ledger::new(pool, settings.budget.calendar())),
+            media: aiprod_media::Media::new(&settings.media),
             settings,
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),

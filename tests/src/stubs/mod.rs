@@ -1,6 +1,7 @@
 //! Local HTTP stand-ins for the paid providers, answering as ARCHITECTURE.md's section on the
 //! providers describes them: the same paths, headers, bodies and statuses. Each keeps the
-//! renders it accepted, serves a real MP4 of the requested length as the output, and can be
+//! renders it accepted, serves a real clip (`aiprod_media::synth`) of the length, size and frame
+//! rate the provider returns as the output (or a flawed one a test queued), and can be
 //! scripted: canned answers for the next submits and polls, a hold that keeps renders running
 //! until released, and a mode that fails every render.
 //!
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiprod_backends::mp4;
+use aiprod_media::ClipSpec;
+use aiprod_platform::config::MediaSettings;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -43,8 +45,10 @@ fn canned(step: &Step) -> Option<ResponseTemplate> {
 
 #[derive(Default)]
 struct State {
-    /// Render id → (length in ms, seed, created).
-    renders: HashMap<String, (u64, u64, chrono::DateTime<chrono::Utc>)>,
+    /// Render id → (the clip it delivers, seed, created).
+    renders: HashMap<String, (ClipSpec, u64, chrono::DateTime<chrono::Utc>)>,
+    /// Files served in place of the next outputs, in order.
+    next_files: VecDeque<Vec<u8>>,
     submits: VecDeque<Step>,
     polls: VecDeque<Step>,
     canceled: Vec<String>,
@@ -131,6 +135,12 @@ impl Stub {
         self.lock().expire_next_download = true;
     }
 
+    /// Serves `bytes` as the next render output downloaded (or inlined), in place of the
+    /// render's own clip: a flawed clip for technical QA.
+    pub fn serve_next(&self, bytes: Vec<u8>) {
+        self.lock().next_files.push_back(bytes);
+    }
+
     /// Renders canceled through the API.
     pub fn canceled(&self) -> Vec<String> {
         self.lock().canceled.clone()
@@ -195,12 +205,20 @@ impl Responder {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn new_render(&self, ms: u64, seed: u64) -> String {
+    fn new_render(&self, clip: ClipSpec, seed: u64) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         self.lock()
             .renders
-            .insert(id.clone(), (ms, seed, chrono::Utc::now()));
+            .insert(id.clone(), (clip, seed, chrono::Utc::now()));
         id
+    }
+
+    /// The bytes a finished render delivers: a queued file, else its own clip.
+    fn output(&self, clip: &ClipSpec) -> Vec<u8> {
+        if let Some(bytes) = self.lock().next_files.pop_front() {
+            return bytes;
+        }
+        clip_bytes(clip)
     }
 
     fn file(&self, path: &str) -> ResponseTemplate {
@@ -209,11 +227,10 @@ impl Responder {
         if std::mem::take(&mut st.expire_next_download) {
             return http(404, None, "expired");
         }
-        match st.renders.get(id) {
-            Some((ms, _, _)) => ResponseTemplate::new(200).set_body_raw(
-                mp4::write_minimal(Duration::from_millis(*ms), id.as_bytes()),
-                "video/mp4",
-            ),
+        let clip = st.renders.get(id).map(|r| r.0.clone());
+        drop(st);
+        match clip {
+            Some(clip) => ResponseTemplate::new(200).set_body_raw(self.output(&clip), "video/mp4"),
             None => http(404, None, "no such file"),
         }
     }
@@ -231,4 +248,11 @@ impl Responder {
         }
         None
     }
+}
+
+/// The clip `spec` describes, made (once, then cached) by the real ffmpeg.
+pub fn clip_bytes(spec: &ClipSpec) -> Vec<u8> {
+    let path = aiprod_media::synth::clip_blocking(&MediaSettings::default(), spec)
+        .unwrap_or_else(|e| panic!("the stub cannot make its clip: {e}"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }

@@ -5,6 +5,8 @@
 use serde_json::{Value, json};
 use wiremock::{Request, ResponseTemplate};
 
+use aiprod_media::ClipSpec;
+
 use super::{Responder, Step, canned, http};
 
 impl Responder {
@@ -48,7 +50,12 @@ impl Responder {
                 25
             };
             let fps = input["frames_per_second"].as_u64().unwrap_or(6).max(1);
-            let id = self.new_render(frames * 1000 / fps, input["seed"].as_u64().unwrap_or(0));
+            let clip = ClipSpec {
+                frames: frames as u32,
+                fps: fps as u32,
+                ..ClipSpec::moving(0.0, 1024, 576, fps as u32, "stable video diffusion")
+            };
+            let id = self.new_render(clip, input["seed"].as_u64().unwrap_or(0));
             return ResponseTemplate::new(201).set_body_json(self.prediction(
                 &id,
                 "starting",

@@ -5,6 +5,8 @@
 use serde_json::{Value, json};
 use wiremock::{Request, ResponseTemplate};
 
+use aiprod_media::ClipSpec;
+
 use super::{Responder, Step, canned, http};
 
 impl Responder {
@@ -30,7 +32,14 @@ impl Responder {
                 );
             }
             let secs = body["duration"].as_u64().unwrap_or(5);
-            let id = self.new_render(secs * 1000, body["seed"].as_u64().unwrap_or(0));
+            let clip = ClipSpec::moving(
+                secs as f64,
+                1280,
+                720,
+                24,
+                body["promptText"].as_str().unwrap_or("runway"),
+            );
+            let id = self.new_render(clip, body["seed"].as_u64().unwrap_or(0));
             return ResponseTemplate::new(200).set_body_json(json!({"id": id}));
         }
         let Some(id) = path.strip_prefix("/v1/tasks/") else {

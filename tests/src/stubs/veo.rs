@@ -2,12 +2,12 @@
 //! `:fetchPredictOperation` polls it until done, with the video inline, a safety-filtered empty
 //! answer, or an operation error.
 
-use std::time::Duration;
 
-use aiprod_backends::mp4;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use wiremock::{Request, ResponseTemplate};
+
+use aiprod_media::ClipSpec;
 
 use super::{Responder, Step, canned, http};
 
@@ -34,10 +34,17 @@ impl Responder {
                     r#"{"error":{"code":400,"message":"durationSeconds must be 4, 6 or 8","status":"INVALID_ARGUMENT"}}"#,
                 );
             }
-            let id = self.new_render(
-                secs * 1000,
-                body["parameters"]["seed"].as_u64().unwrap_or(0),
-            );
+            let clip = ClipSpec {
+                audio: body["parameters"]["generateAudio"] == true,
+                ..ClipSpec::moving(
+                    secs as f64,
+                    1280,
+                    720,
+                    24,
+                    body["instances"][0]["prompt"].as_str().unwrap_or("veo"),
+                )
+            };
+            let id = self.new_render(clip, body["parameters"]["seed"].as_u64().unwrap_or(0));
             return ResponseTemplate::new(200)
                 .set_body_json(json!({"name": format!("{}/operations/{id}", model_path.trim_start_matches("/v1/"))}));
         }
@@ -46,8 +53,8 @@ impl Responder {
         }
         let name = body["operationName"].as_str().unwrap_or("").to_owned();
         let id = name.rsplit('/').next().unwrap_or("").to_owned();
-        let ms = match self.lock().renders.get(&id) {
-            Some(r) => r.0,
+        let clip = match self.lock().renders.get(&id) {
+            Some(r) => r.0.clone(),
             None => {
                 return http(
                     404,
@@ -83,7 +90,7 @@ impl Responder {
                 }))
             }
             None => {
-                let bytes = mp4::write_minimal(Duration::from_millis(ms), id.as_bytes());
+                let bytes = self.output(&clip);
                 ResponseTemplate::new(200).set_body_json(json!({
                     "name": name, "done": true,
                     "response": {"@type": "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse",

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use aiprod_backends::mp4;
 use aiprod_backends::{BackendError, FailureClass, Poll};
 use aiprod_tests::stubs::{Provider, Step, Stub};
 
@@ -21,13 +20,28 @@ async fn each_client_renders_polls_and_downloads_the_happy_path() {
         let Some(Poll::Done(outputs)) = polls.last() else {
             panic!("{provider:?}: {polls:?}");
         };
-        let bytes = b.download(&outputs[0]).await.expect("downloaded");
-        let got = mp4::read_duration(&bytes).expect("an mp4");
-        let want_ms = f64::from(want) * 1000.0;
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let file = dir.path().join("out.mp4");
+        let size = b
+            .download(&outputs[0], &file, 64 * 1024 * 1024)
+            .await
+            .expect("downloaded");
+        assert_eq!(size, std::fs::metadata(&file).expect("written").len());
+        let media = aiprod_media::Media::new(&Default::default());
+        let got = media.probe(&file).await.expect("a video").length_s();
+        let got = got.expect("a length");
         assert!(
-            (got.as_millis() as f64 - want_ms).abs() <= want_ms * 0.05,
-            "{provider:?}: {got:?} for {want} s"
+            (got - f64::from(want)).abs() <= f64::from(want) * 0.05,
+            "{provider:?}: {got} s for {want} s"
         );
+        // Under the size cap, nothing is kept.
+        let capped = dir.path().join("capped.mp4");
+        let refused = b.download(&outputs[0], &capped, 1024).await;
+        assert!(
+            matches!(&refused, Err(BackendError::Rejected(m)) if m.contains("larger than 1024 bytes")),
+            "{provider:?}: {refused:?}"
+        );
+        assert!(!capped.exists(), "{provider:?}: a refused download leaves no file");
         // Fresh output locations for the same render, without a second submit.
         assert!(!b.fetch_output(&h).await.expect("fresh").is_empty());
         b.cancel(&h).await.expect("cancel answers");

@@ -66,6 +66,7 @@ fn client(provider: Provider, stub: &Stub, timeout: Duration) -> Arc<dyn Backend
 
 fn shot(seconds: u32) -> ShotRequest {
     ShotRequest {
+        shot: 0,
         prompt: "A fox runs through snow.".into(),
         duration_s: seconds,
         image: Image::Inline {

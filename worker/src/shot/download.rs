@@ -1,13 +1,20 @@
 //! A finished render's output copied into our artifact store at once (provider URLs expire),
 //! recorded as its own step, then its cost.
+//!
+//! The output is streamed into a scratch file under the size cap, never held in memory, and
+//! checked by technical QA before it is stored: a clip QA rejects (`Verdict::Rerender`) closes
+//! the try as `qa_rejected`, paid, and the next backend renders the shot; a clip that only needs
+//! repair is stored, and assembly repairs it (README, "Technical QA").
 
 use aiprod_backends::{Backend, BackendError, Output, RemoteHandle, RenderedShot};
 use aiprod_domain::{FailureClass, Money, RenderState, StepError};
 use aiprod_store::{RenderTask, RenderUpdate};
+use aiprod_media::{Expect, Verdict};
+use aiprod_platform::metrics::Metrics;
 use serde_json::Value;
 
-use super::ShotRenderer;
 use super::end::TryEnd;
+use super::{QA_REJECTED, ShotRenderer};
 
 impl ShotRenderer<'_> {
     /// Stores a finished render's output, then records it and its cost.
@@ -39,17 +46,25 @@ impl ShotRenderer<'_> {
             task.state = RenderState::Rendered;
         }
         let cost = Money::from_micros(task.estimated_cost_micros);
+        let scratch = match self.media.scratch_dir() {
+            Ok(d) => d,
+            Err(e) => return TryEnd::halt(StepError::Retryable(e.to_string())),
+        };
+        let file = scratch
+            .path()
+            .join(format!("shot-{:02}-try{}.mp4", task.shot, task.attempt));
+        let cap = self.media.settings().max_download_bytes;
         let mut delays = self.retry.delays();
         let mut refreshed = false;
-        let bytes = loop {
+        loop {
             let got = match outputs.first() {
-                Some(o) => backend.download(o).await,
+                Some(o) => backend.download(o, &file, cap).await,
                 None => Err(BackendError::Expired(format!(
                     "{name}: the render has no output"
                 ))),
             };
             match got {
-                Ok(b) => break b,
+                Ok(_) => break,
                 Err(BackendError::Expired(m)) if !refreshed => {
                     refreshed = true;
                     tracing::info!(backend = %name, error = %m, "output gone; asking for fresh URLs");
@@ -81,9 +96,48 @@ impl ShotRenderer<'_> {
                     }
                 },
             }
+        }
+        let expect = Expect {
+            duration_s: f64::from(task.duration_s),
+            audio_required: false,
+            tags: Vec::new(),
         };
+        let report = match self.media.inspect(&file, &expect).await {
+            Ok(i) => i.report,
+            Err(e) => {
+                return TryEnd::halt(StepError::Retryable(format!(
+                    "cannot check shot {}: {e}",
+                    task.shot
+                )));
+            }
+        };
+        let qa = serde_json::to_value(&report).expect("a QA report serialises");
+        Metrics::global()
+            .qa_verdicts
+            .with_label_values(&[name.as_str(), verdict_label(report.verdict)])
+            .inc();
+        if report.verdict == Verdict::Rerender {
+            let why = format!("{QA_REJECTED}: {}", report.failures());
+            tracing::warn!(backend = %name, shot = task.shot, %why, "clip rejected");
+            let recorded = self
+                .update(
+                    task.id,
+                    task.state,
+                    RenderUpdate {
+                        state: Some(RenderState::Failed),
+                        failure: Some(FailureClass::QaRejected),
+                        error: Some(why.clone()),
+                        cost: Some(cost),
+                        qa: Some(qa),
+                        ..RenderUpdate::default()
+                    },
+                )
+                .await
+                .map(|_| ());
+            return TryEnd::next_after(recorded, why, false);
+        }
         let name_in_store = format!("shot-{:02}-try{}.mp4", task.shot, task.attempt);
-        let uri = match self.store.put(self.job_id, &name_in_store, &bytes).await {
+        let uri = match self.store.put_file(self.job_id, &name_in_store, &file).await {
             Ok(u) => u,
             Err(e) => {
                 return TryEnd::halt(StepError::Retryable(format!(
@@ -100,6 +154,7 @@ impl ShotRenderer<'_> {
                     state: Some(RenderState::Downloaded),
                     artifact_uri: Some(uri.clone()),
                     cost: Some(cost),
+                    qa: Some(qa),
                     ..RenderUpdate::default()
                 },
             )
@@ -115,5 +170,14 @@ impl ShotRenderer<'_> {
             duration_s: task.duration_s as u32,
             cost,
         })
+    }
+}
+
+/// The metric label of a verdict.
+fn verdict_label(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Repair => "repair",
+        Verdict::Rerender => "rerender",
     }
 }

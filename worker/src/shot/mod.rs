@@ -43,12 +43,19 @@ use crate::dbretry::{db_retry, transient};
 use crate::planner::Shot;
 use end::TryEnd;
 
+/// How a try that technical QA rejected is described; a shot whose tries ended so fails its
+/// job for good once no backend is left (another try on the same backends would be paid again
+/// for the same flaw).
+pub(crate) const QA_REJECTED: &str = "technical QA rejected its clip";
+
 /// Renders the shots of one job: what the protocol uses, and nothing more.
 pub(crate) struct ShotRenderer<'a> {
     /// The database.
     pub pool: &'a PgPool,
     /// Where shots are copied to.
     pub store: &'a ArtifactStore,
+    /// Checks each delivered clip.
+    pub media: &'a aiprod_media::Media,
     /// The backends this worker can call.
     pub fleet: &'a Fleet,
     /// Prices, the circuit's knobs, throttling.
@@ -206,11 +213,15 @@ impl ShotRenderer<'_> {
                 return result;
             }
         }
-        Err(StepError::Retryable(format!(
+        let why = format!(
             "shot {}: no backend rendered it ({})",
             shot.index,
             left.join("; ")
-        )))
+        );
+        if left.iter().any(|l| l.contains(QA_REJECTED)) {
+            return Err(StepError::Permanent(why));
+        }
+        Err(StepError::Retryable(why))
     }
 
     async fn update(

@@ -24,6 +24,7 @@ impl ShotRenderer<'_> {
     ) -> TryEnd {
         let name = backend.name();
         let req = ShotRequest {
+            shot: shot.index,
             prompt: shot.prompt.clone(),
             duration_s: task.duration_s as u32,
             image: image.clone(),

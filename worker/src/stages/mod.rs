@@ -97,6 +97,7 @@ pub(crate) async fn run(
             let renderer = ShotRenderer {
                 pool: &ctx.pool,
                 store: &ctx.store,
+                media: &ctx.media,
                 fleet: &ctx.backends,
                 backends: &settings.backends,
                 retry: &settings.worker.retry,
@@ -109,8 +110,8 @@ pub(crate) async fn run(
             };
             render::run(job, &renderer).await
         }
-        Stage::QaTechnical => qa_technical::run(job, &ctx.store).await,
+        Stage::QaTechnical => qa_technical::run(job, &ctx.pool, &ctx.store, &ctx.media).await,
         Stage::QaSemantic => qa_semantic::run(job, &settings.backends.prices),
-        Stage::Finalize => finalize::run(job, &ctx.store).await,
+        Stage::Finalize => finalize::run(job, &ctx.store, &ctx.media).await,
     }
 }

@@ -1,77 +1,102 @@
-//! `qa_technical`: checks what can be checked today of each rendered shot: the artifact
-//! exists, is not empty, and its container declares the shot's duration (±5 %).
+//! `qa_technical`: every shot's technical QA, gathered in plan order. Each clip was checked
+//! when it was delivered, before it was stored (`crate::shot::download`), so that a clip no
+//! transcode can save went to the next backend then; this stage reads those checks back. A
+//! shot stored without checks (by an earlier release) is fetched and checked now. The final
+//! video is checked by `finalize`, once it exists.
 
-use aiprod_backends::mp4;
-use aiprod_domain::{Stage, StepError};
+use aiprod_domain::{BackendName, Stage, StepError};
+use aiprod_media::{Expect, Media, Report, Verdict};
 use aiprod_platform::storage::ArtifactStore;
+use aiprod_store::render_tasks;
+use backon::Retryable;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 
 use super::render::Render;
-use super::visual::Visual;
 use super::{JobState, StageOutput};
+use crate::dbretry::{db_retry, transient};
 
-/// The check of one shot.
+/// The checks of one shot's clip.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ShotCheck {
+pub(crate) struct ShotQa {
     pub index: usize,
-    pub bytes: usize,
-    pub duration_ms: u128,
-    pub expected_ms: u128,
+    pub backend: Option<BackendName>,
+    pub uri: String,
+    #[serde(flatten)]
+    pub report: Report,
 }
 
-/// Every shot's check.
+/// Every shot's checks.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct QaTechnical {
-    pub shots: Vec<ShotCheck>,
+    pub shots: Vec<ShotQa>,
 }
 
-pub(crate) async fn run(job: &JobState, store: &ArtifactStore) -> Result<StageOutput, StepError> {
+pub(crate) async fn run(
+    job: &JobState,
+    pool: &PgPool,
+    store: &ArtifactStore,
+    media: &Media,
+) -> Result<StageOutput, StepError> {
     let r: Render = job.output(Stage::Render)?;
-    let v: Visual = job.output(Stage::Visual)?;
-    let mut checks = Vec::with_capacity(r.shots.len());
+    let tasks = (|| render_tasks(pool, job.id))
+        .retry(db_retry())
+        .when(transient)
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read the renders: {e}")))?;
+    let mut shots = Vec::with_capacity(r.shots.len());
     for shot in &r.shots {
-        let bytes = store
-            .get(&shot.uri)
-            .await
-            .map_err(|e| StepError::Retryable(e.to_string()))?;
-        if bytes.is_empty() {
-            return Err(StepError::Permanent(format!(
-                "shot {} artifact is empty",
-                shot.index
-            )));
-        }
-        let expected_s = v
-            .shots
+        let recorded = tasks
             .iter()
-            .find(|s| s.shot.index == shot.index)
-            .map(|s| s.shot.duration_s)
-            .ok_or_else(|| {
-                StepError::Permanent(format!("shot {} is not in the plan", shot.index))
-            })?;
-        // A backend may render only some lengths (Veo: 4, 6 or 8 s); the check holds the clip
-        // to the length it was asked for.
-        let asked = if shot.duration_s > 0 {
-            shot.duration_s
-        } else {
-            expected_s.unsigned_abs()
+            .find(|t| t.artifact_uri.as_deref() == Some(shot.uri.as_str()))
+            .and_then(|t| t.qa.clone())
+            .and_then(|qa| serde_json::from_value::<Report>(qa).ok());
+        let report = match recorded {
+            Some(r) => r,
+            None => check_now(job, store, media, &shot.uri, shot.duration_s).await?,
         };
-        let expected_ms = u128::from(asked) * 1000;
-        let duration = mp4::read_duration(&bytes).ok_or_else(|| {
-            StepError::Permanent(format!("shot {} artifact declares no duration", shot.index))
-        })?;
-        let got = duration.as_millis();
-        if got.abs_diff(expected_ms) * 100 > expected_ms * 5 {
+        if report.verdict == Verdict::Rerender {
             return Err(StepError::Permanent(format!(
-                "shot {} lasts {got} ms, expected {expected_ms} ms ±5 %",
-                shot.index
+                "shot {} failed technical QA: {}",
+                shot.index,
+                report.failures()
             )));
         }
-        checks.push(ShotCheck {
+        shots.push(ShotQa {
             index: shot.index,
-            bytes: bytes.len(),
-            duration_ms: got,
-            expected_ms,
+            backend: shot.backend,
+            uri: shot.uri.clone(),
+            report,
         });
     }
-    Ok(StageOutput::of(&QaTechnical { shots: checks }))
+    Ok(StageOutput::of(&QaTechnical { shots }))
+}
+
+/// Fetches a stored shot and checks it against the length it was asked for.
+async fn check_now(
+    job: &JobState,
+    store: &ArtifactStore,
+    media: &Media,
+    uri: &str,
+    asked_s: u32,
+) -> Result<Report, StepError> {
+    let scratch = media
+        .scratch_dir()
+        .map_err(|e| StepError::Retryable(e.to_string()))?;
+    let file = scratch.path().join("shot.mp4");
+    store
+        .get_to_file(uri, &file)
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot fetch {uri}: {e}")))?;
+    tracing::info!(job_id = %job.id, uri, "checking a shot stored without checks");
+    let expect = Expect {
+        duration_s: f64::from(asked_s),
+        audio_required: false,
+        tags: Vec::new(),
+    };
+    media
+        .inspect(&file, &expect)
+        .await
+        .map(|i| i.report)
+        .map_err(|e| StepError::Retryable(format!("cannot check {uri}: {e}")))
 }

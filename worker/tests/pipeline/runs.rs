@@ -1,7 +1,6 @@
 //! A job run to the end: all nine stages and their artifacts, and duplicate deliveries that
 //! run no stage twice.
 
-use std::time::Duration;
 
 use aiprod_domain::Priority;
 use aiprod_platform::queue::{Dispatch, Queue};
@@ -39,22 +38,34 @@ async fn a_job_runs_all_nine_stages_and_leaves_real_artifacts() -> anyhow::Resul
         (backend.as_str(), est, cost, score),
         ("replicate", 480_000, 480_000, 0.75)
     );
-    let manifest: Value = serde_json::from_slice(&std::fs::read(path_of(&uri))?)?;
+    // The result is one assembled video of the asked length, with sound, and a poster.
+    assert!(uri.ends_with("/final.mp4"), "{uri}");
+    let media = aiprod_media::Media::new(&rig.ctx.settings.media);
+    let fin = media.probe(&path_of(&uri)).await?;
+    let length = fin.length_s().expect("a length");
+    assert!((length - 9.0).abs() < 0.05, "final video lasts {length} s");
+    assert!(fin.audio.is_some(), "the final video carries a sound track");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(path_of(&uri).with_file_name("manifest.json"))?)?;
     let shots = manifest["shots"].as_array().expect("shots");
     assert_eq!(shots.len(), 3);
     for shot in shots {
-        let bytes = std::fs::read(
-            shot["uri"]
-                .as_str()
-                .expect("uri")
-                .trim_start_matches("file://"),
-        )?;
-        assert_eq!(
-            aiprod_backends::mp4::read_duration(&bytes),
-            Some(Duration::from_secs(3))
-        );
+        let p = media
+            .probe(std::path::Path::new(
+                shot["uri"].as_str().expect("uri").trim_start_matches("file://"),
+            ))
+            .await?;
+        // Stable Video Diffusion's own size and length: 1024x576, 3 s within 5 %.
+        let v = p.video.as_ref().expect("a picture");
+        assert_eq!((v.width, v.height), (1024, 576));
+        assert!((p.length_s().expect("a length") - 3.0).abs() <= 0.15);
     }
     assert_eq!(manifest["cost_usd"], "0.48");
+    assert_eq!(manifest["assembly"], "reencode");
+    assert!(
+        path_of(&uri).with_file_name("poster.jpg").is_file(),
+        "a poster beside the video"
+    );
     Ok(())
 }
 
