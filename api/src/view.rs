@@ -113,6 +113,20 @@ pub struct JobView {
     /// lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub renders: Option<Vec<RenderView>>,
+    /// The poster image of the final video, once published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poster_uri: Option<String>,
+    /// The final video: `duration_s`, `width`, `height`, `fps`, `codec`, `size_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<Value>,
+    /// How the shots were joined: `path` (`copy` or `reencode`) and the `repairs` made to
+    /// provider clips (an upscale, a trim…), shot by shot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assembly: Option<Value>,
+    /// Quality checks: `technical.shots` (each shot's clip) and `technical.final` (the final
+    /// video), every check with its name, measured value, limit and verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qa: Option<Value>,
 }
 
 /// How the backend was chosen: the routing decision as the job's JSON shows it.
@@ -158,6 +172,9 @@ pub struct RenderView {
     pub error: Option<String>,
     /// What the provider charged, as a decimal string of dollars.
     pub cost_usd: Option<Money>,
+    /// Technical QA of the clip this try delivered: its verdict and checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qa: Option<Value>,
     /// The intent's time.
     pub created_at: DateTime<Utc>,
     /// When it ended.
@@ -175,6 +192,7 @@ impl From<RenderTask> for RenderView {
             failure_class: t.failure,
             error: t.error,
             cost_usd: t.cost_micros.map(Money::from_micros),
+            qa: t.qa,
             created_at: t.created_at,
             finished_at: t.finished_at,
         }
@@ -242,7 +260,31 @@ impl JobView {
             finished_at: j.finished_at,
             routing: None,
             renders: None,
+            poster_uri: None,
+            video: None,
+            assembly: None,
+            qa: None,
         }
+    }
+
+    /// Adds what the media stages wrote: the shots' checks (`qa_technical`), and the final
+    /// video with its checks and assembly (`finalize`).
+    pub fn with_media(mut self, qa: Option<Value>, finalize: Option<Value>) -> JobView {
+        let field = |v: &Option<Value>, k: &str| {
+            v.as_ref()
+                .and_then(|o| o.get(k))
+                .filter(|x| !x.is_null())
+                .cloned()
+        };
+        self.poster_uri = field(&finalize, "poster_uri").and_then(|v| v.as_str().map(str::to_owned));
+        self.video = field(&finalize, "video");
+        self.assembly = field(&finalize, "assembly");
+        let shots = field(&qa, "shots");
+        let fin = field(&finalize, "qa");
+        if shots.is_some() || fin.is_some() {
+            self.qa = Some(serde_json::json!({"technical": {"shots": shots, "final": fin}}));
+        }
+        self
     }
 
     /// Adds the routing decision (the `financial` stage's output) and the render tries.

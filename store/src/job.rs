@@ -305,6 +305,25 @@ pub async fn get_routing(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Opt
         .transpose()
 }
 
+/// The checkpointed outputs of a job's finished `qa_technical` and `finalize` stages (the
+/// shots' checks; the final video, its checks and its assembly), for the job's view.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+pub async fn get_media_outputs(
+    db: impl PgExecutor<'_>,
+    id: JobId,
+) -> sqlx::Result<(Option<Value>, Option<Value>)> {
+    let r = sqlx::query!(
+        r#"select (select output from job_stage
+                    where job_id = $1 and stage = 'qa_technical' and status = 'succeeded') as qa,
+                  (select output from job_stage
+                    where job_id = $1 and stage = 'finalize' and status = 'succeeded') as fin"#,
+        id as JobId
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((r.qa, r.fin))
+}
+
 /// What a cancel request did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CancelOutcome {

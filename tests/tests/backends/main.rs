@@ -6,6 +6,7 @@
 
 mod clients;
 mod protocol;
+mod qa;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,16 +21,16 @@ use sqlx::PgPool;
 use crate::{client, settings_for, shot};
 
 /// A worker over a database of its own, with real clients pointed at stubs.
-struct Rig {
+pub(crate) struct Rig {
     ctx: WorkerContext,
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     queue: Arc<PgQueue>,
     _artifacts: tempfile::TempDir,
     _db: TestDb,
 }
 
 impl Rig {
-    async fn new(mut settings: Settings) -> anyhow::Result<Rig> {
+    pub(crate) async fn new(mut settings: Settings) -> anyhow::Result<Rig> {
         settings.worker.lease_ttl = Duration::from_millis(5_000);
         settings.worker.retry.initial = Duration::from_millis(1);
         settings.worker.retry.max_interval = Duration::from_millis(10);
@@ -57,7 +57,7 @@ impl Rig {
         })
     }
 
-    async fn run(&self, body: Value) -> anyhow::Result<(JobId, String, Option<String>)> {
+    pub(crate) async fn run(&self, body: Value) -> anyhow::Result<(JobId, String, Option<String>)> {
         let spec = JobSpec::parse(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
         let id = JobId::new();
         insert_job(&self.pool, id, &spec, None).await?;
