@@ -1,10 +1,12 @@
 //! Stopping and losing processes: SIGTERM lets the stage in flight finish and hands the job back
-//! so a restart completes it without paying for the render again, and of two scheduler
-//! processes only one opens the budget day, the standby taking over when the leader dies.
+//! so a restart completes it without paying for the render again, a worker killed while it
+//! assembles the video is resumed without a second POST, and of two scheduler processes only
+//! one opens the budget day, the standby taking over when the leader dies.
 
 use std::time::{Duration, Instant};
 
 use aiprod_testkit::TestDb;
+use aiprod_tests::stubs::{Provider, Stub};
 use aiprod_tests::{Proc, Scratch, free_port, wait_ready};
 
 use crate::{base_env, submit_and_wait_for_render, wait_all_terminal};
@@ -145,6 +147,99 @@ async fn two_scheduler_processes_open_one_budget_day_and_a_standby_takes_over() 
         Some(0),
         "{}",
         b.tail()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_during_assembly_is_resumed_without_a_second_render() -> anyhow::Result<()>
+{
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let dir = Scratch::new("sigkill-assembly")?;
+    let runway = Stub::start(Provider::Runway).await;
+    // An ffmpeg that, the first time it is asked to join shots, says so and then hangs, so the
+    // process can be killed in the middle of assembly.
+    let marker = dir.0.join("assembling");
+    let wrapper = dir.0.join("ffmpeg-slow-join");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = shots.txt ] && [ ! -e '{m}' ]; then\n    \
+             touch '{m}'; sleep 60; exit 1\n  fi\ndone\nexec ffmpeg \"$@\"\n",
+            m = marker.display()
+        ),
+    )?;
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let port = free_port();
+    let mut env = base_env(&db, &dir);
+    env.extend([
+        ("AIPROD_RUNWAY_BASE_URL", runway.uri()),
+        ("AIPROD_RUNWAY_API_KEY", "key_e2e".to_owned()),
+        ("AIPROD_RUNWAY_POLL_MS", "50".to_owned()),
+        ("AIPROD_LEASE_TTL_MS", "2000".to_owned()),
+        ("AIPROD_REAPER_INTERVAL_MS", "200".to_owned()),
+    ]);
+    let args = ["dev", "--listen", &format!("127.0.0.1:{port}")];
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut slow = env.clone();
+    slow.push(("AIPROD_FFMPEG", wrapper.display().to_string()));
+    let mut first = Proc::start("dev-1", &args, &slow, &dir.0)?;
+    wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
+    let job: serde_json::Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&serde_json::json!({"prompt": "A fox runs. It jumps.", "duration_s": 8,
+                                  "backend": "runway", "quality_min": 0}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id: uuid::Uuid = job["id"].as_str().expect("an id").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !marker.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "assembly never began: {}",
+            first.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let posts = runway.count("POST", "/v1/image_to_video").await;
+    assert!(posts >= 1);
+    first.signal("KILL")?;
+    first.wait_exit(Duration::from_secs(10))?;
+
+    let mut second = Proc::start("dev-2", &args, &env, &dir.0)?;
+    wait_all_terminal(&pool, 1, Duration::from_secs(120)).await?;
+    let (status, finalize_attempts, render_attempts): (String, i32, i32) = sqlx::query_as(
+        "select status::text,
+                (select attempts from job_stage where job_id = $1 and stage = 'finalize'),
+                (select attempts from job_stage where job_id = $1 and stage = 'render')
+           from job where id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(status, "succeeded", "{}", second.tail());
+    assert_eq!(finalize_attempts, 2, "assembly ran again after the kill");
+    assert_eq!(render_attempts, 1, "the render never ran again");
+    assert_eq!(
+        runway.count("POST", "/v1/image_to_video").await,
+        posts,
+        "the stub saw no second POST"
+    );
+    let uri: String = sqlx::query_scalar("select result_uri from job where id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await?;
+    assert!(uri.ends_with("/final.mp4"), "{uri}");
+    second.signal("TERM")?;
+    assert_eq!(
+        second.wait_exit(Duration::from_secs(30))?,
+        Some(0),
+        "{}",
+        second.tail()
     );
     Ok(())
 }
