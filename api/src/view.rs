@@ -276,7 +276,8 @@ impl JobView {
                 .filter(|x| !x.is_null())
                 .cloned()
         };
-        self.poster_uri = field(&finalize, "poster_uri").and_then(|v| v.as_str().map(str::to_owned));
+        self.poster_uri =
+            field(&finalize, "poster_uri").and_then(|v| v.as_str().map(str::to_owned));
         self.video = field(&finalize, "video");
         self.assembly = field(&finalize, "assembly");
         let shots = field(&qa, "shots");

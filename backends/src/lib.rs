@@ -242,8 +242,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Streams one output into the file `dest`, never holding it whole in memory, and gives
     /// up once it passes `cap` bytes (a provider's answer that large is not a video we asked
     /// for). Returns the bytes written.
-    async fn download(&self, output: &Output, dest: &Path, cap: u64)
-    -> Result<u64, BackendError>;
+    async fn download(&self, output: &Output, dest: &Path, cap: u64) -> Result<u64, BackendError>;
     /// Renders created since `since`, where the provider lists them (`None`: it does not).
     async fn list_since(
         &self,

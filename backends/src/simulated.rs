@@ -95,7 +95,11 @@ fn parse(handle: &str) -> Option<Render> {
     let _id = parts.next()?;
     let text = parts
         .next()
-        .and_then(|t| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok())
+        .and_then(|t| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+        })
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     Some(Render {
@@ -162,7 +166,10 @@ impl Backend for Simulated {
                 format!("simulated {} render failed", self.name),
             ));
         }
-        Ok(Poll::Done(vec![Output::Url(format!("{SCHEME}{}", handle.0))]))
+        Ok(Poll::Done(vec![Output::Url(format!(
+            "{SCHEME}{}",
+            handle.0
+        ))]))
     }
 
     async fn cancel(&self, _: &RemoteHandle) -> Result<(), BackendError> {
@@ -179,28 +186,23 @@ impl Backend for Simulated {
         }
     }
 
-    async fn download(
-        &self,
-        output: &Output,
-        dest: &Path,
-        cap: u64,
-    ) -> Result<u64, BackendError> {
+    async fn download(&self, output: &Output, dest: &Path, cap: u64) -> Result<u64, BackendError> {
         let render = match output {
             Output::Url(u) => u.strip_prefix(SCHEME).and_then(parse),
             _ => None,
         }
         .ok_or_else(|| {
-            BackendError::Rejected(format!(
-                "{}: nothing to download at {output:?}",
-                self.name
-            ))
+            BackendError::Rejected(format!("{}: nothing to download at {output:?}", self.name))
         })?;
         let clip = self
             .media
             .clip(&self.clip(render.seconds, &render.text))
             .await
             .map_err(|e| BackendError::Transient(format!("{}: {e}", self.name)))?;
-        let size = tokio::fs::metadata(&clip).await.map(|m| m.len()).unwrap_or(0);
+        let size = tokio::fs::metadata(&clip)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
         if size > cap {
             return Err(crate::too_large(self.name, cap));
         }

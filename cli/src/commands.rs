@@ -117,6 +117,12 @@ pub async fn worker_context(p: &Parts, simulate: bool) -> anyhow::Result<WorkerC
     let store = ArtifactStore::from_settings(&p.settings)
         .await
         .context("while opening the artifact store")?;
+    // A worker checks every clip with ffmpeg and ffprobe: without them it cannot finish a job,
+    // so it says so now, in one line, rather than at the first render.
+    aiprod_media::Media::new(&p.settings.media)
+        .check()
+        .await
+        .context("the worker needs ffmpeg and ffprobe")?;
     let backends = Fleet::from_settings(&p.settings, simulate)?;
     let enabled = backends.enabled();
     if enabled.is_empty() {

@@ -102,7 +102,16 @@ impl Media {
             .await
             .map_err(|e| MediaError::io(&list, e))?;
         let mut args: Vec<String> = [
-            "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", "shots.txt",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            "shots.txt",
         ]
         .iter()
         .map(|s| (*s).to_owned())

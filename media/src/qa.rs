@@ -132,7 +132,13 @@ pub fn judge(
                 } else {
                     "unreadable file".to_owned()
                 };
-                c.push(name, value, "a readable file".into(), false, Verdict::Rerender);
+                c.push(
+                    name,
+                    value,
+                    "a readable file".into(),
+                    false,
+                    Verdict::Rerender,
+                );
             }
             return finish(c.out);
         }
@@ -141,7 +147,13 @@ pub fn judge(
     let length = probe.length_s().unwrap_or(0.0);
     match &probe.video {
         None => {
-            for name in ["resolution", "codec", "bitrate", "frame_rate", "pixel_format"] {
+            for name in [
+                "resolution",
+                "codec",
+                "bitrate",
+                "frame_rate",
+                "pixel_format",
+            ] {
                 c.push(
                     name,
                     "no video stream".into(),
@@ -303,7 +315,13 @@ pub fn judge(
         probe.duration_s.is_some() && !probe.tags.is_empty() && missing.is_empty(),
         Verdict::Repair,
     );
-    let share = |s: f64| if length > 0.0 { s / length * 100.0 } else { 0.0 };
+    let share = |s: f64| {
+        if length > 0.0 {
+            s / length * 100.0
+        } else {
+            0.0
+        }
+    };
     let black = share(scan.black_s);
     c.push(
         "black_frames",

@@ -101,7 +101,8 @@ impl Media {
     pub async fn check(&self) -> Result<(), MediaError> {
         self.ffprobe("report its version", ["-version"], None)
             .await?;
-        self.ffmpeg("report its version", ["-version"], None).await?;
+        self.ffmpeg("report its version", ["-version"], None)
+            .await?;
         Ok(())
     }
 

@@ -61,9 +61,7 @@ async fn flawed_clips_get_their_verdicts() -> anyhow::Result<()> {
     assert_eq!(r.verdict, Verdict::Rerender);
     assert!(!verdict_of(&r, "black_frames").pass, "{}", r.failures());
 
-    let low = m
-        .clip(&ClipSpec::moving(2.0, 854, 480, 24, "480p"))
-        .await?;
+    let low = m.clip(&ClipSpec::moving(2.0, 854, 480, 24, "480p")).await?;
     let r = m.inspect(&low, &shot(2.0)).await?.report;
     assert_eq!(r.verdict, Verdict::Repair, "{}", r.failures());
     assert_eq!(verdict_of(&r, "resolution").value, "854x480");
@@ -133,9 +131,22 @@ async fn matching_shots_join_without_re_encoding_and_others_are_normalised() -> 
     });
     let a = m.assemble(&shots, &work, "job", "three shots").await?;
     assert!(!a.copied);
-    let whats: Vec<&str> = a.repairs.iter().filter(|r| r.shot == 2).map(|r| r.what.as_str()).collect();
-    assert!(whats.iter().any(|w| w.starts_with("upscaled from 1024x576")), "{whats:?}");
-    assert!(whats.iter().any(|w| w.starts_with("trimmed from 3.00 s")), "{whats:?}");
+    let whats: Vec<&str> = a
+        .repairs
+        .iter()
+        .filter(|r| r.shot == 2)
+        .map(|r| r.what.as_str())
+        .collect();
+    assert!(
+        whats
+            .iter()
+            .any(|w| w.starts_with("upscaled from 1024x576")),
+        "{whats:?}"
+    );
+    assert!(
+        whats.iter().any(|w| w.starts_with("trimmed from 3.00 s")),
+        "{whats:?}"
+    );
     let fin = m
         .inspect(
             &a.video,

@@ -43,8 +43,7 @@ pub use dispatch::{
 };
 pub use job::{
     CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_media_outputs, get_routing,
-    get_stages,
-    insert_job, list_jobs, request_cancel,
+    get_stages, insert_job, list_jobs, request_cancel,
 };
 pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
 pub use ledger::{

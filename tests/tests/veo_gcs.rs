@@ -44,7 +44,11 @@ async fn a_gs_output_is_downloaded_from_cloud_storage() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("sample.mp4");
     let size = veo
-        .download(&Output::Gcs(format!("gs://{bucket}/{object}")), &file, 1 << 20)
+        .download(
+            &Output::Gcs(format!("gs://{bucket}/{object}")),
+            &file,
+            1 << 20,
+        )
         .await?;
     assert_eq!(size, video.len() as u64);
     assert!(

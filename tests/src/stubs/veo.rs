@@ -2,7 +2,6 @@
 //! `:fetchPredictOperation` polls it until done, with the video inline, a safety-filtered empty
 //! answer, or an operation error.
 
-
 use base64::Engine as _;
 use serde_json::{Value, json};
 use wiremock::{Request, ResponseTemplate};

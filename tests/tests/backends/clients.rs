@@ -41,7 +41,10 @@ async fn each_client_renders_polls_and_downloads_the_happy_path() {
             matches!(&refused, Err(BackendError::Rejected(m)) if m.contains("larger than 1024 bytes")),
             "{provider:?}: {refused:?}"
         );
-        assert!(!capped.exists(), "{provider:?}: a refused download leaves no file");
+        assert!(
+            !capped.exists(),
+            "{provider:?}: a refused download leaves no file"
+        );
         // Fresh output locations for the same render, without a second submit.
         assert!(!b.fetch_output(&h).await.expect("fresh").is_empty());
         b.cancel(&h).await.expect("cancel answers");

@@ -26,12 +26,12 @@ async fn tries(rig: &Rig, id: JobId) -> anyhow::Result<Vec<Try>> {
 }
 
 async fn finalize_output(rig: &Rig, id: JobId) -> anyhow::Result<Value> {
-    Ok(sqlx::query_scalar(
-        "select output from job_stage where job_id = $1 and stage = 'finalize'",
+    Ok(
+        sqlx::query_scalar("select output from job_stage where job_id = $1 and stage = 'finalize'")
+            .bind(id)
+            .fetch_one(&rig.pool)
+            .await?,
     )
-    .bind(id)
-    .fetch_one(&rig.pool)
-    .await?)
 }
 
 /// The check `name` in a recorded QA report.
@@ -116,7 +116,9 @@ async fn unusable_clips_are_rejected_paid_and_rendered_again_on_the_next_backend
             ("runway", "failed", Some("qa_rejected")),
             "{what}"
         );
-        let qa = qa.as_ref().expect("the rejected clip's checks are recorded");
+        let qa = qa
+            .as_ref()
+            .expect("the rejected clip's checks are recorded");
         assert_eq!(qa["verdict"], "rerender", "{what}: {qa}");
         assert_eq!(qa["checks"].as_array().map(Vec::len), Some(13), "{what}");
         let c = check(qa, failing);
@@ -145,8 +147,8 @@ async fn unusable_clips_are_rejected_paid_and_rendered_again_on_the_next_backend
 }
 
 #[tokio::test]
-async fn a_rejected_clip_with_no_backend_left_fails_the_job_naming_the_checks()
--> anyhow::Result<()> {
+async fn a_rejected_clip_with_no_backend_left_fails_the_job_naming_the_checks() -> anyhow::Result<()>
+{
     let runway = Stub::start(Provider::Runway).await;
     let rig = Rig::new(settings_for(Provider::Runway, &runway.uri())).await?;
     runway.serve_next(clip_bytes(&ClipSpec {
@@ -209,8 +211,7 @@ async fn repairable_clips_are_used_and_the_result_says_what_was_done() -> anyhow
 }
 
 #[tokio::test]
-async fn a_veo_clip_rendered_at_6_s_for_a_5_s_shot_is_trimmed_to_the_plan() -> anyhow::Result<()>
-{
+async fn a_veo_clip_rendered_at_6_s_for_a_5_s_shot_is_trimmed_to_the_plan() -> anyhow::Result<()> {
     let veo = Stub::start(Provider::Veo).await;
     let rig = Rig::new(settings_for(Provider::Veo, &veo.uri())).await?;
     let (id, status, error) = rig.run(job()).await?;
@@ -230,7 +231,10 @@ async fn a_veo_clip_rendered_at_6_s_for_a_5_s_shot_is_trimmed_to_the_plan() -> a
     let got = fin["video"]["duration_s"].as_f64().expect("a length");
     assert!((got - 5.0).abs() < 0.01, "the final video lasts {got} s");
     let repairs = fin["assembly"]["repairs"].to_string();
-    assert!(repairs.contains("trimmed from 6.00 s to 5.00 s"), "{repairs}");
+    assert!(
+        repairs.contains("trimmed from 6.00 s to 5.00 s"),
+        "{repairs}"
+    );
     // Measured again from the file itself, not from what the worker wrote.
     let uri = fin["result_uri"].as_str().expect("a result");
     assert!(uri.ends_with("/final.mp4"));

@@ -105,7 +105,14 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
 /// ffprobe's own JSON of a file, read here without the fleet's media module.
 fn ffprobe(path: &std::path::Path) -> anyhow::Result<Value> {
     let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()?;
     anyhow::ensure!(out.status.success(), "ffprobe failed on {}", path.display());
@@ -168,7 +175,9 @@ async fn a_twelve_second_dev_job_ends_in_one_checked_video_that_plays() -> anyho
     assert!(uri.ends_with("/final.mp4"), "{uri}");
     let poster = job["poster_uri"].as_str().expect("a poster");
     assert!(std::path::Path::new(poster.trim_start_matches("file://")).is_file());
-    let shots = job["qa"]["technical"]["shots"].as_array().expect("shot checks");
+    let shots = job["qa"]["technical"]["shots"]
+        .as_array()
+        .expect("shot checks");
     assert!(shots.len() >= 2, "{job}");
     for s in shots {
         assert_ne!(s["verdict"], "rerender", "{s}");

@@ -170,7 +170,10 @@ async fn a_worker_killed_during_assembly_is_resumed_without_a_second_render() ->
             m = marker.display()
         ),
     )?;
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     let port = free_port();
     let mut env = base_env(&db, &dir);
     env.extend([
@@ -189,8 +192,10 @@ async fn a_worker_killed_during_assembly_is_resumed_without_a_second_render() ->
     wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
     let job: serde_json::Value = http
         .post(format!("{base}/v1/jobs"))
-        .json(&serde_json::json!({"prompt": "A fox runs. It jumps.", "duration_s": 8,
-                                  "backend": "runway", "quality_min": 0}))
+        .json(
+            &serde_json::json!({"prompt": "A fox runs. It jumps.", "duration_s": 8,
+                                  "backend": "runway", "quality_min": 0}),
+        )
         .send()
         .await?
         .json()

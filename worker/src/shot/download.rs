@@ -8,9 +8,9 @@
 
 use aiprod_backends::{Backend, BackendError, Output, RemoteHandle, RenderedShot};
 use aiprod_domain::{FailureClass, Money, RenderState, StepError};
-use aiprod_store::{RenderTask, RenderUpdate};
 use aiprod_media::{Expect, Verdict};
 use aiprod_platform::metrics::Metrics;
+use aiprod_store::{RenderTask, RenderUpdate};
 use serde_json::Value;
 
 use super::end::TryEnd;
@@ -137,7 +137,11 @@ impl ShotRenderer<'_> {
             return TryEnd::next_after(recorded, why, false);
         }
         let name_in_store = format!("shot-{:02}-try{}.mp4", task.shot, task.attempt);
-        let uri = match self.store.put_file(self.job_id, &name_in_store, &file).await {
+        let uri = match self
+            .store
+            .put_file(self.job_id, &name_in_store, &file)
+            .await
+        {
             Ok(u) => u,
             Err(e) => {
                 return TryEnd::halt(StepError::Retryable(format!(

@@ -62,7 +62,8 @@ pub(crate) async fn run(
     let r: Render = job.output(Stage::Render)?;
     let v: Visual = job.output(Stage::Visual)?;
     let routing: Routing = job.output(Stage::Financial)?;
-    let retry = |what: &str, e: &dyn std::fmt::Display| StepError::Retryable(format!("{what}: {e}"));
+    let retry =
+        |what: &str, e: &dyn std::fmt::Display| StepError::Retryable(format!("{what}: {e}"));
     let scratch = media
         .scratch_dir()
         .map_err(|e| retry("no scratch directory", &e))?;

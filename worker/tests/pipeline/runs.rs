@@ -1,7 +1,6 @@
 //! A job run to the end: all nine stages and their artifacts, and duplicate deliveries that
 //! run no stage twice.
 
-
 use aiprod_domain::Priority;
 use aiprod_platform::queue::{Dispatch, Queue};
 use aiprod_worker::{JobOutcome, Outcome};
@@ -45,14 +44,18 @@ async fn a_job_runs_all_nine_stages_and_leaves_real_artifacts() -> anyhow::Resul
     let length = fin.length_s().expect("a length");
     assert!((length - 9.0).abs() < 0.05, "final video lasts {length} s");
     assert!(fin.audio.is_some(), "the final video carries a sound track");
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(path_of(&uri).with_file_name("manifest.json"))?)?;
+    let manifest: Value = serde_json::from_slice(&std::fs::read(
+        path_of(&uri).with_file_name("manifest.json"),
+    )?)?;
     let shots = manifest["shots"].as_array().expect("shots");
     assert_eq!(shots.len(), 3);
     for shot in shots {
         let p = media
             .probe(std::path::Path::new(
-                shot["uri"].as_str().expect("uri").trim_start_matches("file://"),
+                shot["uri"]
+                    .as_str()
+                    .expect("uri")
+                    .trim_start_matches("file://"),
             ))
             .await?;
         // Stable Video Diffusion's own size and length: 1024x576, 3 s within 5 %.
