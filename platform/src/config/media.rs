@@ -21,6 +21,10 @@ pub struct MediaSettings {
     pub media_scratch_dir: Option<PathBuf>,
     /// `AIPROD_MAX_DOWNLOAD_BYTES`: the largest provider output or client image copied in.
     pub max_download_bytes: u64,
+    /// `AIPROD_MAX_IMAGE_BYTES`: the largest client image (`image_url`) copied in. Every
+    /// backend must take it inline, and Runway takes data URIs of up to 5 MB, which base64
+    /// makes of about 3.7 MB.
+    pub max_image_bytes: u64,
     /// `AIPROD_OUTPUT_WIDTH`, `AIPROD_OUTPUT_HEIGHT`: the final video's frame size.
     pub output_width: u32,
     /// See `output_width`.
@@ -59,6 +63,7 @@ impl Default for MediaSettings {
             media_slots: 0,
             media_scratch_dir: None,
             max_download_bytes: 2 * 1024 * 1024 * 1024,
+            max_image_bytes: 3 * 1024 * 1024,
             output_width: 1280,
             output_height: 720,
             output_fps: 24,
@@ -92,6 +97,11 @@ impl MediaSettings {
             "AIPROD_MAX_DOWNLOAD_BYTES",
             self.max_download_bytes,
             1024..=64 * 1024 * 1024 * 1024,
+        )?;
+        within(
+            "AIPROD_MAX_IMAGE_BYTES",
+            self.max_image_bytes,
+            1024..=3_700_000,
         )?;
         within("AIPROD_OUTPUT_WIDTH", self.output_width, 320..=7680)?;
         within("AIPROD_OUTPUT_HEIGHT", self.output_height, 240..=4320)?;

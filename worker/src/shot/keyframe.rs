@@ -26,10 +26,11 @@ impl ShotRenderer<'_> {
             .get(keyframe)
             .await
             .map_err(|e| StepError::Retryable(format!("cannot read the keyframe: {e}")))?;
-        let mime = if keyframe.ends_with(".png") {
-            "image/png"
-        } else {
-            "image/x-portable-pixmap"
+        let mime = match keyframe.rsplit_once('.').map(|(_, e)| e) {
+            Some("png") => "image/png",
+            Some("jpg" | "jpeg") => "image/jpeg",
+            Some("webp") => "image/webp",
+            _ => "image/x-portable-pixmap",
         };
         Ok(Image::Inline {
             mime: mime.into(),

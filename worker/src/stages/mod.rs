@@ -82,7 +82,7 @@ pub(crate) async fn run(
         Stage::Sanitize => sanitize::run(job, &settings.worker.forbidden_words),
         Stage::Analysis => analysis::run(job),
         Stage::Creative => creative::run(job),
-        Stage::Visual => visual::run(job, &ctx.store).await,
+        Stage::Visual => visual::run(job, &ctx.store, &ctx.media).await,
         Stage::Financial => {
             let router = financial::Router {
                 pool: &ctx.pool,

@@ -7,6 +7,7 @@
 mod budget;
 mod cancels;
 mod failures;
+mod images;
 mod leases;
 mod runs;
 
