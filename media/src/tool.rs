@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 
 use aiprod_platform::config::MediaSettings;
+use aiprod_platform::metrics::Metrics;
 use tokio::sync::Semaphore;
 
 /// Why media work failed.
@@ -151,6 +152,7 @@ impl Media {
             .acquire()
             .await
             .expect("the media pool is never closed");
+        let _busy = Busy::enter();
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -180,6 +182,22 @@ impl Media {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             success: out.status.success(),
         })
+    }
+}
+
+/// Counts a running tool in `aiprod_media_processes` for as long as it lives.
+struct Busy;
+
+impl Busy {
+    fn enter() -> Busy {
+        Metrics::global().media_busy.inc();
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        Metrics::global().media_busy.dec();
     }
 }
 

@@ -162,3 +162,32 @@ async fn matching_shots_join_without_re_encoding_and_others_are_normalised() -> 
     assert!((d - 7.0).abs() < 0.05, "joined length {d}");
     Ok(())
 }
+
+#[tokio::test]
+async fn no_more_tools_run_at_once_than_the_pool_has_slots() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let m = media(dir.path());
+    let clip = m.clip(&ClipSpec::moving(2.0, 640, 360, 24, "pool")).await?;
+    let busy = &aiprod_platform::metrics::Metrics::global().media_busy;
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let watch = {
+        let most = most.clone();
+        let busy = busy.clone();
+        tokio::spawn(async move {
+            loop {
+                most.fetch_max(busy.get(), std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let scans = (0..8).map(|_| m.scan(&clip, 2.0));
+    for s in futures::future::join_all(scans).await {
+        s?;
+    }
+    watch.abort();
+    let slots = MediaSettings::default().slots() as i64;
+    let seen = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(seen >= 1, "the gauge saw the tools run");
+    assert!(seen <= slots, "{seen} tools ran at once on {slots} slots");
+    Ok(())
+}

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub jobs_canceled: IntCounter,
     /// Jobs this process is running now.
     pub jobs_in_flight: IntGauge,
+    /// ffmpeg and ffprobe processes running now (at most `AIPROD_MEDIA_SLOTS`).
+    pub media_busy: IntGauge,
     /// Seconds a stage's work took, per stage.
     pub stage_duration: HistogramVec,
     /// Seconds from a job's first start to its end.
@@ -91,6 +93,11 @@ impl Metrics {
                 .expect("valid"),
             jobs_canceled: IntCounter::new("jobs_canceled_total", "Jobs that were canceled.")
                 .expect("valid"),
+            media_busy: IntGauge::new(
+                "media_processes",
+                "ffmpeg and ffprobe processes this process is running now.",
+            )
+            .expect("valid"),
             jobs_in_flight: IntGauge::new("jobs_in_flight", "Jobs this process is running now.")
                 .expect("valid"),
             stage_duration: HistogramVec::new(
@@ -265,6 +272,8 @@ impl Metrics {
         ] {
             r.register(Box::new(c.clone())).expect("registered once");
         }
+        r.register(Box::new(m.media_busy.clone()))
+            .expect("registered once");
         r.register(Box::new(m.jobs_in_flight.clone()))
             .expect("registered once");
         r.register(Box::new(m.stage_duration.clone()))
