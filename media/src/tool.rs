@@ -65,6 +65,13 @@ pub struct Media {
     pub(crate) settings: Arc<MediaSettings>,
 }
 
+/// Which tool to run.
+#[derive(Clone, Copy)]
+enum Tool {
+    Ffmpeg,
+    Ffprobe,
+}
+
 /// What a finished tool printed.
 pub(crate) struct Ran {
     pub stdout: Vec<u8>,
@@ -117,8 +124,7 @@ impl Media {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let path = self.settings.ffmpeg.clone();
-        self.run("ffmpeg", &path, what, args, dir).await
+        self.run(Tool::Ffmpeg, what, args, dir).await
     }
 
     pub(crate) async fn ffprobe<I, S>(
@@ -131,14 +137,12 @@ impl Media {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let path = self.settings.ffprobe.clone();
-        self.run("ffprobe", &path, what, args, dir).await
+        self.run(Tool::Ffprobe, what, args, dir).await
     }
 
     async fn run<I, S>(
         &self,
-        tool: &'static str,
-        program: &Path,
+        which: Tool,
         what: &str,
         args: I,
         dir: Option<&Path>,
@@ -153,6 +157,10 @@ impl Media {
             .await
             .expect("the media pool is never closed");
         let _busy = Busy::enter();
+        let (tool, program) = match which {
+            Tool::Ffmpeg => ("ffmpeg", &self.settings.ffmpeg),
+            Tool::Ffprobe => ("ffprobe", &self.settings.ffprobe),
+        };
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())

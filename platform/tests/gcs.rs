@@ -150,3 +150,35 @@ async fn the_local_store_still_comes_from_the_settings() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_file_streams_up_and_back_down_small_and_above_the_resumable_threshold()
+-> anyhow::Result<()> {
+    let (gcs, bucket, store) = store("files").await?;
+    let job = JobId::new();
+    let dir = tempfile::tempdir()?;
+    for (name, len) in [
+        ("poster.jpg", 70 * 1024),
+        ("final.mp4", RESUMABLE_UPLOAD_THRESHOLD + 123_457),
+    ] {
+        let bytes = noise(len, len as u64);
+        let src = dir.path().join(name);
+        std::fs::write(&src, &bytes)?;
+        let uri = store.put_file(job, name, &src).await?;
+        assert_eq!(uri, format!("gs://{bucket}/jobs/{job}/{name}"));
+        let back = dir.path().join(format!("back-{name}"));
+        assert_eq!(store.get_to_file(&uri, &back).await?, len as u64);
+        assert!(std::fs::read(&back)? == bytes, "{name} came back different");
+    }
+    let missing = store
+        .get_to_file(
+            &format!("gs://{bucket}/jobs/{job}/none.mp4"),
+            &dir.path().join("none.mp4"),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound { .. })),
+        "{missing:?}"
+    );
+    gcs.delete_bucket(&bucket).await
+}

@@ -30,19 +30,12 @@ impl LocalStore {
         name: &str,
         bytes: &[u8],
     ) -> Result<String, StorageError> {
-        let dir = self.root.join("jobs").join(job.to_string());
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io_err(&dir, e))?;
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        tokio::fs::write(&tmp, bytes)
-            .await
-            .map_err(|e| io_err(&tmp, e))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| io_err(&path, e))?;
-        Ok(format!("file://{}", path.display()))
+        self.place(job, name, |tmp| async move {
+            tokio::fs::write(&tmp, bytes)
+                .await
+                .map_err(|e| io_err(&tmp, e))
+        })
+        .await
     }
 
     /// Copies through a temporary file and a rename, like `put`.
@@ -52,15 +45,28 @@ impl LocalStore {
         name: &str,
         src: &Path,
     ) -> Result<String, StorageError> {
+        self.place(job, name, |tmp| async move {
+            tokio::fs::copy(src, &tmp)
+                .await
+                .map(|_| ())
+                .map_err(|e| io_err(src, e))
+        })
+        .await
+    }
+
+    /// Has `write` fill a temporary file beside `name`, then renames it into place.
+    async fn place<F, Fut>(&self, job: JobId, name: &str, write: F) -> Result<String, StorageError>
+    where
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StorageError>>,
+    {
         let dir = self.root.join("jobs").join(job.to_string());
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_err(&dir, e))?;
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
-        tokio::fs::copy(src, &tmp)
-            .await
-            .map_err(|e| io_err(src, e))?;
+        write(tmp.clone()).await?;
         tokio::fs::rename(&tmp, &path)
             .await
             .map_err(|e| io_err(&path, e))?;
