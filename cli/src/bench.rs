@@ -155,6 +155,9 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
     let r = sqlx::query!(
         r#"select (select count(*) from job where status = 'succeeded') as "succeeded!",
                   (select count(*) from job_stage where status = 'succeeded') as "checkpoints!",
+                  (select count(*) from job_stage
+                    where stage = 'finalize' and output->'assembly'->>'path' = 'copy')
+                      as "copied!",
                   coalesce(percentile_cont(0.5) within group (
                       order by extract(epoch from finished_at - started_at)::float8 * 1000), 0)
                       as "p50!",
@@ -166,6 +169,7 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
     .fetch_one(&p.pool)
     .await?;
     let (succeeded, checkpoints, p50, p99) = (r.succeeded, r.checkpoints, r.p50, r.p99);
+    let copied = r.copied;
     p.close().await;
     anyhow::ensure!(
         succeeded == total,
@@ -180,6 +184,8 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
         "p50_ms": round(p50),
         "p99_ms": round(p99),
         "worker_rss_mib": round(peak_rss_mib()),
+        // Jobs whose shots were joined without re-encoding (the fast path).
+        "assembled_by_copy": copied,
         // ffmpeg and ffprobe (the only child processes) per minute of final video.
         "media_cpu_s_per_output_min": round(media_cpu_s / (total as f64 * f64::from(BENCH_SECONDS) / 60.0)),
         "artifact_dir": artifact_root,
