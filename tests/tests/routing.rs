@@ -261,7 +261,9 @@ async fn an_open_circuit_is_seen_by_every_worker_and_one_probe_closes_it() -> an
             ("AIPROD_VEO_PROJECT", "proj".into()),
             ("AIPROD_VEO_ACCESS_TOKEN", "ya29.e2e".into()),
             ("AIPROD_VEO_POLL_MS", "50".into()),
-            ("AIPROD_CIRCUIT_COOLDOWN_MS", "4000".into()),
+            // Long enough that worker B's job reaches render (through worker A's last
+            // assemblies and its own) while the circuit is still open.
+            ("AIPROD_CIRCUIT_COOLDOWN_MS", "15000".into()),
         ],
     )
     .await?;
@@ -332,7 +334,7 @@ async fn an_open_circuit_is_seen_by_every_worker_and_one_probe_closes_it() -> an
         &pool,
         "select open_until <= now() from backend_health where backend = 'runway'",
         None,
-        Duration::from_secs(10),
+        Duration::from_secs(30),
     )
     .await?;
     let mut a2 = fleet.worker("worker-a2")?;
