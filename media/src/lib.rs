@@ -1,7 +1,8 @@
 //! Media work, done by the real tools of the field: the system's `ffmpeg` and `ffprobe`, run as
 //! processes behind this one typed module (README, "Media").
 //!
-//! - [`probe`]: what a file holds, from ffprobe's JSON.
+//! - [`probe`]: what a file holds, from ffprobe's JSON; a full decode's findings; and
+//!   `inspect`, which probes, decodes and judges a file.
 //! - [`qa`]: technical QA, the ten checks and three more, each with its measured value, its
 //!   limit, and what a failure means for a provider's clip.
 //! - [`synth`]: the simulated backends' clips: real, moving H.264 with the shot's text drawn on

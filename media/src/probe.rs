@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::qa::{Expect, Report, judge};
 use crate::tool::{Media, MediaError};
 
 /// ffprobe's answer, as far as we read it.
@@ -269,6 +270,43 @@ impl Media {
             scan.errors.push("ffmpeg could not decode the file".into());
         }
         Ok(scan)
+    }
+}
+
+/// A probed and checked file.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// What ffprobe found (`None`: unreadable).
+    pub probe: Option<Probe>,
+    /// The checks.
+    pub report: Report,
+}
+
+impl Media {
+    /// Probes, decodes and judges the file at `path`. A file the tools cannot read is a failed
+    /// report, not an error; an error means the tools themselves could not run.
+    pub async fn inspect(&self, path: &Path, expect: &Expect) -> Result<Inspection, MediaError> {
+        let probe = match self.probe(path).await {
+            Ok(p) => p,
+            Err(MediaError::Failed { detail, .. }) => {
+                let report = judge(Err(&detail), expect, &self.settings);
+                return Ok(Inspection {
+                    probe: None,
+                    report,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let scan = if probe.video.is_some() {
+            self.scan(path, probe.length_s().unwrap_or(0.0)).await?
+        } else {
+            Scan::default()
+        };
+        let report = judge(Ok((&probe, &scan)), expect, &self.settings);
+        Ok(Inspection {
+            probe: Some(probe),
+            report,
+        })
     }
 }
 

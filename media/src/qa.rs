@@ -4,13 +4,10 @@
 //! repaired when the output profile's normalisation fixes it honestly, re-rendered on the next
 //! backend when no transcode can, and for the final video, which is our own work, the job fails.
 
-use std::path::Path;
-
 use aiprod_platform::config::MediaSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{Probe, Scan};
-use crate::tool::{Media, MediaError};
 
 /// What a clip's checks mean for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -22,6 +19,17 @@ pub enum Verdict {
     Repair,
     /// Unusable: the next backend in the fallback order renders the shot again.
     Rerender,
+}
+
+impl Verdict {
+    /// The wire name, as serialised (and as the metrics label it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Repair => "repair",
+            Verdict::Rerender => "rerender",
+        }
+    }
 }
 
 /// One check.
@@ -76,12 +84,12 @@ pub struct Expect {
     pub tags: Vec<String>,
 }
 
-struct Checks<'a> {
-    limits: &'a MediaSettings,
+/// The checks made so far.
+struct Checks {
     out: Vec<Check>,
 }
 
-impl Checks<'_> {
+impl Checks {
     fn push(&mut self, name: &str, value: String, limit: String, pass: bool, on_fail: Verdict) {
         self.out.push(Check {
             name: name.to_owned(),
@@ -119,7 +127,6 @@ pub fn judge(
     limits: &MediaSettings,
 ) -> Report {
     let mut c = Checks {
-        limits,
         out: Vec::with_capacity(CHECKS.len()),
     };
     let (probe, scan) = match file {
@@ -143,7 +150,7 @@ pub fn judge(
             return finish(c.out);
         }
     };
-    let l = c.limits;
+    let l = limits;
     let length = probe.length_s().unwrap_or(0.0);
     match &probe.video {
         None => {
@@ -359,41 +366,4 @@ fn finish(checks: Vec<Check>) -> Report {
         .max()
         .unwrap_or(Verdict::Pass);
     Report { verdict, checks }
-}
-
-/// A probed and checked file.
-#[derive(Clone, Debug)]
-pub struct Inspection {
-    /// What ffprobe found (`None`: unreadable).
-    pub probe: Option<Probe>,
-    /// The checks.
-    pub report: Report,
-}
-
-impl Media {
-    /// Probes, decodes and judges the file at `path`. A file the tools cannot read is a failed
-    /// report, not an error; an error means the tools themselves could not run.
-    pub async fn inspect(&self, path: &Path, expect: &Expect) -> Result<Inspection, MediaError> {
-        let probe = match self.probe(path).await {
-            Ok(p) => p,
-            Err(MediaError::Failed { detail, .. }) => {
-                let report = judge(Err(&detail), expect, &self.settings);
-                return Ok(Inspection {
-                    probe: None,
-                    report,
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        let scan = if probe.video.is_some() {
-            self.scan(path, probe.length_s().unwrap_or(0.0)).await?
-        } else {
-            Scan::default()
-        };
-        let report = judge(Ok((&probe, &scan)), expect, &self.settings);
-        Ok(Inspection {
-            probe: Some(probe),
-            report,
-        })
-    }
 }

@@ -191,3 +191,10 @@ async fn no_more_tools_run_at_once_than_the_pool_has_slots() -> anyhow::Result<(
     assert!(seen <= slots, "{seen} tools ran at once on {slots} slots");
     Ok(())
 }
+
+#[test]
+fn a_verdicts_label_is_its_serialised_name() {
+    for v in [Verdict::Pass, Verdict::Repair, Verdict::Rerender] {
+        assert_eq!(serde_json::to_value(v).expect("serialises"), v.as_str());
+    }
+}

@@ -50,9 +50,9 @@ impl ShotRenderer<'_> {
             Ok(d) => d,
             Err(e) => return TryEnd::halt(StepError::Retryable(e.to_string())),
         };
-        let file = scratch
-            .path()
-            .join(format!("shot-{:02}-try{}.mp4", task.shot, task.attempt));
+        // The same name in scratch and in the store.
+        let name_in_store = format!("shot-{:02}-try{}.mp4", task.shot, task.attempt);
+        let file = scratch.path().join(&name_in_store);
         let cap = self.media.settings().max_download_bytes;
         let mut delays = self.retry.delays();
         let mut refreshed = false;
@@ -114,7 +114,7 @@ impl ShotRenderer<'_> {
         let qa = serde_json::to_value(&report).expect("a QA report serialises");
         Metrics::global()
             .qa_verdicts
-            .with_label_values(&[name.as_str(), verdict_label(report.verdict)])
+            .with_label_values(&[name.as_str(), report.verdict.as_str()])
             .inc();
         if report.verdict == Verdict::Rerender {
             let why = format!("{QA_REJECTED}: {}", report.failures());
@@ -136,7 +136,6 @@ impl ShotRenderer<'_> {
                 .map(|_| ());
             return TryEnd::next_after(recorded, why, false);
         }
-        let name_in_store = format!("shot-{:02}-try{}.mp4", task.shot, task.attempt);
         let uri = match self
             .store
             .put_file(self.job_id, &name_in_store, &file)
@@ -174,14 +173,5 @@ impl ShotRenderer<'_> {
             duration_s: task.duration_s as u32,
             cost,
         })
-    }
-}
-
-/// The metric label of a verdict.
-fn verdict_label(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "pass",
-        Verdict::Repair => "repair",
-        Verdict::Rerender => "rerender",
     }
 }
