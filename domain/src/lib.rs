@@ -19,6 +19,7 @@ mod retry;
 pub mod routing;
 mod spec;
 mod stage;
+mod tenant;
 mod wire;
 
 pub use alert::{AlertRule, Severity};
@@ -34,3 +35,4 @@ pub use render_task::{FailureClass, RenderState};
 pub use retry::{RetryPolicy, StepError};
 pub use spec::{FieldError, JobSpec, PROMPT_MAX_CHARS};
 pub use stage::{Stage, StageStatus};
+pub use tenant::{Scope, TenantId};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aiprod_domain::BudgetCalendar;
 use aiprod_domain::Money;
-use aiprod_domain::{JobId, JobSpec};
+use aiprod_domain::{TenantId, JobId, JobSpec};
 use aiprod_scheduler::roll_budget;
 use aiprod_store::{
     claim_job, get_budget_day, insert_job, park_for_budget, set_budget_limit, wake_budget_waiters,
@@ -29,7 +29,7 @@ fn paris(limit: &str) -> BudgetCalendar {
 async fn waiting_job(pool: &PgPool, need: &str) -> anyhow::Result<JobId> {
     let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let id = JobId::new();
-    insert_job(pool, id, &spec, None).await?;
+    insert_job(pool, TenantId::DEFAULT, id, &spec, None).await?;
     sqlx::query("delete from outbox").execute(pool).await?;
     let claim = claim_job(pool, id, "w", Duration::from_secs(60))
         .await?
@@ -119,7 +119,7 @@ async fn a_job_waiting_for_budget_resumes_when_the_next_day_opens() -> anyhow::R
     // A waiting job holds no lease: a cancel ends it at once, and it is never woken.
     let dropped = waiting_job(&pool, "0.01").await?;
     assert_eq!(
-        aiprod_store::request_cancel(&pool, dropped).await?,
+        aiprod_store::request_cancel(&pool, TenantId::DEFAULT, dropped).await?,
         aiprod_store::CancelOutcome::Canceled
     );
     assert_eq!(status(&pool, dropped).await?, "canceled");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiprod_backends::Fleet;
-use aiprod_domain::{JobId, JobSpec};
+use aiprod_domain::{TenantId, JobId, JobSpec};
 use aiprod_platform::Settings;
 use aiprod_platform::queue::{PgQueue, Queue};
 use aiprod_scheduler::{LEADER_LOCK_KEY, LeaderParts, reap_once, redispatch_once, relay_once};
@@ -87,7 +87,7 @@ async fn one_scheduler_leads_and_a_standby_takes_over_when_it_stops() -> anyhow:
 
     // The leader relays the outbox: a job inserted now reaches the queue.
     let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    insert_job(&watch, JobId::new(), &spec, None).await?;
+    insert_job(&watch, TenantId::DEFAULT, JobId::new(), &spec, None).await?;
     wait_for("the relay", || async {
         sqlx::query_scalar::<_, i64>("select count(*) from queue_message")
             .fetch_one(&watch)
@@ -116,8 +116,8 @@ async fn the_reaper_redispatches_only_expired_leases() -> anyhow::Result<()> {
     let queue = PgQueue::new(pool.clone(), Duration::from_secs(30));
     let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let (expired, live) = (JobId::new(), JobId::new());
-    insert_job(&pool, expired, &spec, None).await?;
-    insert_job(&pool, live, &spec, None).await?;
+    insert_job(&pool, TenantId::DEFAULT, expired, &spec, None).await?;
+    insert_job(&pool, TenantId::DEFAULT, live, &spec, None).await?;
     assert_eq!(relay_once(&pool, &queue).await?, 2);
     claim_job(&pool, expired, "w1", Duration::from_secs(60))
         .await?
@@ -164,7 +164,7 @@ async fn the_sweep_dispatches_again_only_queued_jobs_whose_message_is_gone() -> 
         unreachable!()
     };
     for id in &ids {
-        insert_job(&pool, *id, &spec, None).await?;
+        insert_job(&pool, TenantId::DEFAULT, *id, &spec, None).await?;
     }
     assert_eq!(relay_once(&pool, &queue).await?, 5);
     let undated: i64 = sqlx::query_scalar("select count(*) from job where dispatched_at is null")
@@ -227,7 +227,7 @@ async fn the_leader_runs_the_sweep() -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let id = JobId::new();
-    insert_job(&pool, id, &spec, None).await?;
+    insert_job(&pool, TenantId::DEFAULT, id, &spec, None).await?;
     let stop = CancellationToken::new();
     let leader = start(&db.url, &settings, stop.clone()).await?;
     // The relay publishes the first dispatch; the message is then lost.

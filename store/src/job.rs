@@ -1,18 +1,24 @@
 //! Jobs as the API sees them: insert (with its dispatch and idempotency), read, list, cancel.
 
+use std::time::Duration;
+
 use aiprod_domain::{
-    BackendName, JobId, JobSpec, JobStatus, OverBudget, Priority, Stage, StageStatus,
+    BackendName, JobId, JobSpec, JobStatus, OverBudget, Priority, Stage, StageStatus, TenantId,
     routing::Routing,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 
+use super::millis;
+
 /// A job row.
 #[derive(Clone, Debug)]
 pub struct JobRecord {
     /// The job's id.
     pub id: JobId,
+    /// The tenant it belongs to.
+    pub tenant_id: TenantId,
     /// Where it is in its life.
     pub status: JobStatus,
     /// The next stage to run; null once it succeeded or was canceled (a failed job keeps the
@@ -60,6 +66,7 @@ pub struct JobRecord {
 /// its parser, so a row that breaks a rule is an error here rather than a value downstream.
 pub(crate) struct JobRow {
     pub id: JobId,
+    pub tenant_id: TenantId,
     pub status: JobStatus,
     pub stage: Option<Stage>,
     pub prompt: String,
@@ -112,6 +119,7 @@ impl TryFrom<JobRow> for JobRecord {
         })?;
         Ok(JobRecord {
             id: r.id,
+            tenant_id: r.tenant_id,
             status: r.status,
             stage: r.stage,
             spec,
@@ -166,23 +174,49 @@ pub enum InsertOutcome {
     KeyConflict(JobId),
 }
 
-/// Inserts a job and dispatches it in one statement, so an accepted job always has a dispatch
-/// waiting. With an idempotency key, a replay returns the first job and writes nothing.
-#[tracing::instrument(skip_all, fields(job_id = %id))]
+/// A client's idempotency key, unique within its tenant for `ttl` after the job it made.
+#[derive(Clone, Copy, Debug)]
+pub struct IdempotencyKey<'a> {
+    /// The key as the client sent it.
+    pub key: &'a str,
+    /// How long it stays bound to its job; after that the same key makes a new job.
+    pub ttl: Duration,
+}
+
+/// Inserts a job of `tenant` and dispatches it in one statement, so an accepted job always has
+/// a dispatch waiting. With an idempotency key, a replay (same tenant, key and request, within
+/// the key's TTL) returns the first job and writes nothing. Keys of other tenants never meet.
+#[tracing::instrument(skip_all, fields(job_id = %id, tenant_id = %tenant))]
 pub async fn insert_job(
     pool: &PgPool,
+    tenant: TenantId,
     id: JobId,
     spec: &JobSpec,
-    idempotency_key: Option<&str>,
+    idempotency: Option<IdempotencyKey<'_>>,
 ) -> sqlx::Result<InsertOutcome> {
     let fingerprint = spec.fingerprint();
+    let key = idempotency.map(|k| k.key);
+    if let Some(k) = idempotency {
+        // An expired key is let go first, so the insert below can take it again. Two
+        // statements: a unique index does not see a change made earlier in the same statement.
+        sqlx::query!(
+            "update job set idempotency_key = null
+              where tenant_id = $1 and idempotency_key = $2 and idempotency_expires_at <= now()",
+            tenant as TenantId,
+            k.key,
+        )
+        .execute(pool)
+        .await?;
+    }
+    let ttl_ms = idempotency.map(|k| millis(k.ttl));
     let inserted = sqlx::query_scalar!(
         r#"with j as (
                insert into job (id, prompt, duration_s, quality_min, priority, backend_choice,
                                 speed_priority, image_url, metadata, idempotency_key, request_hash,
-                                fail_over_budget)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-               on conflict (idempotency_key) do nothing
+                                fail_over_budget, tenant_id, idempotency_expires_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                       now() + $14::bigint * interval '1 millisecond')
+               on conflict (tenant_id, idempotency_key) do nothing
                returning id, priority, reap_count
            )
            select dispatch_job(j.id, j.priority, j.reap_count) as "id!: JobId" from j"#,
@@ -195,9 +229,11 @@ pub async fn insert_job(
         spec.speed_priority(),
         spec.image_url(),
         spec.metadata(),
-        idempotency_key,
+        key,
         fingerprint,
         spec.over_budget() == OverBudget::Fail,
+        tenant as TenantId,
+        ttl_ms,
     )
     .fetch_optional(pool)
     .await?;
@@ -205,8 +241,10 @@ pub async fn insert_job(
         return Ok(InsertOutcome::Created(id));
     }
     let existing = sqlx::query!(
-        r#"select id as "id: JobId", request_hash from job where idempotency_key = $1"#,
-        idempotency_key
+        r#"select id as "id: JobId", request_hash from job
+            where tenant_id = $1 and idempotency_key = $2"#,
+        tenant as TenantId,
+        key
     )
     .fetch_one(pool)
     .await?;
@@ -222,7 +260,8 @@ pub async fn insert_job(
 pub async fn get_job(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Option<JobRecord>> {
     sqlx::query_as!(
         JobRow,
-        r#"select id as "id: JobId", status as "status: JobStatus", stage as "stage: Stage",
+        r#"select id as "id: JobId", tenant_id as "tenant_id: TenantId",
+                  status as "status: JobStatus", stage as "stage: Stage",
                   prompt, duration_s, quality_min, priority as "priority: Priority",
                   backend_choice as "backend_choice: aiprod_domain::BackendChoice",
                   speed_priority, image_url, metadata, backend as "backend: BackendName",
@@ -239,16 +278,18 @@ pub async fn get_job(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Option<
     .transpose()
 }
 
-/// A page of jobs, newest first, after `cursor` (the last id of the previous page).
+/// A page of `tenant`'s jobs, newest first, after `cursor` (the last id of the previous page).
 pub async fn list_jobs(
     db: impl PgExecutor<'_>,
+    tenant: TenantId,
     status: Option<JobStatus>,
     limit: i64,
     cursor: Option<JobId>,
 ) -> sqlx::Result<Vec<JobRecord>> {
     sqlx::query_as!(
         JobRow,
-        r#"select id as "id: JobId", status as "status: JobStatus", stage as "stage: Stage",
+        r#"select id as "id: JobId", tenant_id as "tenant_id: TenantId",
+                  status as "status: JobStatus", stage as "stage: Stage",
                   prompt, duration_s, quality_min, priority as "priority: Priority",
                   backend_choice as "backend_choice: aiprod_domain::BackendChoice",
                   speed_priority, image_url, metadata, backend as "backend: BackendName",
@@ -257,11 +298,13 @@ pub async fn list_jobs(
                   waiting_reason, waiting_need_micros, waiting_since, waited_ms, created_at,
                   started_at, finished_at, lease_epoch
              from job
-            where ($1::job_status is null or status = $1) and ($2::uuid is null or id < $2)
+            where tenant_id = $4 and ($1::job_status is null or status = $1)
+              and ($2::uuid is null or id < $2)
             order by id desc limit $3"#,
         status as Option<JobStatus>,
         cursor as Option<JobId>,
-        limit
+        limit,
+        tenant as TenantId,
     )
     .fetch_all(db)
     .await?
@@ -337,12 +380,17 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-/// Cancels a job that has not started or waits for money, or asks a running one to stop
-/// before its next stage (the `cancel` event of the state machine).
+/// Cancels a job of `tenant` that has not started or waits for money, or asks a running one
+/// to stop before its next stage (the `cancel` event of the state machine). Another tenant's
+/// job is `NotFound`.
 #[tracing::instrument(skip_all, fields(job_id = %id))]
-pub async fn request_cancel(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<CancelOutcome> {
+pub async fn request_cancel(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: JobId,
+) -> sqlx::Result<CancelOutcome> {
     let row = sqlx::query!(
-        r#"with prev as (select id, status from job where id = $1 for update),
+        r#"with prev as (select id, status from job where id = $1 and tenant_id = $2 for update),
            upd as (
                update job j set cancel_requested = true,
                       status = next_job_status(j.status, 'cancel', j.cancel_requested),
@@ -358,7 +406,8 @@ pub async fn request_cancel(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<
            select p.status as "status!: JobStatus",
                   (select u.status from upd u) as "now: JobStatus"
              from prev p"#,
-        id as JobId
+        id as JobId,
+        tenant as TenantId,
     )
     .fetch_optional(db)
     .await?;

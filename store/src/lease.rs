@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aiprod_domain::{BackendChoice, BackendName, JobId, JobStatus, Priority, Stage};
+use aiprod_domain::{BackendChoice, BackendName, JobId, JobStatus, Priority, Stage, TenantId};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 
@@ -59,7 +59,8 @@ pub async fn claim_job(
                   set attempts = job_stage.attempts + 1, status = 'running',
                       worker = excluded.worker, updated_at = now()
            )
-           select id as "id!: JobId", status as "status!: JobStatus", stage as "stage: Stage",
+           select id as "id!: JobId", tenant_id as "tenant_id!: TenantId",
+                  status as "status!: JobStatus", stage as "stage: Stage",
                   prompt as "prompt!", duration_s as "duration_s!", quality_min as "quality_min!",
                   priority as "priority!: Priority",
                   backend_choice as "backend_choice!: BackendChoice",

@@ -42,7 +42,7 @@ pub use dispatch::{
     requeue_expired_leases,
 };
 pub use job::{
-    CancelOutcome, InsertOutcome, JobRecord, StageRecord, get_job, get_media_outputs, get_routing,
+    CancelOutcome, IdempotencyKey, InsertOutcome, JobRecord, StageRecord, get_job, get_media_outputs, get_routing,
     get_stages, insert_job, list_jobs, request_cancel,
 };
 pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aiprod_domain::{JobId, JobSpec, Stage};
+use aiprod_domain::{TenantId, JobId, JobSpec, Stage};
 use aiprod_store::{
     Checkpoint, CheckpointOutcome, JobPatch, claim_job, insert_job, save_checkpoints,
 };
@@ -18,7 +18,7 @@ async fn a_batch_writes_each_checkpoint_under_its_own_lease() -> anyhow::Result<
     let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let (good, stale, other) = (JobId::new(), JobId::new(), JobId::new());
     for id in [good, stale, other] {
-        insert_job(&pool, id, &spec, None).await?;
+        insert_job(&pool, TenantId::DEFAULT, id, &spec, None).await?;
     }
     let ttl = Duration::from_secs(60);
     let g = claim_job(&pool, good, "w1", ttl).await?.expect("claimed");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use aiprod_domain::{BackendName, JobId, JobSpec, Money, RenderState, Stage};
+use aiprod_domain::{TenantId, BackendName, JobId, JobSpec, Money, RenderState, Stage};
 use aiprod_store::{
     Intent, IntentOutcome, RenderUpdate, Reservation, ReserveOutcome, audit_budget_day, claim_job,
     fail_job, get_budget_day, insert_intent, insert_job, open_budget_day, reserve_budget,
@@ -31,7 +31,7 @@ async fn leased_job(pool: &PgPool) -> anyhow::Result<(JobId, i64)> {
     let spec = JobSpec::parse(&json!({"prompt": "a fox", "quality_min": 0}))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let id = JobId::new();
-    insert_job(pool, id, &spec, None).await?;
+    insert_job(pool, TenantId::DEFAULT, id, &spec, None).await?;
     let claim = claim_job(pool, id, WORKER, Duration::from_secs(600))
         .await?
         .expect("a fresh job is free");

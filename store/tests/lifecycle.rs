@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aiprod_domain::{
+use aiprod_domain::{TenantId, 
     AlertRule, Availability, BackendChoice, BackendName, CircuitState, FailureClass, JobEvent,
     JobId, JobSpec, JobStatus, Money, Priority, RenderState, Severity, Stage, StageStatus,
 };
@@ -61,7 +61,7 @@ async fn accept(pool: &PgPool) -> anyhow::Result<Job> {
     let spec = JobSpec::parse(&json!({"prompt": "A fox.", "quality_min": 0}))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let id = JobId::new();
-    insert_job(pool, id, &spec, None).await?;
+    insert_job(pool, TenantId::DEFAULT, id, &spec, None).await?;
     Ok(Job { id, epoch: 0 })
 }
 
@@ -103,7 +103,7 @@ async fn status(pool: &PgPool, id: JobId) -> anyhow::Result<JobStatus> {
 }
 
 async fn ask_cancel(pool: &PgPool, job: &Job) -> anyhow::Result<()> {
-    request_cancel(pool, job.id).await?;
+    request_cancel(pool, TenantId::DEFAULT, job.id).await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use aiprod_domain::{JobId, JobSpec, Stage};
+use aiprod_domain::{TenantId, JobId, JobSpec, Stage};
 use aiprod_store::{
     Checkpoint, CheckpointOutcome, JobPatch, claim_job, insert_job, renew_leases, save_checkpoints,
 };
@@ -30,7 +30,7 @@ async fn two_leased_jobs(pool: &PgPool) -> anyhow::Result<[(JobId, i64); 2]> {
     ids.sort();
     let mut leased = [(ids[0], 0), (ids[1], 0)];
     for l in leased.iter_mut().rev() {
-        insert_job(pool, l.0, &spec, None).await?;
+        insert_job(pool, TenantId::DEFAULT, l.0, &spec, None).await?;
         l.1 = claim_job(pool, l.0, "w1", TTL)
             .await?
             .expect("claimed")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiprod_backends::Fleet;
-use aiprod_domain::{BackendName, JobId, JobSpec};
+use aiprod_domain::{TenantId, BackendName, JobId, JobSpec};
 use aiprod_platform::Settings;
 use aiprod_platform::queue::PgQueue;
 use aiprod_platform::storage::ArtifactStore;
@@ -60,7 +60,7 @@ impl Rig {
     pub(crate) async fn run(&self, body: Value) -> anyhow::Result<(JobId, String, Option<String>)> {
         let spec = JobSpec::parse(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
         let id = JobId::new();
-        insert_job(&self.pool, id, &spec, None).await?;
+        insert_job(&self.pool, TenantId::DEFAULT, id, &spec, None).await?;
         aiprod_scheduler::relay_once(&self.pool, self.queue.as_ref()).await?;
         while !matches!(run_once(&self.ctx).await?, Outcome::Idle) {}
         let (status, error): (String, Option<String>) =
@@ -248,7 +248,7 @@ async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() ->
     let spec =
         JobSpec::parse(&json!({"prompt": "A fox."})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let id = JobId::new();
-    insert_job(&rig.pool, id, &spec, None).await?;
+    insert_job(&rig.pool, TenantId::DEFAULT, id, &spec, None).await?;
     let claim = claim_job(&rig.pool, id, "doomed", Duration::from_secs(30))
         .await?
         .expect("free");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aiprod_domain::Stage;
+use aiprod_domain::{Stage, TenantId};
 use aiprod_store::{
     CancelOutcome, CheckpointOutcome, claim_job, get_job, request_cancel, save_checkpoint,
 };
@@ -23,7 +23,7 @@ async fn a_cancel_requested_mid_run_ends_the_job_at_its_next_checkpoint() -> any
     assert_eq!(claim.job.status.as_str(), "running");
 
     assert_eq!(
-        request_cancel(&rig.pool, id).await?,
+        request_cancel(&rig.pool, TenantId::DEFAULT, id).await?,
         CancelOutcome::Requested
     );
     // The cancel waits for the stage in flight: the job still runs.
@@ -93,7 +93,7 @@ async fn a_worker_stops_a_job_canceled_during_render_after_that_stage() -> anyho
     .await;
     waited.map_err(|_| anyhow::anyhow!("render never began"))??;
     assert_eq!(
-        request_cancel(&rig.pool, id).await?,
+        request_cancel(&rig.pool, TenantId::DEFAULT, id).await?,
         CancelOutcome::Requested
     );
 
@@ -128,7 +128,7 @@ async fn a_job_canceled_while_queued_is_dropped_without_running_a_stage() -> any
     let rig = Rig::new(test_settings()).await?;
     let id = rig.submit(json!({"prompt": "A fox."})).await?;
     assert_eq!(
-        request_cancel(&rig.pool, id).await?,
+        request_cancel(&rig.pool, TenantId::DEFAULT, id).await?,
         CancelOutcome::Canceled
     );
 
@@ -158,7 +158,7 @@ async fn a_cancel_found_by_the_next_claim_closes_the_stage_a_dead_worker_left_ru
         .await?
         .expect("the job is free");
     assert_eq!(
-        request_cancel(&rig.pool, id).await?,
+        request_cancel(&rig.pool, TenantId::DEFAULT, id).await?,
         CancelOutcome::Requested
     );
     sqlx::query("update job set locked_until = now() - interval '1 second' where id = $1")

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiprod_backends::Fleet;
-use aiprod_domain::{JobId, JobSpec, Stage};
+use aiprod_domain::{TenantId, JobId, JobSpec, Stage};
 use aiprod_platform::Settings;
 use aiprod_platform::queue::PgQueue;
 use aiprod_platform::storage::ArtifactStore;
@@ -87,7 +87,7 @@ impl Rig {
     async fn insert(&self, body: Value) -> anyhow::Result<JobId> {
         let spec = JobSpec::parse(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
         let id = JobId::new();
-        insert_job(&self.pool, id, &spec, None).await?;
+        insert_job(&self.pool, TenantId::DEFAULT, id, &spec, None).await?;
         Ok(id)
     }
 

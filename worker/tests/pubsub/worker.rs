@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiprod_backends::Fleet;
-use aiprod_domain::{JobId, JobSpec};
+use aiprod_domain::{TenantId, JobId, JobSpec};
 use aiprod_platform::Settings;
 use aiprod_platform::queue::{PubSubQueue, Queue};
 use aiprod_platform::storage::ArtifactStore;
@@ -61,7 +61,7 @@ impl Rig {
         let spec = JobSpec::parse(&json!({"prompt": "A fox."}))
             .map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
         let id = JobId::new();
-        insert_job(&self.pool, id, &spec, None).await?;
+        insert_job(&self.pool, TenantId::DEFAULT, id, &spec, None).await?;
         assert_eq!(
             aiprod_scheduler::relay_once(&self.pool, self.queue.as_ref()).await?,
             1
