@@ -2,19 +2,25 @@
 
 use std::collections::HashMap;
 
+use aiprod_domain::Scope;
 use aiprod_store as store;
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 
-/// `GET /v1/alerts?open=true&limit=`: alerts, newest first.
+/// `GET /v1/alerts?open=true&limit=` (admin): alerts, newest first.
 pub(crate) async fn list(
     State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    caller: Caller,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let Query(q) = q.map_err(crate::input::query_rejection)?;
     let open = match q.get("open").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use aiprod_domain::{BackendName, Money};
+use aiprod_domain::{BackendName, Money, Scope};
 use aiprod_store::{
     count_budget_waiters, get_budget_day, open_budget_day, set_budget_limit, wake_budget_waiters,
 };
@@ -10,13 +10,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::AppState;
-use crate::auth::admin;
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 /// Today's budget as `GET /v1/budget` shows it.
@@ -77,8 +77,12 @@ async fn view(s: &AppState) -> Result<BudgetView, ApiError> {
     })
 }
 
-/// `GET /v1/budget`.
-pub(crate) async fn get(State(s): State<AppState>) -> Result<Json<BudgetView>, ApiError> {
+/// `GET /v1/budget` (admin): the fleet's money is the operator's, not a tenant's.
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<BudgetView>, ApiError> {
+    caller.require(Scope::Admin)?;
     Ok(Json(view(&s).await?))
 }
 
@@ -86,25 +90,32 @@ pub(crate) async fn get(State(s): State<AppState>) -> Result<Json<BudgetView>, A
 /// for the whole fleet, and wakes the jobs the new limit covers.
 pub(crate) async fn put(
     State(s): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BudgetView>, ApiError> {
-    admin(&s, &headers)?;
+    caller.require(Scope::Admin)?;
     let body = body.map_err(|r| ApiError::BadBody {
         status: r.status(),
         detail: format!("the body cannot be read: {}", r.body_text()),
     })?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody {
-        status: StatusCode::BAD_REQUEST,
-        detail: format!("the body is not valid JSON: {e}"),
-    })?;
+    let value = crate::input::json_body(&headers, &body)?;
     let limit = parse_limit(&value)?;
     let cal = s.settings.budget.calendar();
     let day = cal.day_at(Utc::now());
     open_budget_day(&s.pool, day, cal.zone_name(), cal.daily_limit).await?;
-    let d = set_budget_limit(&s.pool, day, limit, "api")
+    let actor = caller.actor();
+    let d = set_budget_limit(&s.pool, day, limit, &actor)
         .await?
         .ok_or_else(|| anyhow::anyhow!("budget day {day} vanished after it was opened"))?;
+    caller
+        .audit(
+            &s,
+            "budget.set_limit",
+            Some(day.to_string()),
+            serde_json::json!({"limit_usd": limit}),
+        )
+        .await?;
     let woken = wake_budget_waiters(&s.pool, day, 500).await?;
     tracing::info!(%day, limit = %d.limit, woken = woken.len(), "today's budget limit changed");
     Ok(Json(view(&s).await?))

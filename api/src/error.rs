@@ -3,7 +3,7 @@
 
 use aiprod_domain::FieldError;
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -34,14 +34,11 @@ pub enum ApiError {
         /// What is wrong.
         detail: String,
     },
-    /// The caller may not do this (admin endpoints without the admin token).
-    #[error("{detail}")]
-    Forbidden {
-        /// 401 (no or wrong credentials) or 403 (admin endpoints disabled).
-        status: StatusCode,
-        /// What is wrong.
-        detail: String,
-    },
+    /// Refused before any work: no or a bad credential (401), a missing scope or entitlement
+    /// (403), a rate limit (429) or load shed (503). Carries the headers that say when to
+    /// come back.
+    #[error("{}", .0.detail)]
+    Refused(Box<Refusal>),
     /// Something failed on our side.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -53,7 +50,46 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Why a request was refused before any work, as [`ApiError::Refused`] answers it.
+#[derive(Debug)]
+pub struct Refusal {
+    /// 401, 403, 429 or 503.
+    pub status: StatusCode,
+    /// The field (or header) at fault: `Authorization`, `backend`, `priority`.
+    pub field: String,
+    /// The rule broken: `api_key`, `scope`, `entitlement`, `rate_limit`, `overloaded`.
+    pub rule: &'static str,
+    /// What is wrong, for a person.
+    pub detail: String,
+    /// Extra headers: `WWW-Authenticate`, `Retry-After`, `RateLimit`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
 impl ApiError {
+    /// A refusal with `status`, naming the field and the rule.
+    pub fn refused(
+        status: StatusCode,
+        field: &str,
+        rule: &'static str,
+        detail: impl Into<String>,
+    ) -> ApiError {
+        ApiError::Refused(Box::new(Refusal {
+            status,
+            field: field.to_owned(),
+            rule,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }))
+    }
+
+    /// The same refusal with one more header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ApiError {
+        if let ApiError::Refused(r) = &mut self {
+            r.headers.push((name, value));
+        }
+        self
+    }
+
     /// One invalid field.
     pub fn field(field: &str, rule: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::Invalid(vec![FieldError {
@@ -117,15 +153,15 @@ impl IntoResponse for ApiError {
                     "rule": rule,
                 }),
             ),
-            ApiError::Forbidden { status, detail } => (
-                *status,
+            ApiError::Refused(r) => (
+                r.status,
                 json!({
-                    "type": "https://aiprod.dev/problems/forbidden",
-                    "title": "Not allowed",
-                    "status": status.as_u16(),
-                    "detail": detail,
-                    "field": "Authorization",
-                    "rule": if status.as_u16() == 403 { "admin_disabled" } else { "admin_token" },
+                    "type": format!("https://aiprod.dev/problems/{}", r.rule.replace('_', "-")),
+                    "title": r.status.canonical_reason().unwrap_or("Refused"),
+                    "status": r.status.as_u16(),
+                    "detail": r.detail,
+                    "field": r.field,
+                    "rule": r.rule,
                 }),
             ),
             ApiError::Internal(e) => {
@@ -137,7 +173,14 @@ impl IntoResponse for ApiError {
                 )
             }
         };
+        let extra = match self {
+            ApiError::Refused(r) => r.headers,
+            _ => Vec::new(),
+        };
         let mut resp = (status, Json(body)).into_response();
+        for (name, value) in extra {
+            resp.headers_mut().append(name, value);
+        }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

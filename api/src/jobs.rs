@@ -2,18 +2,19 @@
 
 use std::collections::HashMap;
 
-use aiprod_domain::{JobId, JobSpec, JobStatus};
+use aiprod_domain::{JobId, JobSpec, JobStatus, Scope, TenantId};
 use aiprod_platform::metrics::Metrics;
-use aiprod_store::{self as store, CancelOutcome, InsertOutcome};
+use aiprod_store::{self as store, CancelOutcome, IdempotencyKey, InsertOutcome};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::view::JobView;
 
@@ -22,12 +23,16 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
 /// The largest page of `GET /v1/jobs`.
 const LIST_LIMIT_MAX: i64 = 500;
 
-/// `POST /v1/jobs`: validates, inserts the job and its outbox row in one statement, answers 202.
+/// `POST /v1/jobs` (`jobs:write`): checks the tenant's rate limit and entitlements,
+/// validates, inserts the job and its outbox row in one statement, records the use of money in
+/// the audit log, answers 202.
 pub(crate) async fn create(
     State(s): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_for(Scope::JobsWrite)?;
     let body = body.map_err(|r| ApiError::BadBody {
         status: if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             StatusCode::PAYLOAD_TOO_LARGE
@@ -36,38 +41,43 @@ pub(crate) async fn create(
         },
         detail: format!("the body cannot be read: {}", r.body_text()),
     })?;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-        if !ct.starts_with("application/json") && !ct.contains("+json") {
-            return Err(ApiError::BadBody {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                detail: format!("Content-Type must be application/json, got {ct}"),
-            });
-        }
-    }
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody {
-        status: StatusCode::BAD_REQUEST,
-        detail: format!("the body is not valid JSON: {e}"),
-    })?;
+    let value = crate::input::json_body(&headers, &body)?;
     let spec = JobSpec::parse(&value).map_err(ApiError::Invalid)?;
     let key = idempotency_key(&headers)?;
+    crate::limits::entitled(&s, tenant, &spec)?;
+    let rate = crate::limits::rate(&s, tenant).await?;
+    let idem = key.as_deref().map(|k| IdempotencyKey {
+        key: k,
+        ttl: s.settings.api.idempotency_ttl,
+    });
     let id = JobId::new();
-    let (id, replayed) = match store::insert_job(&s.pool, id, &spec, key.as_deref()).await? {
+    let (id, replayed) = match store::insert_job(&s.pool, tenant.id, id, &spec, idem).await? {
         InsertOutcome::Created(id) => {
             Metrics::global().jobs_created.inc();
             (id, false)
         }
         InsertOutcome::Replayed(id) => (id, true),
-        InsertOutcome::KeyConflict(id) => {
+        InsertOutcome::KeyConflict(_) => {
+            // The other job's id is not named: it is the tenant's own, but a key reused by
+            // mistake should not hand out a job it never made.
             return Err(ApiError::Conflict {
                 field: "Idempotency-Key".into(),
                 rule: "reused",
-                detail: format!(
-                    "this Idempotency-Key was used for job {id} with a different request"
-                ),
+                detail: "this Idempotency-Key was used for another job with a different request"
+                    .into(),
             });
         }
     };
+    if !replayed {
+        let detail = json!({
+            "backend": spec.backend().as_str(),
+            "priority": spec.priority().as_str(),
+            "duration_s": spec.duration_s(),
+        });
+        caller
+            .audit(&s, "job.create", Some(id.to_string()), detail)
+            .await?;
+    }
     let job = store::get_job(&s.pool, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("job {id} vanished after insert"))?;
@@ -75,6 +85,7 @@ pub(crate) async fn create(
     let location =
         HeaderValue::from_str(&format!("/v1/jobs/{id}")).expect("a uuid path is a valid header");
     resp.headers_mut().insert(header::LOCATION, location);
+    crate::limits::rate_headers(resp.headers_mut(), &rate);
     if replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -104,15 +115,25 @@ fn parse_id(raw: &str) -> Result<JobId, ApiError> {
         .map_err(|_| ApiError::field("id", "format", "must be a UUID"))
 }
 
-/// `GET /v1/jobs/{id}`.
+/// One of the tenant's jobs. Another tenant's job is not found, exactly like a job that
+/// does not exist: its existence is not the caller's to learn.
+async fn own_job(s: &AppState, tenant: TenantId, id: JobId) -> Result<store::JobRecord, ApiError> {
+    store::get_job(&s.pool, id)
+        .await?
+        .filter(|j| j.tenant_id == tenant)
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
+}
+
+/// `GET /v1/jobs/{id}` (`jobs:read`).
 pub(crate) async fn get(
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    caller: Caller,
+    raw: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobView>, ApiError> {
+    let tenant = caller.tenant_for(Scope::JobsRead)?.id;
+    let Path(raw) = raw.map_err(crate::input::path_rejection)?;
     let id = parse_id(&raw)?;
-    let job = store::get_job(&s.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let job = own_job(&s, tenant, id).await?;
     let view = full_view(&s, job).await?;
     Ok(Json(with_result_url(&s, view).await))
 }
@@ -153,11 +174,15 @@ async fn full_view(s: &AppState, job: store::JobRecord) -> Result<JobView, ApiEr
         .with_media(qa, finalize))
 }
 
-/// `GET /v1/jobs?status=&limit=&cursor=`: newest first, keyset-paginated.
+/// `GET /v1/jobs?status=&limit=&cursor=` (`jobs:read`): the tenant's jobs, newest first,
+/// keyset-paginated.
 pub(crate) async fn list(
     State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    caller: Caller,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant_for(Scope::JobsRead)?.id;
+    let Query(q) = q.map_err(crate::input::query_rejection)?;
     if let Some(k) = q
         .keys()
         .find(|k| !["status", "limit", "cursor"].contains(&k.as_str()))
@@ -197,7 +222,7 @@ pub(crate) async fn list(
             ApiError::field("cursor", "format", "must be a cursor from a previous page")
         })?),
     };
-    let rows = store::list_jobs(&s.pool, status, limit, cursor).await?;
+    let rows = store::list_jobs(&s.pool, tenant, status, limit, cursor).await?;
     let next_cursor = if rows.len() as i64 == limit {
         rows.last().map(|j| j.id.to_string())
     } else {
@@ -207,13 +232,17 @@ pub(crate) async fn list(
     Ok(Json(json!({"jobs": jobs, "next_cursor": next_cursor})))
 }
 
-/// `POST /v1/jobs/{id}/cancel`: a queued job ends now; a running one before its next stage.
+/// `POST /v1/jobs/{id}/cancel` (`jobs:write`): a queued job ends now; a running one before
+/// its next stage.
 pub(crate) async fn cancel(
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    caller: Caller,
+    raw: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_for(Scope::JobsWrite)?.id;
+    let Path(raw) = raw.map_err(crate::input::path_rejection)?;
     let id = parse_id(&raw)?;
-    let outcome = store::request_cancel(&s.pool, id).await?;
+    let outcome = store::request_cancel(&s.pool, tenant, id).await?;
     let code = match outcome {
         CancelOutcome::NotFound => return Err(ApiError::NotFound(format!("no job {id}"))),
         CancelOutcome::AlreadyEnded(status) => {
@@ -226,8 +255,14 @@ pub(crate) async fn cancel(
         CancelOutcome::Canceled => StatusCode::OK,
         CancelOutcome::Requested => StatusCode::ACCEPTED,
     };
-    let job = store::get_job(&s.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    caller
+        .audit(
+            &s,
+            "job.cancel",
+            Some(id.to_string()),
+            json!({"status": code.as_u16()}),
+        )
+        .await?;
+    let job = own_job(&s, tenant, id).await?;
     Ok((code, Json(full_view(&s, job).await?)).into_response())
 }

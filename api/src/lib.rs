@@ -1,8 +1,11 @@
 //! The HTTP API v1: accepts generation jobs and reports on them.
 //!
-//! - `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`
-//! - `GET /v1/budget`, `PUT /v1/budget` (admin), `GET /v1/alerts`
-//! - `GET /healthz`, `GET /readyz`, `GET /metrics`
+//! - `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel` (a
+//!   tenant's key: `jobs:write` or `jobs:read`; a tenant sees only its own jobs)
+//! - admin: `GET|PUT /v1/budget`, `GET /v1/alerts`, `GET|POST /v1/tenants`,
+//!   `POST /v1/tenants/{name}/keys`, `GET /v1/keys`, `POST /v1/keys/{key}/revoke`,
+//!   `GET /v1/audit`
+//! - `GET /healthz`, `GET /readyz` (no key); `/metrics` only on the ops port ([`ops_router`])
 //!
 //! Every error is `application/problem+json` naming the field and the rule (`error`). Every
 //! request gets an `x-request-id` (the client's, or a new UUID), answered back and carried by
@@ -12,7 +15,11 @@ mod alerts;
 mod auth;
 mod budget;
 mod error;
+mod input;
 mod jobs;
+mod limits;
+mod server;
+mod tenants;
 mod view;
 
 use std::net::SocketAddr;
@@ -21,15 +28,24 @@ use std::sync::Arc;
 use aiprod_platform::Settings;
 use aiprod_platform::metrics::Metrics;
 use aiprod_platform::storage::ArtifactStore;
-use axum::Router;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{BoxError, Router};
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower::timeout::TimeoutLayer;
+use tower::util::option_layer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use budget::BudgetView;
@@ -50,20 +66,45 @@ pub struct AppState {
     pub store: Option<ArtifactStore>,
 }
 
-/// The API's routes.
+/// The API's public routes, with its edge: body size, request timeout, the in-flight limit
+/// that sheds load, CORS (when origins are configured) and request ids.
 pub fn router(state: AppState) -> Router {
+    let api = &state.settings.api;
     let limit = state.settings.max_body_bytes;
+    let cors = (!api.cors_origins.is_empty()).then(|| cors(&api.cors_origins));
+    // One semaphore for the whole router: a layer on a `Router` is cloned onto every route,
+    // so tower's own concurrency limit would count each route apart.
+    let in_flight = Arc::new(Semaphore::new(api.http_max_in_flight));
+    let edge = ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(in_flight, shed))
+        .layer(HandleErrorLayer::new(overloaded))
+        .layer(TimeoutLayer::new(api.request_timeout));
     Router::new()
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/budget", get(budget::get).put(budget::put))
         .route("/v1/alerts", get(alerts::list))
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{name}/keys", post(tenants::create_key))
+        .route("/v1/keys", get(tenants::list_keys))
+        .route("/v1/keys/{key}/revoke", post(tenants::revoke_key))
+        .route("/v1/audit", get(tenants::audit))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::refused(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                "method",
+                "this path does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyTimeoutLayer::new(api.body_timeout))
+        .layer(edge)
+        .layer(option_layer(cors))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -71,6 +112,73 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)
+}
+
+/// The ops routes, for the ops port only: probes and Prometheus' `/metrics`, which names
+/// tenants' money and is no business of the public.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// CORS for the configured origins: the methods and headers the API uses, and the headers a
+/// browser client must be able to read.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            REQUEST_ID,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            REQUEST_ID,
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Serves a request only while the process is under `AIPROD_HTTP_MAX_IN_FLIGHT`; past it,
+/// sheds it at once with a `503` rather than queueing it.
+async fn shed(State(slots): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    match slots.try_acquire() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => refuse_503("the API is at its limit of requests in flight; retry shortly")
+            .into_response(),
+    }
+}
+
+/// A request past `AIPROD_HTTP_REQUEST_TIMEOUT_MS`.
+async fn overloaded(e: BoxError) -> ApiError {
+    if e.is::<tower::timeout::error::Elapsed>() {
+        refuse_503("the request took too long and was stopped; retry it")
+    } else {
+        ApiError::Internal(anyhow::anyhow!("request failed: {e}"))
+    }
+}
+
+fn refuse_503(detail: &str) -> ApiError {
+    ApiError::refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "request",
+        "overloaded",
+        detail,
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 /// The span every log line of a request carries: its id, method and path.
@@ -83,7 +191,8 @@ fn request_span(req: &Request) -> tracing::Span {
     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then drains open requests.
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets open requests
+/// finish within `AIPROD_HTTP_SHUTDOWN_DEADLINE_MS`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -91,10 +200,32 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "api listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
-    Ok(())
+    let api = state.settings.api.clone();
+    server::serve_http1(
+        listener,
+        router(state),
+        api.header_timeout,
+        api.shutdown_deadline,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the ops routes ([`ops_router`]) on `listener` until `shutdown` is cancelled.
+pub async fn serve_ops(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let api = state.settings.api.clone();
+    server::serve_http1(
+        listener,
+        ops_router(state),
+        api.header_timeout,
+        api.shutdown_deadline,
+        shutdown,
+    )
+    .await
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

@@ -17,7 +17,8 @@ pub struct TenantId(Uuid);
 impl TenantId {
     /// The tenant the migration that introduced tenants gave every job accepted before it
     /// (`default`); tests and single-tenant setups use it too.
-    pub const DEFAULT: TenantId = TenantId(Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001));
+    pub const DEFAULT: TenantId =
+        TenantId(Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001));
 
     /// A new id.
     pub fn new() -> TenantId {
@@ -77,7 +78,10 @@ mod tests {
     #[test]
     fn scopes_have_their_wire_names() {
         assert_eq!(Scope::JobsWrite.as_str(), "jobs:write");
-        assert_eq!("jobs:read".parse::<Scope>().expect("a scope"), Scope::JobsRead);
+        assert_eq!(
+            "jobs:read".parse::<Scope>().expect("a scope"),
+            Scope::JobsRead
+        );
         assert_eq!(Scope::one_of(), "jobs:write, jobs:read, admin");
     }
 

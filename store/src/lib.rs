@@ -11,16 +11,22 @@
 use std::time::Duration;
 
 mod alert;
+mod audit;
 mod backend_health;
+mod books;
+mod budget_wait;
 mod checkpoint;
 pub mod db;
 mod dispatch;
 mod job;
+pub mod keys;
 mod lease;
 mod ledger;
 mod queue_message;
+mod rate_limit;
 mod render_task;
 mod report;
+mod tenant;
 
 /// A duration as whole milliseconds for SQL (`$n::bigint * interval '1 millisecond'`), saturating.
 pub(crate) fn millis(d: Duration) -> i64 {
@@ -31,29 +37,38 @@ pub use alert::{
     Alert, AlertChanges, Firing, list_alerts, mark_alert_delivered, open_alert_counts,
     record_alert_delivery_failure, sync_alerts, undelivered_alerts,
 };
+pub use audit::{AuditEntry, AuditRecord, list_audit, record_audit};
 pub use backend_health::{
     BackendHealth, Gate, backend_health, gate, record_failure, record_success, release_probe,
 };
+pub use books::{
+    BudgetAudit, TenantBudgetDay, audit_budget_day, audit_tenant_budget_day, get_tenant_budget_day,
+    set_tenant_budget_limit, tenant_headroom,
+};
+pub use budget_wait::{count_budget_waiters, park_for_budget, wake_budget_waiters};
 pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
 };
 pub use dispatch::{
-    OutboxRow, delete_relayed, outbox_batch, outbox_channel, redispatch_stranded,
-    requeue_expired_leases,
+    OutboxRow, PoisonedJob, delete_relayed, fail_poison_jobs, outbox_batch, outbox_channel,
+    redispatch_stranded, requeue_expired_leases,
 };
 pub use job::{
-    CancelOutcome, IdempotencyKey, InsertOutcome, JobRecord, StageRecord, get_job, get_media_outputs, get_routing,
-    get_stages, insert_job, list_jobs, request_cancel,
+    CancelOutcome, IdempotencyKey, InsertOutcome, JobRecord, StageRecord, get_job,
+    get_media_outputs, get_routing, get_stages, insert_job, list_jobs, request_cancel,
 };
-pub use lease::{Claim, claim_job, load_outputs, release_lease, renew_leases};
+pub use lease::{
+    Claim, ClaimOutcome, claim_job, load_outputs, release_lease, renew_leases, try_claim_job,
+};
 pub use ledger::{
-    BudgetAudit, BudgetDay, Reservation, ReserveOutcome, audit_budget_day, count_budget_waiters,
-    get_budget_day, open_budget_day, park_for_budget, reserve_budget, set_budget_limit,
-    wake_budget_waiters,
+    BudgetDay, Reservation, ReserveOutcome, Shortfall, get_budget_day, open_budget_day,
+    reserve_budget, set_budget_limit,
 };
 pub use queue_message::{
-    ReceivedMessage, ack_messages, enqueue_messages, nack_messages, receive_messages,
+    ReceivedMessage, ack_messages, defer_messages, enqueue_messages, nack_messages,
+    receive_messages,
 };
+pub use rate_limit::{RateDecision, check_rate};
 pub use render_task::{
     Intent, IntentOutcome, RenderTask, RenderUpdate, adopt_orphan, insert_intent, orphans,
     render_tasks, update_render,
@@ -61,4 +76,8 @@ pub use render_task::{
 pub use report::{
     SloStanding, SloTargets, StuckJob, WindowQuality, backend_errors_over, slo_report, stuck_jobs,
     window_latency_p95, window_quality,
+};
+pub use tenant::{
+    ApiKeyInfo, KeyLookup, Tenant, TenantLimits, create_tenant, find_api_key, insert_api_key,
+    list_api_keys, list_tenants, revoke_api_key, tenant_by_name, touch_api_key, valid_tenant_name,
 };

@@ -1,4 +1,4 @@
-//! The budget endpoint: today's figures for anyone, the limit changed only with the admin token.
+//! The budget endpoint: today's figures and a change of limit, for admins only.
 
 use aiprod_platform::Settings;
 use reqwest::StatusCode;
@@ -9,12 +9,22 @@ use super::TestApp;
 #[tokio::test]
 async fn the_budget_shows_today_and_only_an_admin_changes_its_limit() -> anyhow::Result<()> {
     let settings = Settings {
-        admin_token: Some("s3cret".to_owned().into()),
+        admin_token: Some(super::ADMIN_TOKEN.to_owned().into()),
         ..Settings::default()
     };
     let app = TestApp::start_with(settings).await?;
     let url = format!("{}/v1/budget", app.base);
-    let b: Value = app.http.get(&url).send().await?.json().await?;
+    // A tenant's key without `admin` may not see the fleet's money.
+    let r = app.http.get(&url).send().await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let b: Value = app
+        .anon
+        .get(&url)
+        .bearer_auth(super::ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(b["limit_usd"], "100.00");
     assert_eq!(b["remaining_usd"], "100.00");
     assert_eq!(b["time_zone"], "UTC");
@@ -29,31 +39,31 @@ async fn the_budget_shows_today_and_only_an_admin_changes_its_limit() -> anyhow:
             json!({"limit_usd": "150"}),
             401,
             "Authorization",
-            "admin_token",
+            "api_key",
         ),
         (
             Some("nope"),
             json!({"limit_usd": "150"}),
             401,
             "Authorization",
-            "admin_token",
+            "api_key",
         ),
         (
-            Some("s3cret"),
+            Some(super::ADMIN_TOKEN),
             json!({"limit_usd": "-1"}),
             422,
             "limit_usd",
             "range",
         ),
         (
-            Some("s3cret"),
+            Some(super::ADMIN_TOKEN),
             json!({"limit_usd": "1.0000001"}),
             422,
             "limit_usd",
             "format",
         ),
         (
-            Some("s3cret"),
+            Some(super::ADMIN_TOKEN),
             json!({"limit": "5"}),
             422,
             "limit",
@@ -61,7 +71,7 @@ async fn the_budget_shows_today_and_only_an_admin_changes_its_limit() -> anyhow:
         ),
     ];
     for (token, body, status, field, rule) in cases {
-        let mut req = app.http.put(&url).json(&body);
+        let mut req = app.anon.put(&url).json(&body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -76,14 +86,14 @@ async fn the_budget_shows_today_and_only_an_admin_changes_its_limit() -> anyhow:
         );
     }
     assert_eq!(
-        app.count("budget_entry where kind = 'limit' and actor = 'api'")
+        app.count("budget_entry where kind = 'limit' and actor = 'admin-token'")
             .await?,
         0
     );
     let r = app
-        .http
+        .anon
         .put(&url)
-        .bearer_auth("s3cret")
+        .bearer_auth(super::ADMIN_TOKEN)
         .json(&json!({"limit_usd": "150.25"}))
         .send()
         .await?;
@@ -94,11 +104,17 @@ async fn the_budget_shows_today_and_only_an_admin_changes_its_limit() -> anyhow:
         (Some("150.25"), Some(true))
     );
     assert_eq!(
-        app.count("budget_entry where kind = 'limit' and actor = 'api'")
+        app.count("budget_entry where kind = 'limit' and actor = 'admin-token'")
             .await?,
         1
     );
-    // Without a configured token, the admin endpoint is off.
+    // The change is in the audit log: who, what and on which day.
+    assert_eq!(
+        app.count("audit_log where action = 'budget.set_limit' and actor = 'admin-token'")
+            .await?,
+        1
+    );
+    // Without a configured token, only a key with `admin` reaches it; `t1`'s has not.
     let off = TestApp::start().await?;
     let r = off
         .http

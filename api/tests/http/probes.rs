@@ -11,7 +11,7 @@ async fn probes_and_metrics_answer() -> anyhow::Result<()> {
     app.post_job(&json!({"prompt": "A fox."}), None).await?;
     for path in ["/healthz", "/readyz"] {
         assert_eq!(
-            app.http
+            app.anon
                 .get(format!("{}{path}", app.base))
                 .send()
                 .await?
@@ -19,9 +19,12 @@ async fn probes_and_metrics_answer() -> anyhow::Result<()> {
             StatusCode::OK
         );
     }
+    // Metrics name tenants' money: not on the public port, only on the ops one.
+    let public = app.anon.get(format!("{}/metrics", app.base)).send().await?;
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
     let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
+        .anon
+        .get(format!("{}/metrics", app.ops))
         .send()
         .await?
         .text()

@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 mod alerts;
+mod api;
 mod backends;
 mod budget;
 mod check;
@@ -24,6 +25,7 @@ mod scheduler;
 mod worker;
 
 pub use alerts::AlertSettings;
+pub use api::ApiSettings;
 pub use backends::BackendSettings;
 pub use budget::BudgetSettings;
 pub use cloud::{QueueKind, QueueSettings, StorageKind, StorageSettings};
@@ -51,10 +53,21 @@ pub struct Settings {
     pub api_url: String,
     /// `AIPROD_LOG_FORMAT`: `pretty`, `json`, or `auto` (pretty on a terminal).
     pub log_format: LogFormat,
-    /// `AIPROD_ADMIN_TOKEN`: the bearer token of admin endpoints (changing the budget); unset,
-    /// they answer 403.
+    /// `AIPROD_ADMIN_TOKEN`: the operator's bearer token for the admin endpoints (budget,
+    /// alerts, tenants, keys), at least 32 characters; unset, only keys with the `admin` scope
+    /// reach them.
     #[serde(skip_serializing)]
     pub admin_token: Option<SecretString>,
+    /// `AIPROD_API_KEY`: the key `aiprod jobs` and `aiprod budget` send; unset, they read
+    /// `AIPROD_API_KEY_FILE`.
+    #[serde(skip_serializing)]
+    pub api_key: Option<SecretString>,
+    /// `AIPROD_API_KEY_FILE`: where `aiprod dev` saves the dev tenant's key, and where the
+    /// client commands look for one.
+    pub api_key_file: PathBuf,
+    /// `AIPROD_HTTP_*`, `AIPROD_CORS_ORIGINS`, `AIPROD_IDEMPOTENCY_TTL_S`: the API's edge.
+    #[serde(flatten)]
+    pub api: ApiSettings,
     /// `AIPROD_WORKER_CONCURRENCY`, `AIPROD_LEASE_TTL_MS`, `AIPROD_RETRY__*`…: how workers run.
     #[serde(flatten)]
     pub worker: WorkerSettings,
@@ -113,6 +126,9 @@ impl Default for Settings {
             api_url: "http://127.0.0.1:8080".to_owned(),
             log_format: LogFormat::Auto,
             admin_token: None,
+            api_key: None,
+            api_key_file: PathBuf::from(".aiprod/api-key"),
+            api: ApiSettings::default(),
             worker: WorkerSettings::default(),
             scheduler: SchedulerSettings::default(),
             backends: BackendSettings::default(),
@@ -127,6 +143,9 @@ impl Default for Settings {
         }
     }
 }
+
+/// The shortest admin token accepted: an empty or short one would let a guess in.
+pub const ADMIN_TOKEN_MIN: usize = 32;
 
 /// A setting that does not hold, in one line.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +201,18 @@ impl Settings {
             ));
         }
         check::http_url("AIPROD_API_URL", &self.api_url)?;
+        if let Some(t) = &self.admin_token {
+            use secrecy::ExposeSecret;
+            let t = t.expose_secret();
+            if t.chars().count() < ADMIN_TOKEN_MIN || t.trim() != t {
+                return Err(format!(
+                    "AIPROD_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN} characters with no \
+                     surrounding spaces (unset it to have no admin token); got {} characters",
+                    t.chars().count()
+                ));
+            }
+        }
+        self.api.validate()?;
         self.worker.validate()?;
         self.scheduler.validate()?;
         self.backends.validate()?;
@@ -225,7 +256,8 @@ fn locate(figment: &Figment, e: figment::Error) -> figment::Error {
     if !e.path.is_empty() {
         return e;
     }
-    let probes: [fn(&Figment) -> Option<figment::Error>; 11] = [
+    let probes: [fn(&Figment) -> Option<figment::Error>; 12] = [
+        probe::<ApiSettings>,
         probe::<WorkerSettings>,
         probe::<SchedulerSettings>,
         probe::<RunwaySettings>,
@@ -352,6 +384,27 @@ mod tests {
                 .expect_err("a misspelt setting")
                 .to_string();
             assert!(e.contains("runway_apikey"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_or_short_admin_token_stops_the_start() {
+        for bad in ["", "short", " padded-token-of-enough-length-123456 "] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("AIPROD_ADMIN_TOKEN", bad);
+                let e = Settings::load(None).expect_err("a weak token").to_string();
+                assert!(e.contains("AIPROD_ADMIN_TOKEN"), "{e}");
+                assert!(
+                    !e.contains(bad.trim()) || bad.is_empty(),
+                    "the token leaked: {e}"
+                );
+                Ok(())
+            });
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIPROD_ADMIN_TOKEN", "x".repeat(32));
+            assert!(Settings::load(None).expect("loads").admin_token.is_some());
             Ok(())
         });
     }
