@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiprod_platform::Settings;
+use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -96,8 +97,25 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
         stop.clone(),
     ));
 
-    // Phase 1: enqueue over HTTP.
-    let http = reqwest::Client::new();
+    // Phase 1: enqueue over HTTP, as a tenant whose limits are far above the run's.
+    let unlimited = aiprod_store::TenantLimits {
+        rate_per_minute: 1_000_000,
+        max_in_flight: 1_000_000,
+        ..aiprod_store::TenantLimits::default()
+    };
+    let tenant = aiprod_store::create_tenant(&p.pool, "bench", &unlimited)
+        .await?
+        .context("the bench database already has a bench tenant")?;
+    let key = aiprod_store::keys::NewKey::generate();
+    let scopes = [aiprod_domain::Scope::JobsWrite];
+    aiprod_store::insert_api_key(&p.pool, tenant.id, &key.prefix, &key.hash, "bench", &scopes)
+        .await?;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", key.secret.expose_secret()).parse()?,
+    );
+    let http = reqwest::Client::builder().default_headers(auth).build()?;
     let endpoint = Arc::new(format!("http://{addr}/v1/jobs"));
     let t0 = Instant::now();
     let results: Vec<anyhow::Result<()>> =

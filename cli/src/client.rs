@@ -11,6 +11,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use clap::builder::PossibleValuesParser;
 use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 /// What to do with jobs.
@@ -81,11 +83,25 @@ pub enum JobsCommand {
     },
 }
 
-/// Runs a jobs subcommand against the API at `base`.
-pub async fn run(cmd: JobsCommand, base: &str) -> anyhow::Result<ExitCode> {
-    let http = reqwest::Client::builder()
+/// An HTTP client that sends `credential` (an API key or the admin token) as its bearer.
+fn http_client(credential: &SecretString) -> anyhow::Result<reqwest::Client> {
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", credential.expose_secret()))
+        .context("the API key is not a valid header value")?;
+    auth.set_sensitive(true);
+    let headers = HeaderMap::from_iter([(header::AUTHORIZATION, auth)]);
+    Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
-        .build()?;
+        .default_headers(headers)
+        .build()?)
+}
+
+/// Runs a jobs subcommand against the API at `base`, as the holder of `credential`.
+pub async fn run(
+    cmd: JobsCommand,
+    base: &str,
+    credential: &SecretString,
+) -> anyhow::Result<ExitCode> {
+    let http = http_client(credential)?;
     let base = base.trim_end_matches('/');
     match cmd {
         JobsCommand::Submit {
@@ -188,11 +204,9 @@ pub enum BudgetCommand {
 pub async fn run_budget(
     cmd: BudgetCommand,
     base: &str,
-    admin_token: Option<&str>,
+    credential: &SecretString,
 ) -> anyhow::Result<ExitCode> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = http_client(credential)?;
     let base = base.trim_end_matches('/');
     match cmd {
         BudgetCommand::Show => print_json(&send(http.get(format!("{base}/v1/budget"))).await?),
@@ -200,12 +214,9 @@ pub async fn run_budget(
             let limit: aiprod_domain::Money = usd
                 .parse()
                 .with_context(|| format!("the limit `{usd}` is not an amount of dollars"))?;
-            let mut req = http
+            let req = http
                 .put(format!("{base}/v1/budget"))
                 .json(&json!({"limit_usd": limit}));
-            if let Some(t) = admin_token {
-                req = req.bearer_auth(t);
-            }
             print_json(&send(req).await?);
         }
         BudgetCommand::Alerts { open } => {

@@ -147,44 +147,79 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
-/// `aiprod dev`: everything in one process.
-pub async fn dev(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+/// `aiprod tenants` and `aiprod keys`: straight to the database (the private cluster of
+/// `aiprod dev` when `DATABASE_URL` is unset), migrated first.
+pub async fn admin<F, Fut>(settings: Settings, run: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let database = database::resolve(&settings, true).await?;
+    let pool = connect(&settings, &database, true).await?;
+    let out = run(pool.clone()).await;
+    pool.close().await;
+    let _ = tokio::task::spawn_blocking(move || drop(database)).await;
+    out
+}
+
+/// `aiprod dev`: everything in one process, with the dev tenant's key.
+pub async fn dev(
+    settings: Settings,
+    listen: SocketAddr,
+    ops_listen: SocketAddr,
+) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
     let simulate = settings.backends.simulate(true);
     let listener = bind(listen).await?;
+    let ops = bind(ops_listen).await?;
     let p = parts(settings, true, true).await?;
+    let (_key, new) = crate::admin::dev_key(&p.pool, &p.settings.api_key_file).await?;
     let ctx = worker_context(&p, simulate).await?;
     let stop = shutdown::on_signal();
     let addr = listener.local_addr()?;
     eprintln!(
-        "aiprod dev: API on http://{addr} · {} worker slots · backends {} · artifacts in {}",
+        "aiprod dev: API on http://{addr} · metrics on http://{}/metrics · {} worker slots · backends {} · artifacts in {}",
+        ops.local_addr()?,
         p.settings.worker.worker_concurrency,
         ctx.backends.describe(),
         ctx.store.describe()
     );
-    let api = tokio::spawn(aiprod_api::serve(
-        listener,
-        p.app_state(Some(ctx.store.clone())),
-        stop.clone(),
-    ));
+    {
+        let file = p.settings.api_key_file.display();
+        eprintln!(
+            "aiprod dev: {} API key of tenant `dev` saved in {file} (aiprod jobs uses it):\n  \
+             export AIPROD_API_KEY=$(cat {file})\n  \
+             curl -H \"Authorization: Bearer $AIPROD_API_KEY\" http://{addr}/v1/jobs",
+            if new { "a new" } else { "the" },
+        );
+    }
+    let state = p.app_state(Some(ctx.store.clone()));
+    let ops = tokio::spawn(aiprod_api::serve_ops(ops, state.clone(), stop.clone()));
+    let api = tokio::spawn(aiprod_api::serve(listener, state, stop.clone()));
     let worker = tokio::spawn(aiprod_worker::run(ctx.clone(), stop.clone()));
     let sched = tokio::spawn(aiprod_scheduler::run(
         p.leader_parts(ctx.backends.clone()),
         stop.clone(),
     ));
-    let (a, w, s) = tokio::join!(api, worker, sched);
+    let (a, w, s, o) = tokio::join!(api, worker, sched, ops);
     drop(ctx);
     p.close().await;
+    o??;
     a??;
     w??;
     s??;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `aiprod api`.
-pub async fn api(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+/// `aiprod api`: the public API on `listen`, probes and metrics on `ops_listen`.
+pub async fn api(
+    settings: Settings,
+    listen: SocketAddr,
+    ops_listen: SocketAddr,
+) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
     let listener = bind(listen).await?;
+    let ops = bind(ops_listen).await?;
     // The API writes the outbox, never the queue, so it builds no queue client.
     let database = database::resolve(&settings, false).await?;
     let pool = connect(&settings, &database, false).await?;
@@ -196,7 +231,12 @@ pub async fn api(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitC
         settings: Arc::new(settings),
         store: Some(store),
     };
-    aiprod_api::serve(listener, state, shutdown::on_signal()).await?;
+    let stop = shutdown::on_signal();
+    let ops = tokio::spawn(aiprod_api::serve_ops(ops, state.clone(), stop.clone()));
+    let served = aiprod_api::serve(listener, state, stop.clone()).await;
+    stop.cancel();
+    ops.await??;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

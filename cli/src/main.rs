@@ -1,6 +1,7 @@
 //! `aiprod`: the one binary of AIPROD Fleet. `main` parses the command line, loads settings,
 //! starts telemetry and hands over to a subcommand; a failure prints one line and exits 1.
 
+mod admin;
 mod bench;
 mod client;
 mod commands;
@@ -30,12 +31,18 @@ enum Command {
         /// Where the API listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Where /healthz, /readyz and /metrics are served.
+        #[arg(long, default_value = "127.0.0.1:9463")]
+        ops_listen: std::net::SocketAddr,
     },
     /// The HTTP API.
     Api {
         /// Where the API listens.
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,
+        /// Where /healthz, /readyz and /metrics are served (keep it off the public network).
+        #[arg(long, default_value = "0.0.0.0:9463")]
+        ops_listen: std::net::SocketAddr,
     },
     /// A worker process (AIPROD_WORKER_CONCURRENCY jobs at once).
     Worker {
@@ -72,6 +79,16 @@ enum Command {
         #[arg(long, global = true)]
         api_url: Option<String>,
     },
+    /// Tenants, in the database (DATABASE_URL, or the private cluster of `aiprod dev`).
+    Tenants {
+        #[command(subcommand)]
+        command: admin::TenantsCommand,
+    },
+    /// API keys, in the database (DATABASE_URL, or the private cluster of `aiprod dev`).
+    Keys {
+        #[command(subcommand)]
+        command: admin::KeysCommand,
+    },
     /// Measures end-to-end throughput on a fresh database.
     Bench(bench::BenchArgs),
 }
@@ -102,20 +119,34 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Jobs { command, api_url } => {
                 let url = api_url.unwrap_or_else(|| settings.api_url.clone());
-                client::run(command, &url).await
+                let key = admin::credential(&settings, false)?;
+                client::run(command, &url, &key).await
             }
             Command::Budget { command, api_url } => {
-                use secrecy::ExposeSecret;
                 let url = api_url.unwrap_or_else(|| settings.api_url.clone());
-                let token = settings
-                    .admin_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_owned());
-                client::run_budget(command, &url, token.as_deref()).await
+                let key = admin::credential(&settings, true)?;
+                client::run_budget(command, &url, &key).await
+            }
+            Command::Tenants { command } => {
+                commands::admin(settings, |pool| async move {
+                    admin::tenants(&pool, command).await
+                })
+                .await
+            }
+            Command::Keys { command } => {
+                commands::admin(
+                    settings,
+                    |pool| async move { admin::keys(&pool, command).await },
+                )
+                .await
             }
             Command::Bench(args) => bench::run(args, settings).await,
-            Command::Dev { listen } => commands::dev(settings, listen).await,
-            Command::Api { listen } => commands::api(settings, listen).await,
+            Command::Dev { listen, ops_listen } => {
+                commands::dev(settings, listen, ops_listen).await
+            }
+            Command::Api { listen, ops_listen } => {
+                commands::api(settings, listen, ops_listen).await
+            }
             Command::Worker { listen } => commands::worker(settings, listen).await,
             Command::Scheduler { listen } => commands::scheduler(settings, listen).await,
             Command::Migrate { pubsub } => commands::migrate(settings, pubsub).await,

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: build and start real `aiprod` processes against a
 //! fresh database, and talk to them over HTTP.
 
+pub mod counting;
 pub mod stubs;
 
 use std::net::TcpListener;
@@ -185,4 +186,39 @@ impl Drop for Scratch {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// The key `aiprod dev` saved for `aiprod jobs` when it started in `dir`.
+pub fn dev_key(dir: &Path) -> anyhow::Result<String> {
+    let file = dir.join(".aiprod/api-key");
+    let key = std::fs::read_to_string(&file)
+        .with_context(|| format!("aiprod dev saved no key in {}", file.display()))?;
+    Ok(key.trim().to_owned())
+}
+
+/// An HTTP client that sends `key` as its bearer.
+pub fn keyed(key: &str) -> anyhow::Result<reqwest::Client> {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse()?,
+    );
+    Ok(reqwest::Client::builder().default_headers(h).build()?)
+}
+
+/// A new `jobs:write` + `jobs:read` key of tenant `name` (made if missing), for tests that run
+/// `aiprod api` on their own database.
+pub async fn tenant_key(pool: &sqlx::PgPool, name: &str) -> anyhow::Result<String> {
+    use aiprod_domain::Scope;
+    use secrecy::ExposeSecret;
+    let tenant = match aiprod_store::tenant_by_name(pool, name).await? {
+        Some(t) => t,
+        None => aiprod_store::create_tenant(pool, name, &aiprod_store::TenantLimits::default())
+            .await?
+            .context("a new tenant")?,
+    };
+    let k = aiprod_store::keys::NewKey::generate();
+    let scopes = [Scope::JobsWrite, Scope::JobsRead];
+    aiprod_store::insert_api_key(pool, tenant.id, &k.prefix, &k.hash, "e2e", &scopes).await?;
+    Ok(k.secret.expose_secret().to_owned())
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aiprod_testkit::TestDb;
-use aiprod_tests::{Proc, Scratch, aiprod_bin, free_port, wait_ready};
+use aiprod_tests::{Proc, Scratch, aiprod_bin, dev_key, free_port, keyed, wait_ready};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -21,13 +21,22 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
     env.push(("AIPROD_SIM_LATENCY_MS", "1500".to_owned()));
     let mut dev = Proc::start(
         "dev",
-        &["dev", "--listen", &format!("127.0.0.1:{port}")],
+        &[
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ops-listen",
+            "127.0.0.1:0",
+        ],
         &env,
         &dir.0,
     )?;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
+    // `aiprod dev` made the dev tenant's key and saved it where `aiprod jobs` (run in the same
+    // directory) finds it.
+    let http = keyed(&dev_key(&dir.0)?)?;
 
     // A job canceled while it renders stops before its next stage and ends canceled.
     let id = submit_and_wait_for_render(&http, &base, &pool)
@@ -40,6 +49,7 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
     assert_eq!(r.status().as_u16(), 202);
     let watch = std::process::Command::new(aiprod_bin()?)
         .args(["jobs", "watch", &id, "--api-url", &base])
+        .current_dir(&dir.0)
         .env_remove("DATABASE_URL")
         .output()?;
     assert_eq!(
@@ -58,6 +68,7 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
 
     // `jobs submit --watch` of a good job exits 0; of a forbidden prompt, 1.
     let ok = std::process::Command::new(aiprod_bin()?)
+        .current_dir(&dir.0)
         .args([
             "jobs",
             "submit",
@@ -79,6 +90,7 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
     let done: Value = serde_json::from_slice(&ok.stdout)?;
     assert_eq!(done["status"], "succeeded");
     let bad = std::process::Command::new(aiprod_bin()?)
+        .current_dir(&dir.0)
         .args([
             "jobs",
             "submit",
@@ -132,13 +144,22 @@ async fn a_twelve_second_dev_job_ends_in_one_checked_video_that_plays() -> anyho
     env.push(("AIPROD_SIM_LATENCY_MS", "200".to_owned()));
     let mut dev = Proc::start(
         "dev",
-        &["dev", "--listen", &format!("127.0.0.1:{port}")],
+        &[
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ops-listen",
+            "127.0.0.1:0",
+        ],
         &env,
         &dir.0,
     )?;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
+    // `aiprod dev` made the dev tenant's key and saved it where `aiprod jobs` (run in the same
+    // directory) finds it.
+    let http = keyed(&dev_key(&dir.0)?)?;
     let job: Value = http
         .post(format!("{base}/v1/jobs"))
         .json(&serde_json::json!({

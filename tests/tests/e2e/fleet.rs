@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aiprod_platform::config::QueueSettings;
 use aiprod_testkit::TestDb;
 use aiprod_testkit::emulator::pubsub::{TEST_PROJECT, pubsub_emulator};
-use aiprod_tests::{Proc, Scratch, free_port, wait_ready};
+use aiprod_tests::{Proc, Scratch, free_port, keyed, tenant_key, wait_ready};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -76,7 +76,13 @@ async fn fifty_jobs_and_a_killed_worker(
     );
     let mut api = Proc::start(
         "api",
-        &["api", "--listen", &format!("127.0.0.1:{port}")],
+        &[
+            "api",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ops-listen",
+            "127.0.0.1:0",
+        ],
         &env,
         &dir.0,
     )?;
@@ -101,6 +107,7 @@ async fn fifty_jobs_and_a_killed_worker(
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(30)).await?;
+    let http = keyed(&tenant_key(&pool, "e2e").await?)?;
 
     let mut ids = Vec::new();
     for i in 0..50 {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aiprod_testkit::TestDb;
 use aiprod_tests::stubs::{Provider, Stub};
-use aiprod_tests::{Proc, Scratch, free_port, wait_ready};
+use aiprod_tests::{Proc, Scratch, dev_key, free_port, keyed, wait_ready};
 
 use crate::{base_env, submit_and_wait_for_render, wait_all_terminal};
 
@@ -20,12 +20,19 @@ async fn sigterm_finishes_the_stage_in_flight_and_a_restart_completes_the_job() 
     let port = free_port();
     let mut env = base_env(&db, &dir);
     env.push(("AIPROD_SIM_LATENCY_MS", "1500".to_owned()));
-    let args = ["dev", "--listen", &format!("127.0.0.1:{port}")];
+    let args = [
+        "dev",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--ops-listen",
+        "127.0.0.1:0",
+    ];
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
 
     let mut first = Proc::start("dev-1", &args, &env, &dir.0)?;
     wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
+    let http = keyed(&dev_key(&dir.0)?)?;
     let id = submit_and_wait_for_render(&http, &base, &pool).await?;
     first.signal("TERM")?;
     assert_eq!(
@@ -183,13 +190,20 @@ async fn a_worker_killed_during_assembly_is_resumed_without_a_second_render() ->
         ("AIPROD_LEASE_TTL_MS", "2000".to_owned()),
         ("AIPROD_REAPER_INTERVAL_MS", "200".to_owned()),
     ]);
-    let args = ["dev", "--listen", &format!("127.0.0.1:{port}")];
+    let args = [
+        "dev",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--ops-listen",
+        "127.0.0.1:0",
+    ];
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let mut slow = env.clone();
     slow.push(("AIPROD_FFMPEG", wrapper.display().to_string()));
     let mut first = Proc::start("dev-1", &args, &slow, &dir.0)?;
     wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
+    let http = keyed(&dev_key(&dir.0)?)?;
     let job: serde_json::Value = http
         .post(format!("{base}/v1/jobs"))
         .json(
