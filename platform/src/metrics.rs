@@ -35,6 +35,9 @@ pub struct Metrics {
     pub leases_lost: IntCounter,
     /// Jobs the reaper re-dispatched after their lease expired.
     pub leases_reaped: IntCounter,
+    /// Jobs the reaper failed as poison: their lease expired once more after
+    /// `AIPROD_MAX_REAPS` re-dispatches.
+    pub jobs_poisoned: IntCounter,
     /// Queued jobs dispatched again because their message was gone (see `redispatch_stranded`).
     pub jobs_redispatched: IntCounter,
     /// Outbox rows relayed to the queue.
@@ -128,6 +131,11 @@ impl Metrics {
                 .expect("valid"),
             leases_reaped: IntCounter::new("leases_reaped_total", "Expired leases re-dispatched.")
                 .expect("valid"),
+            jobs_poisoned: IntCounter::new(
+                "jobs_poisoned_total",
+                "Jobs failed by the reaper after their lease expired more than AIPROD_MAX_REAPS times.",
+            )
+            .expect("valid"),
             jobs_redispatched: IntCounter::new(
                 "jobs_redispatched_total",
                 "Queued jobs dispatched again after their message was gone.",
@@ -267,6 +275,7 @@ impl Metrics {
             &m.duplicate_deliveries,
             &m.leases_lost,
             &m.leases_reaped,
+            &m.jobs_poisoned,
             &m.jobs_redispatched,
             &m.outbox_relayed,
         ] {

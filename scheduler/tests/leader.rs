@@ -130,7 +130,7 @@ async fn the_reaper_redispatches_only_expired_leases() -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
 
-    assert_eq!(reap_once(&pool).await?, 1);
+    assert_eq!(reap_once(&pool, 5).await?, 1);
     let rows: Vec<(JobId, Option<String>, i32)> =
         sqlx::query_as("select id, locked_by, reap_count from job order by id")
             .fetch_all(&pool)
@@ -140,7 +140,7 @@ async fn the_reaper_redispatches_only_expired_leases() -> anyhow::Result<()> {
         .fetch_all(&pool)
         .await?;
     assert_eq!(outbox, vec![(expired, 2)], "one re-dispatch, as attempt 2");
-    assert_eq!(reap_once(&pool).await?, 0, "reaping again finds nothing");
+    assert_eq!(reap_once(&pool, 5).await?, 0, "reaping again finds nothing");
     Ok(())
 }
 

@@ -1,10 +1,10 @@
-//! Dispatch: the outbox the relay reads and clears, the lease reaper and the sweep of stranded
-//! queued jobs. Every dispatch is written by the SQL function `dispatch_job()`; the relay's
+//! Dispatch: the outbox the relay reads and clears, the lease reaper (and its limit, past which
+//! a job fails as poison) and the sweep of stranded queued jobs. Every dispatch is written by the SQL function `dispatch_job()`; the relay's
 //! network side (publishing to the queue) is the scheduler's, not the store's.
 
 use std::time::Duration;
 
-use aiprod_domain::{JobId, Priority};
+use aiprod_domain::{JobId, Priority, Stage};
 use sqlx::PgExecutor;
 
 use super::millis;
@@ -76,6 +76,59 @@ pub async fn requeue_expired_leases(db: impl PgExecutor<'_>) -> sqlx::Result<Vec
                returning id, priority, reap_count
            )
            select dispatch_job(r.id, r.priority, r.reap_count) as "id!: JobId" from r"#
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// A job the reaper failed instead of dispatching it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoisonedJob {
+    /// The job.
+    pub id: JobId,
+    /// How many times it had been reaped and dispatched again.
+    pub reaps: i32,
+    /// The stage it was in each time its worker went (it keeps it, as every failed job does).
+    pub stage: Option<Stage>,
+}
+
+/// Fails each running job whose lease expired although it had already been reaped `max_reaps`
+/// times: the `fail` event, with the reason in the job's error and its stage's. Something in
+/// such a job kills or stalls every worker that runs it (a crash, an out-of-memory kill, a
+/// hang), so dispatching it again would only take down the next worker. Ending the job gives
+/// its unused money back (the `job_release_budget` trigger). Run it before
+/// `requeue_expired_leases`, which would otherwise re-dispatch these jobs once more.
+pub async fn fail_poison_jobs(
+    db: impl PgExecutor<'_>,
+    max_reaps: i32,
+) -> sqlx::Result<Vec<PoisonedJob>> {
+    // `status = 'running'` for the partial index on expired leases, as the reaper does; the
+    // transition itself is next_job_status()'s.
+    sqlx::query_as!(
+        PoisonedJob,
+        r#"with l as (
+               select id from job where status = 'running' and locked_until < now()
+                  and reap_count >= $1
+                order by id for no key update skip locked
+           ), f as (
+               update job j set status = next_job_status(j.status, 'fail', j.cancel_requested),
+                      error = format('poison: reaped %s times and its lease expired again (its '
+                                     'worker died or stalled each time); last stage %s',
+                                     j.reap_count, coalesce(j.stage::text, 'none')),
+                      updated_at = now()
+                where j.id in (select id from l) and j.status = 'running'
+                  and j.locked_until < now() and j.reap_count >= $1
+                  and next_job_status(j.status, 'fail', j.cancel_requested) is not null
+               returning j.id, j.reap_count, j.stage, j.error
+           ), s as (
+               update job_stage st set status = 'failed', error = f.error, finished_at = now(),
+                      duration_ms = (extract(epoch from (now() - st.started_at)) * 1000)::bigint,
+                      updated_at = now()
+                 from f
+                where st.job_id = f.id and st.stage = f.stage and st.status = 'running'
+           )
+           select id as "id!: JobId", reap_count as "reaps!", stage as "stage: Stage" from f"#,
+        max_reaps
     )
     .fetch_all(db)
     .await

@@ -49,6 +49,7 @@ pub(crate) fn all(p: &LeaderParts) -> Vec<Box<dyn Duty>> {
         Box::new(reap_leases::ReapLeases {
             pool: p.pool.clone(),
             every: s.scheduler.reaper_interval,
+            max_reaps: s.scheduler.max_reaps,
         }),
         Box::new(redispatch_stranded::RedispatchStranded {
             pool: p.pool.clone(),

@@ -165,7 +165,7 @@ async fn a_cancel_found_by_the_next_claim_closes_the_stage_a_dead_worker_left_ru
         .bind(id)
         .execute(&rig.pool)
         .await?;
-    assert_eq!(aiprod_scheduler::reap_once(&rig.pool).await?, 1);
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool, 5).await?, 1);
     assert_eq!(rig.relay().await?, 1);
 
     assert_eq!(

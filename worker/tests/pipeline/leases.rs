@@ -1,5 +1,5 @@
-//! Leases: checkpoints under a stale epoch, the reaper re-dispatching an expired lease, and a
-//! delivery for a job leased elsewhere.
+//! Leases: checkpoints under a stale epoch, the reaper re-dispatching an expired lease, a
+//! delivery for a job leased elsewhere, and a job whose lease keeps expiring failed as poison.
 
 use std::time::Duration;
 
@@ -147,14 +147,14 @@ async fn the_reaper_redispatches_an_expired_lease_and_the_job_resumes_where_it_s
     assert_eq!(before.len(), 4, "three finished, visual begun: {before:#?}");
 
     // A live lease is left alone; an expired one is re-dispatched once.
-    assert_eq!(aiprod_scheduler::reap_once(&rig.pool).await?, 0);
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool, 5).await?, 0);
     assert_eq!(rig.drain().await?, vec![], "nothing is queued for it yet");
     sqlx::query("update job set locked_until = now() - interval '1 millisecond' where id = $1")
         .bind(id)
         .execute(&rig.pool)
         .await?;
-    assert_eq!(aiprod_scheduler::reap_once(&rig.pool).await?, 1);
-    assert_eq!(aiprod_scheduler::reap_once(&rig.pool).await?, 0);
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool, 5).await?, 1);
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool, 5).await?, 0);
     let lock: (Option<String>, i32, i32) = sqlx::query_as(
         "select j.locked_by, j.reap_count, o.attempt from job j join outbox o on o.job_id = j.id where j.id = $1",
     )
@@ -211,5 +211,145 @@ async fn a_delivery_for_a_job_leased_elsewhere_is_dropped() -> anyhow::Result<()
         ),
         ("sanitize", "running", 1)
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_whose_lease_keeps_expiring_fails_as_poison_and_gives_its_money_back()
+-> anyhow::Result<()> {
+    const MAX_REAPS: u32 = 2;
+    let mut settings = test_settings();
+    // Renders that take a minute: the job is in `render`, its money reserved, when its worker
+    // dies.
+    settings.backends.sim_latency = Duration::from_secs(60);
+    let rig = Rig::new(settings).await?;
+    let id = rig
+        .submit(json!({"prompt": "A fox runs. It jumps.", "duration_s": 6}))
+        .await?;
+    let ctx = rig.ctx.clone();
+    let worker = tokio::spawn(async move { aiprod_worker::run_once(&ctx).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rendering: bool = sqlx::query_scalar(
+            "select j.stage = 'render' and exists (select 1 from render_task r
+                                                    where r.job_id = j.id and r.state = 'submitted')
+               from job j where j.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+        if rendering {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never rendered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The worker dies mid-render.
+    worker.abort();
+    let _ = worker.await;
+    // Money the job still holds for tries it has not made (the shots are rendering, so what
+    // `financial` reserved went to their tries; the fixture puts one dollar back on the job).
+    sqlx::query(
+        "with j as (update job set budget_held_micros = budget_held_micros + 1000000
+                     where id = $1 returning budget_day)
+         update budget_day set reserved_micros = reserved_micros + 1000000
+          where day = (select budget_day from j)",
+    )
+    .bind(id)
+    .execute(&rig.pool)
+    .await?;
+    let reserved_before: i64 = sqlx::query_scalar(
+        "select d.reserved_micros from budget_day d join job j on j.budget_day = d.day where j.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&rig.pool)
+    .await?;
+    let expire = || async {
+        sqlx::query("update job set locked_until = now() - interval '1 millisecond' where id = $1")
+            .bind(id)
+            .execute(&rig.pool)
+            .await
+    };
+    let ttl = rig.ctx.settings.worker.lease_ttl;
+    for n in 1..=MAX_REAPS {
+        expire().await?;
+        assert_eq!(aiprod_scheduler::reap_once(&rig.pool, MAX_REAPS).await?, 1);
+        let (status, reaps): (String, i32) =
+            sqlx::query_as("select status::text, reap_count from job where id = $1")
+                .bind(id)
+                .fetch_one(&rig.pool)
+                .await?;
+        assert_eq!((status.as_str(), reaps), ("running", n as i32), "reap {n}");
+        // The next worker takes the job and dies too.
+        claim_job(&rig.pool, id, &format!("worker-{n}"), ttl)
+            .await?
+            .expect("a reaped job is free");
+    }
+    let dispatches: i64 = sqlx::query_scalar("select count(*) from outbox where job_id = $1")
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+    let poisoned = aiprod_platform::metrics::Metrics::global()
+        .jobs_poisoned
+        .get();
+    expire().await?;
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool, MAX_REAPS).await?, 1);
+
+    let reason = "poison: reaped 2 times and its lease expired again (its worker died or stalled \
+                  each time); last stage render";
+    let (status, error, stage, held, holder): (String, Option<String>, Option<String>, i64, Option<String>) =
+        sqlx::query_as(
+            "select status::text, error, stage::text, budget_held_micros, locked_by from job where id = $1",
+        )
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+    assert_eq!(status, "failed");
+    assert_eq!(error.as_deref(), Some(reason));
+    assert_eq!(
+        stage.as_deref(),
+        Some("render"),
+        "a failed job keeps its stage"
+    );
+    assert_eq!((held, holder), (0, None), "money given back, lease gone");
+    let (stage_status, stage_error): (String, Option<String>) = sqlx::query_as(
+        "select status::text, error from job_stage where job_id = $1 and stage = 'render'",
+    )
+    .bind(id)
+    .fetch_one(&rig.pool)
+    .await?;
+    assert_eq!(
+        (stage_status.as_str(), stage_error.as_deref()),
+        ("failed", Some(reason))
+    );
+    let (released, reserved_after): (i64, i64) = sqlx::query_as(
+        "select (select coalesce(sum(-reserved_delta_micros), 0)::bigint from budget_entry
+                  where job_id = $1 and kind = 'release'),
+                (select d.reserved_micros from budget_day d join job j on j.budget_day = d.day
+                  where j.id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&rig.pool)
+    .await?;
+    assert_eq!(
+        released, 1_000_000,
+        "the release trigger gave the held dollar back"
+    );
+    assert_eq!(reserved_after, reserved_before - 1_000_000);
+    let after: i64 = sqlx::query_scalar("select count(*) from outbox where job_id = $1")
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+    assert_eq!(after, dispatches, "a poison job is not dispatched again");
+    assert!(
+        aiprod_platform::metrics::Metrics::global()
+            .jobs_poisoned
+            .get()
+            > poisoned
+    );
+    assert_eq!(aiprod_scheduler::reap_once(&rig.pool, MAX_REAPS).await?, 0);
     Ok(())
 }
