@@ -1,11 +1,17 @@
 //! What every provider client shares: one HTTP client with a timeout, request counting, and
 //! the mapping of HTTP answers onto `BackendError`.
+//!
+//! A `BackendError`'s text ends up in `render_task.error`, `backend_health.last_error`, the
+//! job's error and the logs, so it never carries a URL: reqwest's own error texts name the URL
+//! of the call, and a provider's output link is signed (its query is a credential). Every
+//! error text is built through `aiprod_platform::redact`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use aiprod_domain::BackendName;
 use aiprod_platform::metrics::Metrics;
+use aiprod_platform::redact::{error_text, redact_urls};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::{BackendError, Output};
@@ -41,12 +47,13 @@ impl Api {
             .with_label_values(&[self.backend.as_str()])
             .inc();
         let resp = req.send().await.map_err(|e| {
+            let why = error_text(&e);
             if e.is_timeout() {
-                BackendError::Timeout(format!("{}: timed out: {e}", self.backend))
+                BackendError::Timeout(format!("{}: timed out: {why}", self.backend))
             } else if e.is_connect() {
-                BackendError::Transient(format!("{}: cannot connect: {e}", self.backend))
+                BackendError::Transient(format!("{}: cannot connect: {why}", self.backend))
             } else {
-                BackendError::Timeout(format!("{}: request failed: {e}", self.backend))
+                BackendError::Timeout(format!("{}: request failed: {why}", self.backend))
             }
         })?;
         let status = resp.status();
@@ -65,7 +72,11 @@ impl Api {
     ) -> Result<T, BackendError> {
         let resp = self.send(req).await?;
         resp.json().await.map_err(|e| {
-            BackendError::Transient(format!("{}: unreadable answer: {e}", self.backend))
+            BackendError::Transient(format!(
+                "{}: unreadable answer: {}",
+                self.backend,
+                error_text(&e)
+            ))
         })
     }
 
@@ -124,7 +135,8 @@ impl Api {
                 Ok(None) => break file.flush().await.map(|()| written).map_err(io),
                 Err(e) => {
                     break Err(BackendError::Transient(format!(
-                        "{b}: download cut short: {e}"
+                        "{b}: download cut short: {}",
+                        error_text(&e)
                     )));
                 }
             }
@@ -144,7 +156,9 @@ pub(crate) fn classify(
     body: &str,
     retry_after: Option<Duration>,
 ) -> BackendError {
-    let snippet: String = body.chars().take(300).collect();
+    // A provider's own words help whoever reads the error, but not its links: an answer can
+    // quote a signed URL.
+    let snippet = redact_urls(&body.chars().take(300).collect::<String>());
     let message = format!("{backend}: HTTP {}: {snippet}", status.as_u16());
     match status.as_u16() {
         429 => BackendError::Throttled {

@@ -1,6 +1,7 @@
 //! The alert rules over a real PostgreSQL, at a time set by hand: each fires at its threshold
 //! and not below it, an alert is not repeated while it stays open, it closes when the
-//! condition clears, and delivery reaches a webhook, retried after a 500.
+//! condition clears, and delivery reaches a webhook, retried after a 500; a webhook that keeps
+//! failing leaves its error on the alert without the webhook's secret URL.
 
 #![allow(missing_docs)]
 
@@ -11,6 +12,7 @@ use aiprod_scheduler::{Notifier, run_alert_rules};
 use aiprod_store::{list_alerts, open_budget_day};
 use aiprod_testkit::TestDb;
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use sqlx::PgPool;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -211,7 +213,7 @@ async fn an_alert_reaches_the_webhook_retried_after_a_500() -> anyhow::Result<()
         .mount(&hook)
         .await;
     let mut settings = Settings::default();
-    settings.alerts.alert_webhook_url = Some(format!("{}/hook", hook.uri()));
+    settings.alerts.alert_webhook_url = Some(SecretString::from(format!("{}/hook", hook.uri())));
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).expect("date");
     open_budget_day(&pool, day, "UTC", "10".parse()?).await?;
     sqlx::query("update budget_day set spent_micros = 7500000")
@@ -242,5 +244,45 @@ async fn an_alert_reaches_the_webhook_retried_after_a_500() -> anyhow::Result<()
     let got = hook.received_requests().await.expect("recorded");
     let body: serde_json::Value = serde_json::from_slice(&got[2].body)?;
     assert!(body["text"].as_str().expect("text").contains("[RESOLVED]"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_recorded_without_its_secret_url() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let hook = MockServer::start().await;
+    // A Slack webhook's path is its credential.
+    let secret_path = "/services/T0AIPROD/B0AIPROD/s3cretWebhookToken";
+    Mock::given(method("POST"))
+        .and(path(secret_path))
+        .respond_with(ResponseTemplate::new(500).set_body_string(format!("no {secret_path}")))
+        .mount(&hook)
+        .await;
+    let mut settings = Settings::default();
+    settings.alerts.alert_webhook_url =
+        Some(SecretString::from(format!("{}{secret_path}", hook.uri())));
+    settings.alerts.alert_webhook_attempts = 2;
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).expect("date");
+    open_budget_day(&pool, day, "UTC", "10".parse()?).await?;
+    sqlx::query("update budget_day set spent_micros = 7500000")
+        .execute(&pool)
+        .await?;
+    run_alert_rules(&pool, &settings, now()).await?;
+    let notifier = Notifier::from_settings(&settings)
+        .expect("a webhook is set")
+        .with_first_delay(Duration::from_millis(10));
+    assert_eq!(notifier.deliver_pending(&pool).await?, 0);
+    assert_eq!(hook.received_requests().await.expect("recorded").len(), 2);
+    let (tries, error): (i32, Option<String>) =
+        sqlx::query_as("select delivery_attempts, last_delivery_error from alert")
+            .fetch_one(&pool)
+            .await?;
+    let error = error.expect("the failure is recorded");
+    assert_eq!(tries, 2);
+    assert!(error.contains("500"), "{error}");
+    assert!(!error.contains("s3cretWebhookToken"), "{error}");
+    // Nor is the URL shown when settings are printed.
+    assert!(!format!("{settings:?}").contains("s3cretWebhookToken"));
     Ok(())
 }

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use aiprod_store::SloTargets;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_with::{DurationMilliSeconds, DurationSeconds, serde_as};
 
-use super::check::{http_url, share, within, within_ms, within_s};
+use super::check::{share, within, within_ms, within_s};
 
 /// Alert rules (every threshold), their delivery, and the SLOs (flat `AIPROD_*` names).
 #[serde_as]
@@ -36,8 +37,10 @@ pub struct AlertSettings {
     pub alert_backend_errors_max: u32,
     /// `AIPROD_ALERT_REAPS_MAX`: a job whose lease was reaped more often than this is stuck.
     pub alert_reaps_max: u32,
-    /// `AIPROD_ALERT_WEBHOOK_URL`: where alerts are POSTed as Slack-compatible JSON.
-    pub alert_webhook_url: Option<String>,
+    /// `AIPROD_ALERT_WEBHOOK_URL`: where alerts are POSTed as Slack-compatible JSON. A secret:
+    /// a Slack webhook's path is its credential, so it is never printed, logged or stored.
+    #[serde(skip_serializing)]
+    pub alert_webhook_url: Option<SecretString>,
     /// `AIPROD_ALERT_WEBHOOK_ATTEMPTS`: tries per delivery (with backoff) before it waits for
     /// the next evaluation.
     pub alert_webhook_attempts: u32,
@@ -118,8 +121,44 @@ impl AlertSettings {
         )?;
         within("AIPROD_SLO_WINDOW_DAYS", self.slo_window_days, 1..=90)?;
         if let Some(url) = &self.alert_webhook_url {
-            http_url("AIPROD_ALERT_WEBHOOK_URL", url)?;
+            let url = url.expose_secret();
+            // Unlike other URLs, the value is not repeated: it is a credential.
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(
+                    "AIPROD_ALERT_WEBHOOK_URL must be an http(s) URL (the value is not shown: \
+                     it is a secret)"
+                        .into(),
+                );
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+// figment's Jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use crate::Settings;
+
+    #[test]
+    fn the_webhook_url_is_a_secret_never_repeated() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "AIPROD_ALERT_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/xoxSecretPath",
+            );
+            let s = Settings::load(None).expect("loads");
+            assert!(s.alerts.alert_webhook_url.is_some());
+            assert!(!format!("{s:?}").contains("xoxSecretPath"));
+            jail.set_env("AIPROD_ALERT_WEBHOOK_URL", "hooks.slack.com/xoxSecretPath");
+            let e = Settings::load(None).expect_err("no scheme").to_string();
+            assert!(
+                e.contains("AIPROD_ALERT_WEBHOOK_URL must be an http(s) URL"),
+                "{e}"
+            );
+            assert!(!e.contains("xoxSecretPath"), "{e}");
+            Ok(())
+        });
     }
 }

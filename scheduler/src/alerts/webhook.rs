@@ -1,5 +1,9 @@
 //! Delivery of alert openings and resolutions to a Slack-compatible webhook: retried with
 //! backoff in the background, so a slow or failing webhook never holds the scheduler up.
+//!
+//! The webhook's URL is a credential (a Slack webhook's path is its secret), and reqwest puts
+//! the URL in its errors: a delivery's error is logged and stored only as
+//! `aiprod_platform::redact::error_text` gives it, without the URL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,10 +11,12 @@ use std::time::Duration;
 
 use aiprod_domain::Severity;
 use aiprod_platform::Settings;
+use aiprod_platform::redact::{error_text, redact_urls};
 use aiprod_store::{
     Alert, mark_alert_delivered, record_alert_delivery_failure, undelivered_alerts,
 };
 use backon::{ExponentialBuilder, Retryable};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -18,7 +24,7 @@ use sqlx::PgPool;
 #[derive(Clone)]
 pub struct Notifier {
     client: reqwest::Client,
-    url: String,
+    url: SecretString,
     attempts: u32,
     busy: Arc<AtomicBool>,
     first_delay: Duration,
@@ -31,6 +37,9 @@ impl Notifier {
         Some(Notifier {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // A webhook answers by itself; following a redirect would send the alert
+                // wherever the answer points.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("a client with a timeout builds"),
             url,
@@ -54,7 +63,10 @@ impl Notifier {
         let me = self.clone();
         tokio::spawn(async move {
             if let Err(e) = me.deliver_pending(&pool).await {
-                tracing::warn!(error = format!("{e:#}"), "alert delivery round failed");
+                tracing::warn!(
+                    error = redact_urls(&format!("{e:#}")),
+                    "alert delivery round failed"
+                );
             }
             me.busy.store(false, Ordering::Release);
         });
@@ -72,7 +84,12 @@ impl Notifier {
             let tries = std::sync::atomic::AtomicI32::new(0);
             let sent = (|| async {
                 tries.fetch_add(1, Ordering::Relaxed);
-                let r = self.client.post(&self.url).json(&body).send().await?;
+                let r = self
+                    .client
+                    .post(self.url.expose_secret())
+                    .json(&body)
+                    .send()
+                    .await?;
                 r.error_for_status().map(|_| ())
             })
             .retry(
@@ -83,7 +100,12 @@ impl Notifier {
                     .with_jitter(),
             )
             .notify(|e, d| {
-                tracing::info!(alert_id = alert.id, error = %e, retry_in_ms = d.as_millis() as u64, "alert webhook failed; retrying");
+                tracing::info!(
+                    alert_id = alert.id,
+                    error = error_text(e),
+                    retry_in_ms = d.as_millis() as u64,
+                    "alert webhook failed; retrying"
+                );
             })
             .await;
             let tries = tries.load(Ordering::Relaxed);
@@ -93,8 +115,9 @@ impl Notifier {
                     delivered += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(alert_id = alert.id, error = %e, tries, "cannot deliver an alert to the webhook");
-                    record_alert_delivery_failure(pool, alert.id, tries, &e.to_string()).await?;
+                    let error = error_text(&e);
+                    tracing::warn!(alert_id = alert.id, %error, tries, "cannot deliver an alert to the webhook");
+                    record_alert_delivery_failure(pool, alert.id, tries, &error).await?;
                 }
             }
         }
