@@ -49,7 +49,7 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
     assert_eq!(r.status().as_u16(), 202);
     let watch = std::process::Command::new(aiprod_bin()?)
         .args(["jobs", "watch", &id, "--api-url", &base])
-        .current_dir(&dir.0)
+        .env("AIPROD_API_KEY_FILE", dir.0.join(".aiprod/api-key"))
         .env_remove("DATABASE_URL")
         .output()?;
     assert_eq!(
@@ -68,7 +68,7 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
 
     // `jobs submit --watch` of a good job exits 0; of a forbidden prompt, 1.
     let ok = std::process::Command::new(aiprod_bin()?)
-        .current_dir(&dir.0)
+        .env("AIPROD_API_KEY_FILE", dir.0.join(".aiprod/api-key"))
         .args([
             "jobs",
             "submit",
@@ -90,7 +90,7 @@ async fn dev_cancels_a_running_job_and_watch_exits_by_outcome() -> anyhow::Resul
     let done: Value = serde_json::from_slice(&ok.stdout)?;
     assert_eq!(done["status"], "succeeded");
     let bad = std::process::Command::new(aiprod_bin()?)
-        .current_dir(&dir.0)
+        .env("AIPROD_API_KEY_FILE", dir.0.join(".aiprod/api-key"))
         .args([
             "jobs",
             "submit",

@@ -5,6 +5,7 @@
 mod cli;
 mod dev;
 mod fleet;
+mod secrets;
 mod signals;
 
 use std::time::{Duration, Instant};
@@ -21,6 +22,11 @@ fn base_env(db: &TestDb, dir: &Scratch) -> Vec<(&'static str, String)> {
         (
             "AIPROD_ARTIFACT_DIR",
             dir.0.join("artifacts").display().to_string(),
+        ),
+        // Where `aiprod dev` saves its key, and `aiprod jobs` looks for it.
+        (
+            "AIPROD_API_KEY_FILE",
+            dir.0.join(".aiprod/api-key").display().to_string(),
         ),
         ("AIPROD_SIMULATE_BACKENDS", "true".into()),
         ("AIPROD_LOG_FORMAT", "json".into()),
