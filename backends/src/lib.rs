@@ -52,7 +52,9 @@ pub struct RenderedShot {
 /// The keyframe a shot starts from.
 #[derive(Clone, Debug)]
 pub enum Image {
-    /// A URL the provider fetches itself (the client's `image_url`).
+    /// A link the provider reads itself (Veo takes a `gs://` object). The worker never passes
+    /// a client's http(s) link on: it fetches the image through its hardened fetcher and sends
+    /// the copy inline.
     Url(String),
     /// Bytes we send inline.
     Inline {

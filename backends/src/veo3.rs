@@ -97,10 +97,11 @@ impl Veo3 {
         match &self.token {
             Token::Fixed(t) => Ok(t.expose_secret().to_owned()),
             Token::Adc(c) => c.access_token().await.map(|t| t.token).map_err(|e| {
+                let why = aiprod_platform::redact::error_text(&e);
                 if e.is_transient() {
-                    BackendError::Transient(format!("veo3: cannot get a token: {e}"))
+                    BackendError::Transient(format!("veo3: cannot get a token: {why}"))
                 } else {
-                    BackendError::Unauthorized(format!("veo3: cannot get a token: {e}"))
+                    BackendError::Unauthorized(format!("veo3: cannot get a token: {why}"))
                 }
             }),
         }
@@ -122,12 +123,14 @@ impl Veo3 {
             Image::Url(u) if u.starts_with("gs://") => {
                 return Ok(json!({"gcsUri": u, "mimeType": guess_mime(u)}));
             }
-            Image::Url(u) => {
-                let resp = self.api.send(self.api.http().get(u)).await?;
-                let bytes = resp.bytes().await.map_err(|e| {
-                    BackendError::Transient(format!("veo3: cannot read the image: {e}"))
-                })?;
-                (guess_mime(u).to_owned(), bytes.to_vec())
+            // Fetching a client's link is the worker's hardened fetcher's work (a refused or
+            // failing link is the client's fault, never counted against Veo's health); this
+            // client only sends bytes it was given.
+            Image::Url(_) => {
+                return Err(BackendError::Rejected(
+                    "veo3: takes the keyframe inline or from gs://, and fetches no other link"
+                        .into(),
+                ));
             }
         };
         Ok(json!({

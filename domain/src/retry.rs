@@ -16,6 +16,12 @@ pub enum StepError {
     /// A passing fault; try again after the policy's backoff.
     #[error("{0}")]
     Retryable(String),
+    /// The client's own input asset (its `image_url`) cannot be used: refused by the fetcher's
+    /// rules, unreachable, too large or not an image. Permanent, like `Permanent`, and a class
+    /// of its own so that it reads as the client's fault in the job's error and the metrics,
+    /// and never as a backend's: no backend was called.
+    #[error("invalid_asset: {0}")]
+    InvalidAsset(String),
     /// A passing fault with a known wait (a provider's `Retry-After`).
     #[error("{reason} (retry after {after:?})")]
     RetryAfter {

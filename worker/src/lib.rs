@@ -7,6 +7,7 @@
 //! - `transition`: the pure function that decides what follows a stage's try.
 //! - `writer`, `acker`: group commit of checkpoints, batched acks.
 //! - `stages`: one file per stage; `planner` and `ledger` serve them.
+//! - `image_fetch`: the one hardened fetcher of a client's `image_url`.
 //! - `shot`: the write-ahead render protocol, the fleet-wide circuit breaker and fallback
 //!   around the backends' clients (`aiprod_backends`).
 
@@ -14,6 +15,7 @@ mod acker;
 mod consumer;
 mod context;
 mod dbretry;
+mod image_fetch;
 mod lease;
 mod ledger;
 mod ops;

@@ -119,6 +119,7 @@ async fn run_stages(
                 Err(e) => {
                     let class = match e {
                         StepError::Permanent(_) => "permanent",
+                        StepError::InvalidAsset(_) => "invalid_asset",
                         StepError::Retryable(_) => "retryable",
                         StepError::RetryAfter { .. } => "retry_after",
                         StepError::OverBudget { .. } => "over_budget",

@@ -29,6 +29,7 @@ pub fn decide<T>(outcome: &Result<T, StepError>, next_delay: Option<Duration>) -
     match (outcome, next_delay) {
         (Ok(_), _) => Decision::Checkpoint,
         (Err(StepError::Permanent(reason)), _) => Decision::Fail(reason.clone()),
+        (Err(e @ StepError::InvalidAsset(_)), _) => Decision::Fail(e.to_string()),
         (Err(StepError::OverBudget { reason, need }), _) => Decision::WaitForBudget {
             reason: reason.clone(),
             need: *need,
@@ -59,6 +60,11 @@ mod tests {
                 Err(StepError::Permanent("bad prompt".into())),
                 Some(ms(5)),
                 Decision::Fail("bad prompt".into()),
+            ),
+            (
+                Err(StepError::InvalidAsset("image_url: not an image".into())),
+                Some(ms(5)),
+                Decision::Fail("invalid_asset: image_url: not an image".into()),
             ),
             (
                 Err(StepError::Retryable("flaky".into())),

@@ -1,6 +1,7 @@
 //! Media work: where ffmpeg and ffprobe are, how many run at once, the output profile every
 //! final video is made to, and the limits of technical QA (README, "Technical QA").
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,17 @@ pub struct MediaSettings {
     /// backend must take it inline, and Runway takes data URIs of up to 5 MB, which base64
     /// makes of about 3.7 MB.
     pub max_image_bytes: u64,
+    /// `AIPROD_IMAGE_FETCH_ALLOW_HTTP`: client images may also be fetched over plain http.
+    /// For tests and local development only (a stub on a loopback port): off, every
+    /// `image_url` must be https.
+    pub image_fetch_allow_http: bool,
+    /// `AIPROD_IMAGE_FETCH_ALLOW_PRIVATE`: addresses (comma-separated in env) a client image
+    /// may be fetched from although they are loopback or private. For tests and local
+    /// development only: empty, every such address is refused. The metadata server and the
+    /// addresses no server can have (unspecified, multicast, broadcast) are refused whatever
+    /// this says.
+    #[serde(deserialize_with = "ip_list")]
+    pub image_fetch_allow_private: Vec<IpAddr>,
     /// `AIPROD_OUTPUT_WIDTH`, `AIPROD_OUTPUT_HEIGHT`: the final video's frame size.
     pub output_width: u32,
     /// See `output_width`.
@@ -64,6 +76,8 @@ impl Default for MediaSettings {
             media_scratch_dir: None,
             max_download_bytes: 2 * 1024 * 1024 * 1024,
             max_image_bytes: 3 * 1024 * 1024,
+            image_fetch_allow_http: false,
+            image_fetch_allow_private: Vec::new(),
             output_width: 1280,
             output_height: 720,
             output_fps: 24,
@@ -103,6 +117,16 @@ impl MediaSettings {
             self.max_image_bytes,
             1024..=3_700_000,
         )?;
+        if let Some(ip) = self
+            .image_fetch_allow_private
+            .iter()
+            .find(|ip| never_allowed(**ip))
+        {
+            return Err(format!(
+                "AIPROD_IMAGE_FETCH_ALLOW_PRIVATE cannot allow {ip}: the metadata server, \
+                 unspecified, multicast and broadcast addresses are always refused"
+            ));
+        }
         within("AIPROD_OUTPUT_WIDTH", self.output_width, 320..=7680)?;
         within("AIPROD_OUTPUT_HEIGHT", self.output_height, 240..=4320)?;
         if self.output_width % 2 == 1 || self.output_height % 2 == 1 {
@@ -147,6 +171,41 @@ impl MediaSettings {
     }
 }
 
+/// Whether `ip` may never be allowed as a client image's host: the cloud metadata server (a
+/// redirect there is the classic way to steal a workload's credentials) and addresses that no
+/// image server can have.
+fn never_allowed(ip: IpAddr) -> bool {
+    let v4 = match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    ip.is_unspecified()
+        || ip.is_multicast()
+        || v4.is_some_and(|v4| v4.is_broadcast() || v4.octets() == [169, 254, 169, 254])
+}
+
+/// A list of IP addresses, or (as environment variables give it) one comma-separated string.
+fn ip_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    let words = match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => s.split(',').map(|w| w.trim().to_owned()).collect(),
+    };
+    words
+        .iter()
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            w.parse()
+                .map_err(|_| serde::de::Error::custom(format!("`{w}` is not an IP address")))
+        })
+        .collect()
+}
+
 /// A list of numbers, or (as environment variables give it) one comma-separated string.
 fn u32_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
     #[derive(Deserialize)]
@@ -165,5 +224,45 @@ fn u32_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error
             .filter(|w| !w.is_empty())
             .map(|w| w.parse().map_err(serde::de::Error::custom))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+// figment's Jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use std::net::IpAddr;
+
+    use crate::Settings;
+
+    #[test]
+    fn image_fetch_allowances_come_from_the_environment_and_never_cover_the_metadata_server() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None).expect("loads");
+            assert!(!s.media.image_fetch_allow_http);
+            assert!(s.media.image_fetch_allow_private.is_empty());
+            jail.set_env("AIPROD_IMAGE_FETCH_ALLOW_HTTP", "true");
+            jail.set_env("AIPROD_IMAGE_FETCH_ALLOW_PRIVATE", "127.0.0.1, ::1");
+            let s = Settings::load(None).expect("loads");
+            assert!(s.media.image_fetch_allow_http);
+            let want: Vec<IpAddr> = vec![
+                "127.0.0.1".parse().expect("an address"),
+                "::1".parse().expect("an address"),
+            ];
+            assert_eq!(s.media.image_fetch_allow_private, want);
+            for (value, want) in [
+                (
+                    "10.0.0.1,169.254.169.254",
+                    "AIPROD_IMAGE_FETCH_ALLOW_PRIVATE cannot allow 169.254.169.254",
+                ),
+                ("0.0.0.0", "cannot allow 0.0.0.0"),
+                ("localhost", "`localhost` is not an IP address"),
+            ] {
+                jail.set_env("AIPROD_IMAGE_FETCH_ALLOW_PRIVATE", value);
+                let e = Settings::load(None).expect_err(value).to_string();
+                assert!(e.contains(want), "{value}: {e}");
+            }
+            Ok(())
+        });
     }
 }

@@ -1,10 +1,11 @@
 //! The provider clients against local stubs that answer as ARCHITECTURE.md's section on the
 //! providers describes, first call by call, then through the worker's render protocol over a
-//! real database.
+//! real database; and a refused client image, which no backend hears of.
 
 #![allow(missing_docs)]
 
 mod clients;
+mod images;
 mod protocol;
 mod qa;
 

@@ -4,9 +4,9 @@
 //! artifact.
 //!
 //! A client's http(s) image is fetched once, here, into the artifact store, and every backend
-//! is sent our copy: streamed to a scratch file under `AIPROD_MAX_IMAGE_BYTES`, never held
-//! whole, with no redirect followed and nothing of the server's answer repeated in an error.
-//! (Which hosts may be fetched at all is the security work's allow-list.)
+//! is sent our copy. The fetch is `crate::image_fetch`'s: https to public addresses only,
+//! redirects vetted hop by hop, a PNG, JPEG or WebP under `AIPROD_MAX_IMAGE_BYTES`; whatever
+//! it refuses fails the job as `invalid_asset` before any backend is called.
 
 use aiprod_domain::{Stage, StepError};
 use aiprod_media::Media;
@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::creative::Creative;
 use super::{JobState, StageOutput};
+use crate::image_fetch::ImageFetcher;
 use crate::planner::Shot;
 
 /// A shot with its keyframe.
@@ -62,95 +63,22 @@ pub(crate) async fn run(
     Ok(StageOutput::of(&Visual { shots }))
 }
 
-/// One HTTP client for client images: no redirects (a redirect is how a public URL reaches an
-/// internal one), a whole-fetch timeout.
-fn image_http() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(30))
-            .user_agent(concat!("aiprod-fleet/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a static HTTP client builds")
-    })
-}
-
-/// Copies the client's image into the store, as `client-image.{png,jpg,webp}`.
+/// Copies the client's image into the store, as `client-image.{png,jpg,webp}`, through the
+/// hardened fetcher (`crate::image_fetch`): a link it refuses fails the job as `invalid_asset`.
 async fn fetch_client_image(
     job: &JobState,
     store: &ArtifactStore,
     media: &Media,
     url: &str,
 ) -> Result<String, StepError> {
-    use tokio::io::AsyncWriteExt;
-    let cap = media.settings().max_image_bytes;
-    let refuse = |why: String| StepError::Permanent(format!("image_url: {why}"));
-    let mut resp = image_http()
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| StepError::Retryable(format!("image_url: cannot fetch it: {e}")))?;
-    let status = resp.status();
-    if !status.is_success() {
-        // The status only: the body of whatever answered stays out of the job's error.
-        return Err(refuse(format!(
-            "the server answered HTTP {}",
-            status.as_u16()
-        )));
-    }
-    let ext = match resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .as_deref()
-    {
-        Some("image/png") => "png",
-        Some("image/jpeg") => "jpg",
-        Some("image/webp") => "webp",
-        other => {
-            return Err(refuse(format!(
-                "must be a PNG, JPEG or WebP image, got content type {}",
-                other.unwrap_or("none")
-            )));
-        }
-    };
-    let too_large = || {
-        refuse(format!(
-            "the image is larger than {cap} bytes (AIPROD_MAX_IMAGE_BYTES)"
-        ))
-    };
-    if resp.content_length().is_some_and(|n| n > cap) {
-        return Err(too_large());
-    }
     let scratch = media
         .scratch_dir()
         .map_err(|e| StepError::Retryable(e.to_string()))?;
-    let path = scratch.path().join(format!("client-image.{ext}"));
-    let io = |e: std::io::Error| StepError::Retryable(format!("image_url: cannot write it: {e}"));
-    let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-    let mut written = 0u64;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| StepError::Retryable(format!("image_url: the download was cut short: {e}")))?
-    {
-        written += chunk.len() as u64;
-        if written > cap {
-            return Err(too_large());
-        }
-        file.write_all(&chunk).await.map_err(io)?;
-    }
-    file.flush().await.map_err(io)?;
+    let image = ImageFetcher::new(media.settings())
+        .fetch(url, scratch.path())
+        .await?;
     store
-        .put_file(job.id, &format!("client-image.{ext}"), &path)
+        .put_file(job.id, &format!("client-image.{}", image.ext), &image.path)
         .await
         .map_err(|e| StepError::Retryable(format!("cannot store the client's image: {e}")))
 }

@@ -1,6 +1,14 @@
-//! A client's `image_url`: fetched once into the artifact store under the size cap, with no
-//! redirect followed and nothing of the server's answer in the job's error.
+//! A client's `image_url`: fetched once into the artifact store through the hardened fetcher, or
+//! refused, the job failing `invalid_asset` with a fixed reason: a link to an internal address
+//! (no connection is even opened), a redirect to one, plain http, too many bytes, the wrong
+//! type, a server error (whose body never reaches the job's error).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aiprod_platform::Settings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -21,6 +29,66 @@ fn png() -> Vec<u8> {
     out
 }
 
+/// Test settings that let the fetcher reach a stub: plain http, and 127.0.0.1 only.
+fn stub_settings() -> Settings {
+    let mut s = test_settings();
+    s.media.image_fetch_allow_http = true;
+    s.media.image_fetch_allow_private = vec!["127.0.0.1".parse().expect("an address")];
+    s
+}
+
+/// A bare HTTP server on `ip` that counts the connections it accepts and answers each with a
+/// PNG, so that a fetcher that reaches it would succeed: only the count tells it was reached.
+struct CountingServer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl CountingServer {
+    async fn start(ip: &str) -> anyhow::Result<CountingServer> {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let body = png();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\n\
+                         connection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&body).await;
+                });
+            }
+        });
+        Ok(CountingServer { addr, accepted })
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs a job with `image_url` to its end; its status and error.
+async fn run_with_image(rig: &Rig, url: &str) -> anyhow::Result<(String, String)> {
+    let id = rig
+        .submit(json!({"prompt": "A fox.", "image_url": url}))
+        .await?;
+    rig.drain().await?;
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("select status::text, error from job where id = $1")
+            .bind(id)
+            .fetch_one(&rig.pool)
+            .await?;
+    Ok((status, error.unwrap_or_default()))
+}
+
 #[tokio::test]
 async fn a_client_image_is_copied_in_once_and_every_shot_starts_from_our_copy() -> anyhow::Result<()>
 {
@@ -30,10 +98,16 @@ async fn a_client_image_is_copied_in_once_and_every_shot_starts_from_our_copy() 
         .expect(1)
         .mount(&server)
         .await;
-    let rig = Rig::new(test_settings()).await?;
+    // A redirect on the same (allowed) host is followed, by hand.
+    Mock::given(path("/moved.png"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/fox.png"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let rig = Rig::new(stub_settings()).await?;
     let id = rig
         .submit(json!({"prompt": "A fox runs. It jumps.", "duration_s": 6,
-                       "image_url": format!("{}/fox.png", server.uri())}))
+                       "image_url": format!("{}/moved.png", server.uri())}))
         .await?;
     assert_eq!(
         rig.drain().await?,
@@ -58,16 +132,118 @@ async fn a_client_image_is_copied_in_once_and_every_shot_starts_from_our_copy() 
 }
 
 #[tokio::test]
-async fn a_client_image_too_large_a_redirect_or_an_error_fails_the_job_with_a_clear_reason()
+async fn a_link_to_an_internal_address_fails_invalid_asset_without_a_connection()
 -> anyhow::Result<()> {
+    let target = CountingServer::start("127.0.0.1").await?;
+    // Plain http is allowed here, so that only the address rule stands in the way.
+    let mut settings = test_settings();
+    settings.media.image_fetch_allow_http = true;
+    let rig = Rig::new(settings).await?;
+    let (status, error) = run_with_image(&rig, &format!("http://{}/cat.png", target.addr)).await?;
+    assert_eq!(status, "failed");
+    assert_eq!(
+        error,
+        "stage visual failed: invalid_asset: image_url: its host is a loopback address, which \
+         is never fetched"
+    );
+    let (status, error) = run_with_image(&rig, "http://169.254.169.254/latest/meta-data").await?;
+    assert_eq!(status, "failed");
+    assert!(
+        error.contains("invalid_asset") && error.contains("the cloud metadata server"),
+        "{error}"
+    );
+    assert_eq!(target.accepted(), 0, "the loopback server was connected to");
+    let renders: i64 = sqlx::query_scalar("select count(*) from render_task")
+        .fetch_one(&rig.pool)
+        .await?;
+    assert_eq!(renders, 0, "no backend was called");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redirect_to_an_internal_address_is_refused_at_that_hop() -> anyhow::Result<()> {
+    let hidden = CountingServer::start("127.0.0.2").await?;
     let server = MockServer::start().await;
-    Mock::given(path("/huge.png"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(vec![0u8; 2048], "image/png"))
+    let hops = [
+        ("to-loopback.png", format!("http://{}/x.png", hidden.addr)),
+        (
+            "to-metadata.png",
+            "http://169.254.169.254/computeMetadata/v1/".into(),
+        ),
+        (
+            "to-metadata-name.png",
+            "http://metadata.google.internal/".into(),
+        ),
+        (
+            "to-mapped.png",
+            format!("http://[::ffff:127.0.0.2]:{}/x.png", hidden.addr.port()),
+        ),
+    ];
+    for (name, location) in &hops {
+        Mock::given(path(format!("/{name}")))
+            .respond_with(ResponseTemplate::new(302).insert_header("location", location.as_str()))
+            .mount(&server)
+            .await;
+    }
+    // 127.0.0.1 (the stub) is allowed; 127.0.0.2 is not.
+    let rig = Rig::new(stub_settings()).await?;
+    for ((name, _), want) in hops.iter().zip([
+        "a loopback address",
+        "the cloud metadata server",
+        "the cloud metadata server",
+        "a loopback address",
+    ]) {
+        let (status, error) = run_with_image(&rig, &format!("{}/{name}", server.uri())).await?;
+        assert_eq!(status, "failed", "{name}");
+        assert!(
+            error.contains("invalid_asset: image_url: its host is") && error.contains(want),
+            "{name}: {error}"
+        );
+    }
+    assert_eq!(hidden.accepted(), 0, "a redirect reached 127.0.0.2");
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_unless_allowed() -> anyhow::Result<()> {
+    let server = MockServer::start().await;
+    Mock::given(path("/fox.png"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(png(), "image/png"))
+        .expect(0)
         .mount(&server)
         .await;
-    Mock::given(path("/moved.png"))
+    let mut settings = stub_settings();
+    settings.media.image_fetch_allow_http = false;
+    let rig = Rig::new(settings).await?;
+    let (status, error) = run_with_image(&rig, &format!("{}/fox.png", server.uri())).await?;
+    assert_eq!(status, "failed");
+    assert_eq!(
+        error,
+        "stage visual failed: invalid_asset: image_url: must be an https URL (plain http is \
+         refused)"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_image_too_large_of_the_wrong_type_or_an_error_fails_invalid_asset()
+-> anyhow::Result<()> {
+    let server = MockServer::start().await;
+    let mut big = png();
+    big.resize(2048, 0);
+    Mock::given(path("/huge.png"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(big, "image/png"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/page.png"))
         .respond_with(
-            ResponseTemplate::new(302).insert_header("location", "http://169.254.169.254/"),
+            ResponseTemplate::new(200).set_body_raw(b"<html></html>".to_vec(), "text/html"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/liar.png"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(b"<html>secret</html>".to_vec(), "image/png"),
         )
         .mount(&server)
         .await;
@@ -75,31 +251,30 @@ async fn a_client_image_too_large_a_redirect_or_an_error_fails_the_job_with_a_cl
         .respond_with(ResponseTemplate::new(500).set_body_string("internal token abc123"))
         .mount(&server)
         .await;
-    let mut settings = test_settings();
+    let mut settings = stub_settings();
     settings.media.max_image_bytes = 1024;
     let rig = Rig::new(settings).await?;
     for (name, want) in [
-        ("huge.png", "larger than 1024 bytes"),
-        ("moved.png", "answered HTTP 302"),
-        ("secret.png", "answered HTTP 500"),
+        (
+            "huge.png",
+            "larger than 1024 bytes (AIPROD_MAX_IMAGE_BYTES)",
+        ),
+        (
+            "page.png",
+            "must be a PNG, JPEG or WebP image, got content type text/html",
+        ),
+        ("liar.png", "its bytes are not a PNG image"),
+        ("secret.png", "its server answered HTTP 500"),
     ] {
-        let id = rig
-            .submit(json!({"prompt": "A fox.", "image_url": format!("{}/{name}", server.uri())}))
-            .await?;
-        rig.drain().await?;
-        let (status, error): (String, Option<String>) =
-            sqlx::query_as("select status::text, error from job where id = $1")
-                .bind(id)
-                .fetch_one(&rig.pool)
-                .await?;
-        let error = error.unwrap_or_default();
+        let (status, error) = run_with_image(&rig, &format!("{}/{name}", server.uri())).await?;
         assert_eq!(status, "failed", "{name}");
         assert!(
-            error.contains("stage visual") && error.contains(want),
+            error.starts_with("stage visual failed: invalid_asset: image_url: ")
+                && error.contains(want),
             "{name}: {error}"
         );
         assert!(
-            !error.contains("abc123"),
+            !error.contains("abc123") && !error.contains("secret<"),
             "the server's answer leaked: {error}"
         );
     }
