@@ -10,6 +10,9 @@
 //! for as long as it does. `stop_if_unused` stops the server only when no other process holds
 //! `.users`, so `aiprod dev` stops the server on its way out while a `bench` beside it keeps
 //! it. The test suite's cluster is never stopped: the next test binary reuses it.
+//!
+//! It listens on 127.0.0.1, and over TCP it wants the superuser's password (`auth`): a random
+//! one, in `aiprod-password` (mode 0600) in the data directory, and in every URL `url` gives.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -19,13 +22,16 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use fs4::fs_std::FileExt;
 
+mod auth;
+
 /// A running private cluster, in use by this process until dropped (or stopped).
-#[derive(Debug)]
 pub struct PrivateCluster {
     /// The data directory.
     pub data_dir: PathBuf,
     /// The TCP port on 127.0.0.1.
     pub port: u16,
+    /// The `postgres` superuser's password, which TCP connections must give.
+    password: String,
     /// `.users`, held shared: this process uses the cluster.
     users: File,
     /// Where `pg_ctl` is.
@@ -34,10 +40,29 @@ pub struct PrivateCluster {
     owner: Option<SystemUser>,
 }
 
+/// Everything but the password.
+impl std::fmt::Debug for PrivateCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateCluster")
+            .field("data_dir", &self.data_dir)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PrivateCluster {
-    /// The URL of database `db` as the `postgres` superuser.
+    /// The URL of database `db` as the `postgres` superuser, password included: a secret, to
+    /// be kept out of logs.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
+    }
+
+    /// Where the superuser's password is kept (mode 0600).
+    pub fn password_file(&self) -> PathBuf {
+        self.data_dir.join(auth::PASSWORD_FILE)
     }
 
     /// Initialises `dir` if needed and starts the cluster unless it is already running.
@@ -58,17 +83,7 @@ impl PrivateCluster {
                 .context("while handing the data directory to postgres")?;
         }
         if !dir.join("PG_VERSION").exists() {
-            let mut cmd = Command::new(bin.join("initdb"));
-            cmd.args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-instructions",
-                "-D",
-            ])
-            .arg(&dir);
-            run(cmd, owner.as_ref(), "initdb")?;
+            init(&dir, &bin, owner.as_ref())?;
         }
         if let Some(port) = running_port(&dir) {
             return PrivateCluster::in_use(dir, port, setup, bin, owner);
@@ -95,11 +110,13 @@ impl PrivateCluster {
         bin: PathBuf,
         owner: Option<SystemUser>,
     ) -> anyhow::Result<PrivateCluster> {
+        let password = auth::ensure_password(&data_dir, port, &bin, owner.as_ref())?;
         let users = lock_file(&data_dir.with_extension("users"))?;
         FileExt::lock_shared(&users).context("while registering as a user of the cluster")?;
         Ok(PrivateCluster {
             data_dir,
             port,
+            password,
             users,
             bin,
             owner,
@@ -123,6 +140,35 @@ impl PrivateCluster {
         run(cmd, self.owner.as_ref(), "pg_ctl stop")?;
         Ok(true)
     }
+}
+
+/// Makes a new cluster in `dir`: the superuser's password from a file beside it (initdb wants
+/// the directory empty), which is then kept in the directory, and the access rules of `auth`.
+fn init(dir: &Path, bin: &Path, owner: Option<&SystemUser>) -> anyhow::Result<()> {
+    let password = auth::new_password()?;
+    let pwfile = dir.with_extension("pwfile");
+    auth::write_secret(&pwfile, &password)?;
+    if let Some(u) = owner {
+        std::os::unix::fs::chown(&pwfile, Some(u.uid), Some(u.gid))
+            .context("while handing the password file to postgres")?;
+    }
+    let mut cmd = Command::new(bin.join("initdb"));
+    cmd.args([
+        "-U",
+        "postgres",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        "--encoding=UTF8",
+        "--no-instructions",
+    ])
+    .arg(format!("--pwfile={}", pwfile.display()))
+    .arg("-D")
+    .arg(dir);
+    let made = run(cmd, owner, "initdb");
+    let _ = std::fs::remove_file(&pwfile);
+    made?;
+    auth::write_secret(&dir.join(auth::PASSWORD_FILE), &password)?;
+    auth::write_hba(dir)
 }
 
 /// Opens (creating it) the lock file at `path`.

@@ -1,5 +1,5 @@
 //! `aiprod-pgtemp DIR`: makes sure a private cluster runs in DIR and prints its server URL
-//! (database `postgres`). For scripts (scripts/sqlx-prepare) that need the same server the test
+//! (database `postgres`, the superuser's password included). For scripts (scripts/sqlx-prepare) that need the same server the test
 //! suite uses; the cluster keeps running after this exits.
 
 use std::path::PathBuf;
