@@ -1,6 +1,7 @@
 //! Every pod runs locked down (non-root, read-only, no capabilities, the restricted Pod Security
 //! Standard), acts through Workload Identity as its own Google service account, and reads its
-//! credentials from the out-of-band Secret, never from the manifests.
+//! credentials from the out-of-band Secret, never from the manifests: each Deployment only the
+//! ones it uses, the api no provider key.
 
 use anyhow::{Context, ensure};
 
@@ -162,16 +163,98 @@ fn secrets_are_referenced_never_inlined() -> anyhow::Result<()> {
             );
         }
     }
-    for d in of_kind(gke(), "Deployment") {
-        let env = &containers(&d["spec"]["template"]["spec"])[0]["env"];
-        for key in SECRET_SETTINGS {
+    Ok(())
+}
+
+/// The credentials each Deployment needs, and no more: a pod holds only the keys of the calls it
+/// makes, so a compromised api pod (the one facing clients) holds no provider key.
+const NEEDED: [(&str, &[&str]); 3] = [
+    ("aiprod-api", &["DATABASE_URL", "AIPROD_ADMIN_TOKEN"]),
+    (
+        "aiprod-worker",
+        &[
+            "DATABASE_URL",
+            "AIPROD_RUNWAY_API_KEY",
+            "AIPROD_REPLICATE_API_TOKEN",
+        ],
+    ),
+    // The orphan reconciler lists Replicate's predictions; the leader sends the alerts.
+    (
+        "aiprod-scheduler",
+        &[
+            "DATABASE_URL",
+            "AIPROD_REPLICATE_API_TOKEN",
+            "AIPROD_ALERT_WEBHOOK_URL",
+        ],
+    ),
+];
+
+/// Provider credentials, which only the components that call providers may hold.
+const PROVIDER_SECRETS: [&str; 3] = [
+    "AIPROD_RUNWAY_API_KEY",
+    "AIPROD_REPLICATE_API_TOKEN",
+    "AIPROD_VEO_ACCESS_TOKEN",
+];
+
+#[test]
+fn each_deployment_reads_only_the_secrets_it_uses_and_the_api_no_provider_key() -> anyhow::Result<()>
+{
+    let deployments = of_kind(gke(), "Deployment");
+    ensure!(
+        deployments.len() == NEEDED.len(),
+        "api, worker and scheduler"
+    );
+    for d in deployments {
+        let n = name(d);
+        let (_, needed) = NEEDED
+            .iter()
+            .find(|(w, _)| *w == n)
+            .with_context(|| format!("{n}: an unexpected Deployment"))?;
+        let pod = &d["spec"]["template"]["spec"];
+        ensure!(!pod_mounts_secret(pod), "{n}: no Secret volume");
+        for c in containers(pod) {
+            // The whole Secret through envFrom would hand every key to every pod.
+            for from in c["envFrom"].as_array().map_or(&[][..], Vec::as_slice) {
+                ensure!(
+                    from.get("secretRef").is_none(),
+                    "{n}: no envFrom secretRef (it imports every key of the Secret)"
+                );
+            }
+            let env = c["env"].as_array().map_or(&[][..], Vec::as_slice);
+            let mut got: Vec<&str> = env
+                .iter()
+                .filter(|v| v["valueFrom"]["secretKeyRef"].is_object())
+                .filter_map(|v| v["name"].as_str())
+                .collect();
+            got.sort_unstable();
+            let mut want = needed.to_vec();
+            want.sort_unstable();
             ensure!(
-                env.as_array()
-                    .is_some_and(|e| e.iter().any(|v| v["name"] == key)),
-                "{}: {key} is referenced",
-                name(d)
+                got == want,
+                "{n}: reads the secrets {got:?}, needs {want:?}"
+            );
+        }
+    }
+    let api = named(gke(), "Deployment", "aiprod-api")?;
+    for c in containers(&api["spec"]["template"]["spec"]) {
+        let env = c["env"].as_array().map_or(&[][..], Vec::as_slice);
+        for key in PROVIDER_SECRETS
+            .iter()
+            .chain(["AIPROD_ALERT_WEBHOOK_URL"].iter())
+        {
+            ensure!(
+                !env.iter().any(|v| v["name"] == *key),
+                "aiprod-api must not carry {key}: it calls no provider and sends no alert"
             );
         }
     }
     Ok(())
+}
+
+/// Whether the pod mounts a Secret (or a projected volume, which can carry one) as files.
+fn pod_mounts_secret(pod: &serde_json::Value) -> bool {
+    pod["volumes"].as_array().is_some_and(|v| {
+        v.iter()
+            .any(|v| v["secret"].is_object() || v["projected"].is_object())
+    })
 }
