@@ -1,12 +1,13 @@
-//! `aiprod dev` with no `DATABASE_URL`, as a newcomer runs it: it starts a private PostgreSQL,
-//! serves a job, and on Ctrl-C stops that server while its data stays for the next start.
+//! `aiprod dev` with no `DATABASE_URL`, as a newcomer runs it: it starts a private PostgreSQL
+//! that TCP clients enter only with its password, serves a job, and on Ctrl-C stops that server
+//! while its data stays for the next start.
 
 #![allow(missing_docs)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aiprod_tests::{Proc, Scratch, free_port, wait_ready};
+use aiprod_tests::{Proc, Scratch, dev_key, free_port, keyed, wait_ready};
 use serde_json::{Value, json};
 
 /// The private cluster's data directory, where `aiprod dev` put it: the one asked for, or the
@@ -67,6 +68,11 @@ async fn dev_stops_the_postgres_it_started_when_it_exits_and_keeps_its_data() ->
             "AIPROD_ARTIFACT_DIR",
             dir.0.join("artifacts").display().to_string(),
         ),
+        // Where `aiprod dev` saves its tenant's key (and finds it again on the second run).
+        (
+            "AIPROD_API_KEY_FILE",
+            dir.0.join(".aiprod/api-key").display().to_string(),
+        ),
         ("AIPROD_SIM_LATENCY_MS", "0".to_owned()),
         ("AIPROD_LOG_FORMAT", "json".to_owned()),
         ("RUST_LOG", "info".to_owned()),
@@ -82,10 +88,23 @@ async fn dev_stops_the_postgres_it_started_when_it_exits_and_keeps_its_data() ->
             &dir.0,
         )?;
         wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(120)).await?;
-        submit_and_finish(&http, &base).await?;
+        submit_and_finish(&keyed(&dev_key(&dir.0)?)?, &base).await?;
         let data = data_dir(&std::fs::read_to_string(&dev.log)?, &pg_dir);
         let pg_port = server_port(&data).expect("the private PostgreSQL runs");
         assert!(std::net::TcpStream::connect(("127.0.0.1", pg_port)).is_ok());
+        // Not open to the machine: over TCP only with the password on file.
+        use sqlx::Connection;
+        let anyone = format!("postgres://postgres@127.0.0.1:{pg_port}/postgres");
+        assert!(
+            sqlx::PgConnection::connect(&anyone).await.is_err(),
+            "the private PostgreSQL let a client in without a password"
+        );
+        let password = std::fs::read_to_string(data.join("aiprod-password"))?;
+        let owner = format!(
+            "postgres://postgres:{}@127.0.0.1:{pg_port}/postgres",
+            password.trim()
+        );
+        sqlx::PgConnection::connect(&owner).await?.close().await?;
 
         dev.signal("INT")?;
         assert_eq!(
