@@ -28,7 +28,7 @@ async fn with_password(url: &str, password: &str) -> Option<String> {
         return None;
     }
     let candidate = format!("{scheme}://{userinfo}:{password}@{host}");
-    let mut c = sqlx::PgConnection::connect(&candidate).await.ok()?;
+    let c = sqlx::PgConnection::connect(&candidate).await.ok()?;
     let _ = c.close().await;
     Some(candidate)
 }
