@@ -1,7 +1,8 @@
 //! The budget ledger in SQL. Every function that moves money writes the day's counters and its
 //! ledger entry in one statement, so `reserved` and `spent` are always the sums of the entries.
-//! Reservations are conditional updates of the day's row: whatever the concurrency, none takes
-//! reserved plus spent past the limit. Locks are taken job row first, day row last, everywhere
+//! Reservations are conditional updates of the day's row, and of the tenant's day when the job's
+//! tenant has a daily budget: whatever the concurrency, none takes reserved plus spent past
+//! either limit. Locks are taken job rows first, then tenant days, then fleet days, everywhere
 //! (the settle and release triggers included), so money movements cannot deadlock each other.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -159,6 +160,15 @@ pub struct Reservation<'a> {
     pub note: &'a str,
 }
 
+/// Which day a reservation found short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortfall {
+    /// The fleet's day.
+    Fleet,
+    /// The job's tenant's day (which lies inside the fleet's).
+    Tenant,
+}
+
 /// What a reservation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReserveOutcome {
@@ -167,49 +177,88 @@ pub enum ReserveOutcome {
         /// The day that carries the job's money.
         day: NaiveDate,
     },
-    /// The day cannot cover it; `remaining` was left.
+    /// A day cannot cover it.
     Short {
-        /// What the day had left.
+        /// What the job could still reserve: the least of what its days have left.
         remaining: Money,
+        /// The day that was short (the tenant's when both were).
+        of: Shortfall,
     },
     /// The lease is gone; nothing was written.
     LeaseLost,
 }
 
 /// Makes the job hold `amount`, reserving only what it does not hold already (so a `financial`
-/// stage that runs again after a crash reserves nothing twice). The day's row is updated only
-/// if reserved plus spent stays within the limit.
+/// stage that runs again after a crash reserves nothing twice). The fleet's day row, and the
+/// tenant's when the job is booked there, are updated in one statement only if reserved plus
+/// spent stays within the limit of both; otherwise neither is.
+///
+/// A job's first reservation books it on its tenant's day too when that day is open, and opens
+/// it first when the tenant has a daily budget; the job keeps that booking for its life, so
+/// every later movement of its money (settle, release) moves the same days.
 #[tracing::instrument(skip_all, fields(job_id = %r.job_id, amount = %r.amount))]
 pub async fn reserve_budget(
     pool: &sqlx::PgPool,
     r: &Reservation<'_>,
 ) -> sqlx::Result<ReserveOutcome> {
-    let r = sqlx::query!(
+    open_tenant_day_of(pool, r.job_id, r.day).await?;
+    // Both days are locked before either is checked (the tenant's first, as everywhere), and a
+    // locked row reads as its latest version: the checks see every reservation committed before,
+    // and the two updates below either both happen or neither does.
+    let row = sqlx::query!(
         r#"with j as (
-               select id, coalesce(budget_day, $4::date) as day, budget_held_micros as held
+               select id, tenant_id, coalesce(budget_day, $4::date) as day,
+                      budget_held_micros as held,
+                      case when budget_day is null
+                           then exists (select 1 from tenant_budget_day t
+                                         where t.tenant_id = job.tenant_id and t.day = $4::date)
+                           else tenant_budget end as on_tenant
                  from job
                 where id = $1 and lease_epoch = $2 and locked_by = $3 and status = 'running'
                   for update
            ), n as (
-               select id, day, greatest($5 - held, 0) as need from j
+               select id, tenant_id, day, on_tenant, greatest($5 - held, 0) as need from j
+           ), lt as (
+               select tb.limit_micros - tb.reserved_micros - tb.spent_micros as left_micros
+                 from tenant_budget_day tb join n on tb.tenant_id = n.tenant_id and tb.day = n.day
+                where n.on_tenant and n.need > 0
+                  for no key update of tb
+           ), lf as (
+               select b.limit_micros - b.reserved_micros - b.spent_micros as left_micros
+                 from budget_day b join n on b.day = n.day left join lt on true
+                  for no key update of b
+           ), ok as (
+               select n.* from n, lf
+                where n.need = 0
+                   or (lf.left_micros >= n.need
+                       and (not n.on_tenant
+                            or exists (select 1 from lt where lt.left_micros >= n.need)))
+           ), t as (
+               update tenant_budget_day tb
+                  set reserved_micros = tb.reserved_micros + ok.need, updated_at = now()
+                 from ok
+                where tb.tenant_id = ok.tenant_id and tb.day = ok.day and ok.on_tenant
+                  and ok.need > 0
            ), d as (
-               update budget_day b set reserved_micros = b.reserved_micros + n.need, updated_at = now()
-                 from n
-                where b.day = n.day
-                  and (n.need = 0 or b.reserved_micros + b.spent_micros + n.need <= b.limit_micros)
-               returning b.day
-           ), u as (
-               update job set budget_day = n.day, budget_held_micros = budget_held_micros + n.need,
+               update budget_day b set reserved_micros = b.reserved_micros + ok.need,
                       updated_at = now()
-                 from n
-                where job.id = n.id and exists (select 1 from d)
+                 from ok
+                where b.day = ok.day and ok.need > 0
+           ), u as (
+               update job set budget_day = ok.day, budget_held_micros = budget_held_micros + ok.need,
+                      tenant_budget = ok.on_tenant, updated_at = now()
+                 from ok
+                where job.id = ok.id
            ), e as (
-               insert into budget_entry (day, kind, job_id, reserved_delta_micros, note)
-               select n.day, 'reserve', n.id, n.need, $6 from n
-                where n.need > 0 and exists (select 1 from d)
+               insert into budget_entry (day, kind, job_id, tenant_id, reserved_delta_micros, note)
+               select ok.day, 'reserve', ok.id, case when ok.on_tenant then ok.tenant_id end,
+                      ok.need, $6
+                 from ok
+                where ok.need > 0
            )
-           select (select count(*) from j) as "leased!", (select count(*) from d) as "granted!",
-                  (select day from n) as day"#,
+           select (select count(*) from j) as "leased!", (select count(*) from ok) as "granted!",
+                  (select day from n) as day, (select on_tenant from n) as on_tenant,
+                  (select need from n) as need"#,
         r.job_id as JobId,
         r.lease_epoch,
         r.worker,
@@ -219,141 +268,65 @@ pub async fn reserve_budget(
     )
     .fetch_one(pool)
     .await?;
-    let (leased, granted, day) = (r.leased, r.granted, r.day);
-    Ok(match (leased, granted, day) {
+    Ok(match (row.leased, row.granted, row.day) {
         (0, _, _) => ReserveOutcome::LeaseLost,
         (_, 1, Some(day)) => ReserveOutcome::Reserved { day },
         (_, _, day) => {
             // Read after the statement: its own snapshot predates the reservations that won
             // the race, and routing chooses by what is left now.
-            let left = sqlx::query_scalar!(
-                r#"select limit_micros - reserved_micros - spent_micros as "left!"
-                     from budget_day where day = $1"#,
-                day
+            let left = sqlx::query!(
+                r#"select (select limit_micros - reserved_micros - spent_micros
+                             from budget_day where day = $1) as fleet,
+                          (select tb.limit_micros - tb.reserved_micros - tb.spent_micros
+                             from tenant_budget_day tb join job j on j.tenant_id = tb.tenant_id
+                            where j.id = $2 and tb.day = $1 and $3) as tenant"#,
+                day,
+                r.job_id as JobId,
+                row.on_tenant.unwrap_or(false),
             )
-            .fetch_optional(pool)
+            .fetch_one(pool)
             .await?;
+            let fleet = left.fleet.unwrap_or(0);
+            let need = row.need.unwrap_or(0);
+            let of = match left.tenant {
+                Some(tenant) if tenant < need => Shortfall::Tenant,
+                _ => Shortfall::Fleet,
+            };
+            let remaining = left.tenant.map_or(fleet, |t| t.min(fleet)).max(0);
             ReserveOutcome::Short {
-                remaining: Money::from_micros(left.unwrap_or(0).max(0)),
+                remaining: Money::from_micros(remaining),
+                of,
             }
         }
     })
 }
 
-/// Parks a job at `financial` until money is available: status `waiting_budget`, no lease,
-/// the reason and the least it needs recorded. A job whose cancel is pending is canceled
-/// instead. Returns false when the lease was lost.
-#[tracing::instrument(skip_all, fields(job_id = %job_id, stage = "financial"))]
-pub async fn park_for_budget(
+/// Opens the job's tenant's day on `day` with the tenant's daily budget, when the tenant has
+/// one and the job has not reserved yet (a job keeps the booking of its first reservation).
+/// Idempotent: the first reservation of the day opens it, the others find it open.
+async fn open_tenant_day_of(
     db: impl PgExecutor<'_>,
-    job_id: JobId,
-    lease_epoch: i64,
-    worker: &str,
-    reason: &str,
-    need: Money,
-) -> sqlx::Result<bool> {
-    let row = sqlx::query_scalar!(
-        r#"with p as (
-               update job set
-                   status = next_job_status(status, 'park', cancel_requested),
-                   waiting_reason = $4, waiting_need_micros = $5, updated_at = now()
-                where id = $1 and lease_epoch = $2 and locked_by = $3 and stage = 'financial'
-                  and next_job_status(status, 'park', cancel_requested) is not null
-               returning id, status
-           ), s as (
-               update job_stage set
-                   status = case when p.status = 'canceled' then 'canceled'::stage_status
-                                 else 'waiting'::stage_status end,
-                   error = $4, updated_at = now()
-                 from p
-                where job_stage.job_id = p.id and job_stage.stage = 'financial'
-           )
-           select id as "id!: JobId" from p"#,
-        job_id as JobId,
-        lease_epoch,
-        worker,
-        reason,
-        need.micros(),
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(row.is_some())
-}
-
-/// Re-dispatches jobs waiting for money that `day` can now cover, oldest first: each job's
-/// least need, summed in order, must fit what the day has left (a job that needs more than is
-/// left does not hold back cheaper ones behind it). At most `limit` jobs per call.
-pub async fn wake_budget_waiters(
-    db: impl PgExecutor<'_>,
+    job: JobId,
     day: NaiveDate,
-    limit: i64,
-) -> sqlx::Result<Vec<JobId>> {
-    sqlx::query_scalar!(
-        r#"with b as (
-               select greatest(limit_micros - reserved_micros - spent_micros, 0) as left_micros
-                 from budget_day where day = $1
-           ), w as (
-               select j.id, sum(coalesce(j.waiting_need_micros, 0)) over (order by j.id) as cum
-                 from job j, b
-                where j.status = 'waiting_budget' and coalesce(j.waiting_need_micros, 0) <= b.left_micros
-           ), pick as (
-               select w.id from w, b where w.cum <= b.left_micros order by w.id limit $2
-           ), r as (
-               update job j set status = next_job_status(j.status, 'wake', j.cancel_requested),
-                      updated_at = now()
-                 from pick
-                where j.id = pick.id and next_job_status(j.status, 'wake', j.cancel_requested) is not null
-               returning j.id, j.priority, j.reap_count
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"with t as (
+               select t.id, t.daily_budget_micros as limit_micros
+                 from job j join tenant t on t.id = j.tenant_id
+                where j.id = $1 and j.budget_day is null and t.daily_budget_micros is not null
+                  and exists (select 1 from budget_day where day = $2)
+           ), o as (
+               insert into tenant_budget_day (tenant_id, day, limit_micros)
+               select id, $2, limit_micros from t
+               on conflict (tenant_id, day) do nothing
+               returning tenant_id, day, limit_micros
            )
-           select dispatch_job(r.id, r.priority, r.reap_count) as "id!: JobId" from r"#,
+           insert into budget_entry (day, kind, tenant_id, limit_micros, actor, note)
+           select day, 'limit', tenant_id, limit_micros, 'tenant', 'tenant day opened' from o"#,
+        job as JobId,
         day,
-        limit,
     )
-    .fetch_all(db)
-    .await
-}
-
-/// How many jobs wait for money.
-pub async fn count_budget_waiters(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(r#"select count(*) as "count!" from job where status = 'waiting_budget'"#)
-        .fetch_one(db)
-        .await
-}
-
-/// A day's books as the ledger and the render tries tell them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BudgetAudit {
-    /// The day.
-    pub day: NaiveDate,
-    /// The row's reserved.
-    pub reserved_micros: i64,
-    /// The sum of the ledger's reserved movements.
-    pub ledger_reserved_micros: i64,
-    /// The row's spent.
-    pub spent_micros: i64,
-    /// The sum of the ledger's spent movements.
-    pub ledger_spent_micros: i64,
-    /// The sum of the costs of the day's render tries.
-    pub render_cost_micros: i64,
-    /// All three agree.
-    pub balanced: bool,
-}
-
-/// The audit of one day (the `budget_audit` view).
-pub async fn audit_budget_day(
-    db: impl PgExecutor<'_>,
-    day: NaiveDate,
-) -> sqlx::Result<Option<BudgetAudit>> {
-    sqlx::query_as!(
-        BudgetAudit,
-        r#"select day as "day!", reserved_micros as "reserved_micros!",
-                  ledger_reserved_micros::bigint as "ledger_reserved_micros!",
-                  spent_micros as "spent_micros!",
-                  ledger_spent_micros::bigint as "ledger_spent_micros!",
-                  render_cost_micros::bigint as "render_cost_micros!", balanced as "balanced!"
-             from budget_audit where day = $1"#,
-        day
-    )
-    .fetch_optional(db)
-    .await
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -97,7 +97,8 @@ pub struct Intent<'a> {
 pub enum IntentOutcome {
     /// The intent is written and its money reserved: POST now.
     Written(Box<RenderTask>),
-    /// The job's budget day cannot cover this try on top of what the job holds.
+    /// The job's budget day, or its tenant's, cannot cover this try on top of what the job
+    /// holds.
     OverBudget,
     /// The lease is gone (another worker owns the job, and must not be raced to the provider).
     LeaseLost,
@@ -105,8 +106,9 @@ pub enum IntentOutcome {
 
 /// Writes the intent before the POST, fenced on the job's lease, and reserves the try's
 /// estimate in the same statement: from what the job holds first (its `financial`
-/// reservation), and from its budget day for the rest, conditionally on the day's limit. A job
-/// with no budget day (no limit applies to it) reserves nothing.
+/// reservation), and from its budget day for the rest, conditionally on the day's limit and on
+/// its tenant's day's when the job is booked there (both or neither, locked tenant's first, as
+/// `reserve_budget` does). A job with no budget day (no limit applies to it) reserves nothing.
 #[tracing::instrument(skip_all, fields(job_id = %intent.job_id, shot = intent.shot, backend = %intent.backend))]
 pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<IntentOutcome> {
     let id = Uuid::now_v7();
@@ -116,19 +118,28 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
     let written = sqlx::query_as!(
         RenderTask,
         r#"with j as (
-               select id, budget_day, budget_held_micros as held from job
+               select id, tenant_id, budget_day, tenant_budget, budget_held_micros as held from job
                 where id = $2 and lease_epoch = $3 and locked_by = $10 and status = 'running'
                   for update
            ), a as (
-               select id, budget_day, least($9, held) as take, $9 - least($9, held) as extra from j
-           ), d as (
-               update budget_day b set reserved_micros = b.reserved_micros + a.extra, updated_at = now()
-                 from a
-                where b.day = a.budget_day and a.extra > 0
-                  and b.reserved_micros + b.spent_micros + a.extra <= b.limit_micros
-               returning b.day
+               select j.*, least($9, held) as take, $9 - least($9, held) as extra from j
+           ), lt as (
+               select tb.limit_micros - tb.reserved_micros - tb.spent_micros as left_micros
+                 from tenant_budget_day tb
+                 join a on tb.tenant_id = a.tenant_id and tb.day = a.budget_day
+                where a.tenant_budget and a.extra > 0
+                  for no key update of tb
+           ), lf as (
+               select b.limit_micros - b.reserved_micros - b.spent_micros as left_micros
+                 from budget_day b join a on b.day = a.budget_day left join lt on true
+                where a.extra > 0
+                  for no key update of b
            ), ok as (
-               select a.* from a where a.budget_day is null or a.extra = 0 or exists (select 1 from d)
+               select a.* from a
+                where a.budget_day is null or a.extra = 0
+                   or (exists (select 1 from lf where lf.left_micros >= a.extra)
+                       and (not a.tenant_budget
+                            or exists (select 1 from lt where lt.left_micros >= a.extra)))
            ), ins as (
                insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
                                         estimated_cost_micros, reserved_micros, baseline_micros)
@@ -136,14 +147,26 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
                       case when ok.budget_day is null then 0 else $9 end, $11
                  from ok
                returning *
+           ), t as (
+               update tenant_budget_day tb
+                  set reserved_micros = tb.reserved_micros + ok.extra, updated_at = now()
+                 from ok
+                where tb.tenant_id = ok.tenant_id and tb.day = ok.budget_day and ok.tenant_budget
+                  and ok.extra > 0 and exists (select 1 from ins)
+           ), d as (
+               update budget_day b set reserved_micros = b.reserved_micros + ok.extra, updated_at = now()
+                 from ok
+                where b.day = ok.budget_day and ok.extra > 0 and exists (select 1 from ins)
            ), ju as (
                update job set budget_held_micros = budget_held_micros - ok.take
                  from ok
                 where job.id = ok.id and ok.budget_day is not null and ok.take > 0
                   and exists (select 1 from ins)
            ), e as (
-               insert into budget_entry (day, kind, job_id, render_task_id, reserved_delta_micros, note)
-               select ok.budget_day, 'reserve', ok.id, $1, ok.extra,
+               insert into budget_entry (day, kind, job_id, render_task_id, tenant_id,
+                                         reserved_delta_micros, note)
+               select ok.budget_day, 'reserve', ok.id, $1,
+                      case when ok.tenant_budget then ok.tenant_id end, ok.extra,
                       format('%s shot %s try %s beyond the job''s reservation', $6::text, $4, $5)
                  from ok
                 where ok.budget_day is not null and ok.extra > 0 and exists (select 1 from ins)

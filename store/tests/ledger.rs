@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use aiprod_domain::{TenantId, BackendName, JobId, JobSpec, Money, RenderState, Stage};
+use aiprod_domain::{BackendName, JobId, JobSpec, Money, RenderState, Stage, TenantId};
 use aiprod_store::{
-    Intent, IntentOutcome, RenderUpdate, Reservation, ReserveOutcome, audit_budget_day, claim_job,
-    fail_job, get_budget_day, insert_intent, insert_job, open_budget_day, reserve_budget,
-    update_render,
+    Intent, IntentOutcome, RenderUpdate, Reservation, ReserveOutcome, Shortfall, audit_budget_day,
+    claim_job, fail_job, get_budget_day, insert_intent, insert_job, open_budget_day,
+    reserve_budget, update_render,
 };
 use aiprod_testkit::TestDb;
 use chrono::NaiveDate;
@@ -81,7 +81,10 @@ async fn two_hundred_concurrent_reservations_never_pass_the_limit_and_the_ledger
                 assert_eq!(d, day());
                 granted.push(*job);
             }
-            ReserveOutcome::Short { remaining } => assert!(remaining < shot, "{remaining}"),
+            ReserveOutcome::Short { remaining, of } => {
+                assert_eq!(of, Shortfall::Fleet);
+                assert!(remaining < shot, "{remaining}")
+            }
             ReserveOutcome::LeaseLost => panic!("every lease is held"),
         }
     }

@@ -1,21 +1,27 @@
-//! The budget as the worker sees it: what is left today, and a reservation for a job, both
-//! read from the fleet-wide `budget_day` row.
+//! The budget as the worker sees it: what is left today for a job, and a reservation for it,
+//! both read from the fleet-wide `budget_day` row and, when the job's tenant has a daily budget,
+//! from its tenant's day, which lies inside the fleet's.
 
 use std::sync::Mutex;
 
 use aiprod_domain::{BudgetCalendar, JobId, Money};
 use aiprod_platform::metrics::Metrics;
-use aiprod_store::{Reservation, ReserveOutcome, get_budget_day, open_budget_day, reserve_budget};
+use aiprod_store::{
+    Reservation, ReserveOutcome, Shortfall, get_budget_day, open_budget_day, reserve_budget,
+    tenant_headroom,
+};
 use chrono::NaiveDate;
 use sqlx::PgPool;
 
-/// Today's money as routing sees it.
+/// Today's money for one job as routing sees it: the fleet's day, narrowed by its tenant's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Headroom {
-    /// Left to reserve now.
+    /// Left to reserve now: the least of what the days have left.
     pub remaining: Money,
-    /// The whole day's limit.
+    /// The whole day's limit: the least of the days' limits.
     pub limit: Money,
+    /// Which day is the tighter: the one to name when the job waits.
+    pub bound_by: Shortfall,
 }
 
 /// What a reservation did.
@@ -23,8 +29,8 @@ pub struct Headroom {
 pub enum Grant {
     /// The job holds the amount.
     Reserved,
-    /// The day cannot cover it; this much was left.
-    Short(Money),
+    /// A day cannot cover it: this much was left, and this day was short.
+    Short(Money, Shortfall),
     /// The job's lease is gone.
     LeaseLost,
 }
@@ -80,17 +86,22 @@ impl Ledger {
 }
 
 impl Ledger {
-    /// Today's headroom.
-    pub async fn headroom(&self) -> Result<Headroom, String> {
+    /// Today's headroom for `job`.
+    pub async fn headroom(&self, job: JobId) -> Result<Headroom, String> {
         let day = self.today().await?;
         let d = get_budget_day(&self.pool, day)
             .await
             .map_err(|e| format!("cannot read budget day {day}: {e}"))?
             .ok_or_else(|| format!("budget day {day} is not open"))?;
-        Ok(Headroom {
+        let fleet = Headroom {
             remaining: d.remaining(),
             limit: d.limit,
-        })
+            bound_by: Shortfall::Fleet,
+        };
+        let tenant = tenant_headroom(&self.pool, job, day)
+            .await
+            .map_err(|e| format!("cannot read the tenant's budget day {day}: {e}"))?;
+        Ok(narrow(fleet, tenant))
     }
 
     /// Makes the job hold `ask.amount`, booked to today (or to the day it already holds on).
@@ -113,11 +124,62 @@ impl Ledger {
                 m.with_label_values(&["reserved"]).inc();
                 Grant::Reserved
             }
-            ReserveOutcome::Short { remaining } => {
+            ReserveOutcome::Short { remaining, of } => {
                 m.with_label_values(&["short"]).inc();
-                Grant::Short(remaining)
+                Grant::Short(remaining, of)
             }
             ReserveOutcome::LeaseLost => Grant::LeaseLost,
         })
+    }
+}
+
+/// The fleet's headroom narrowed by the tenant's `(limit, remaining)`, if it has a day.
+fn narrow(fleet: Headroom, tenant: Option<(Money, Money)>) -> Headroom {
+    match tenant {
+        Some((limit, remaining)) => Headroom {
+            remaining: remaining.min(fleet.remaining),
+            limit: limit.min(fleet.limit),
+            bound_by: if remaining < fleet.remaining {
+                Shortfall::Tenant
+            } else {
+                Shortfall::Fleet
+            },
+        },
+        None => fleet,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(s: &str) -> Money {
+        s.parse().expect("money")
+    }
+
+    #[test]
+    fn a_tenant_day_narrows_the_fleet_day_only_where_it_is_tighter() {
+        let fleet = Headroom {
+            remaining: usd("40"),
+            limit: usd("100"),
+            bound_by: Shortfall::Fleet,
+        };
+        assert_eq!(narrow(fleet, None), fleet);
+        assert_eq!(
+            narrow(fleet, Some((usd("10"), usd("3")))),
+            Headroom {
+                remaining: usd("3"),
+                limit: usd("10"),
+                bound_by: Shortfall::Tenant,
+            }
+        );
+        assert_eq!(
+            narrow(fleet, Some((usd("500"), usd("60")))),
+            Headroom {
+                remaining: usd("40"),
+                limit: usd("100"),
+                bound_by: Shortfall::Fleet,
+            }
+        );
     }
 }

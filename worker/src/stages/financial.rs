@@ -9,6 +9,7 @@ use aiprod_backends::Fleet;
 use aiprod_domain::routing::{self, Facts, Routing};
 use aiprod_domain::{BackendName, Stage, StepError};
 use aiprod_platform::config::BackendSettings;
+use aiprod_store::Shortfall;
 use aiprod_store::{JobPatch, backend_health};
 use backon::Retryable;
 use sqlx::PgPool;
@@ -55,7 +56,7 @@ pub(crate) async fn run(job: &JobState, router: &Router<'_>) -> Result<StageOutp
         .collect();
     let headroom = router
         .ledger
-        .headroom()
+        .headroom(job.id)
         .await
         .map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
     let mut budget_left = Some(headroom.remaining);
@@ -72,6 +73,10 @@ pub(crate) async fn run(job: &JobState, router: &Router<'_>) -> Result<StageOutp
         let routed = match routing::route(&job.spec, &seconds, &facts) {
             Ok(r) => r,
             Err(StepError::OverBudget { reason, need }) => {
+                let reason = match headroom.bound_by {
+                    Shortfall::Fleet => reason,
+                    Shortfall::Tenant => format!("the tenant's budget is short: {reason}"),
+                };
                 return Err(routing::short_of_money(
                     &job.spec,
                     headroom.limit,
@@ -90,10 +95,14 @@ pub(crate) async fn run(job: &JobState, router: &Router<'_>) -> Result<StageOutp
         let note = format!("{} on {}", routed.model, routed.backend);
         match router.ledger.reserve(ask, &note).await {
             Ok(Grant::Reserved) => break routed,
-            Ok(Grant::Short(left)) if tries < ROUTE_TRIES => budget_left = Some(left),
-            Ok(Grant::Short(left)) => {
+            Ok(Grant::Short(left, _)) if tries < ROUTE_TRIES => budget_left = Some(left),
+            Ok(Grant::Short(left, of)) => {
+                let whose = match of {
+                    Shortfall::Fleet => "today's budget",
+                    Shortfall::Tenant => "the tenant's budget today",
+                };
                 let reason = format!(
-                    "today's budget has {left} left, less than the {} {} needs",
+                    "{whose} has {left} left, less than the {} {} needs",
                     routed.estimated_cost, routed.backend
                 );
                 return Err(routing::short_of_money(

@@ -1,0 +1,193 @@
+//! The books: the audits that prove the fleet's and each tenant's days balance, and the tenants'
+//! days as admins read and set them.
+
+use chrono::NaiveDate;
+use sqlx::PgExecutor;
+
+use aiprod_domain::{JobId, Money, TenantId};
+
+/// A day's books (the fleet's, or a tenant's) as the ledger and the render tries tell them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetAudit {
+    /// The day.
+    pub day: NaiveDate,
+    /// The row's reserved.
+    pub reserved_micros: i64,
+    /// The sum of the ledger's reserved movements.
+    pub ledger_reserved_micros: i64,
+    /// The row's spent.
+    pub spent_micros: i64,
+    /// The sum of the ledger's spent movements.
+    pub ledger_spent_micros: i64,
+    /// The sum of the costs of the day's render tries.
+    pub render_cost_micros: i64,
+    /// All three agree.
+    pub balanced: bool,
+}
+
+/// The audit of one day (the `budget_audit` view).
+pub async fn audit_budget_day(
+    db: impl PgExecutor<'_>,
+    day: NaiveDate,
+) -> sqlx::Result<Option<BudgetAudit>> {
+    sqlx::query_as!(
+        BudgetAudit,
+        r#"select day as "day!", reserved_micros as "reserved_micros!",
+                  ledger_reserved_micros::bigint as "ledger_reserved_micros!",
+                  spent_micros as "spent_micros!",
+                  ledger_spent_micros::bigint as "ledger_spent_micros!",
+                  render_cost_micros::bigint as "render_cost_micros!", balanced as "balanced!"
+             from budget_audit where day = $1"#,
+        day
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// A tenant's budget day: the tenant's own limit inside the fleet's day.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantBudgetDay {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The local date (the fleet's day).
+    pub day: NaiveDate,
+    /// What the tenant may commit on the day.
+    pub limit: Money,
+    /// Set aside for the tenant's jobs and render tries whose cost is not known yet.
+    pub reserved: Money,
+    /// Spent by the tenant's jobs.
+    pub spent: Money,
+}
+
+impl TenantBudgetDay {
+    /// What is left to reserve; never negative (a lowered limit can leave it below zero).
+    pub fn remaining(&self) -> Money {
+        (self.limit - self.reserved - self.spent).max(Money::ZERO)
+    }
+}
+
+/// A tenant's day, if one of its jobs has reserved on it (or an admin set its limit).
+pub async fn get_tenant_budget_day(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    day: NaiveDate,
+) -> sqlx::Result<Option<TenantBudgetDay>> {
+    Ok(sqlx::query!(
+        r#"select tenant_id as "tenant_id: TenantId", day, limit_micros, reserved_micros,
+                  spent_micros
+             from tenant_budget_day where tenant_id = $1 and day = $2"#,
+        tenant as TenantId,
+        day
+    )
+    .fetch_optional(db)
+    .await?
+    .map(|r| TenantBudgetDay {
+        tenant_id: r.tenant_id,
+        day: r.day,
+        limit: Money::from_micros(r.limit_micros),
+        reserved: Money::from_micros(r.reserved_micros),
+        spent: Money::from_micros(r.spent_micros),
+    }))
+}
+
+/// Sets the limit of a tenant's day, opening it if none of its jobs has reserved yet (the fleet's
+/// day must be open), effective at once for every worker, and records the change in the ledger.
+/// `None` when the fleet's day is not open. Only this day: the tenant's `daily_budget_micros`
+/// opens the days after.
+pub async fn set_tenant_budget_limit(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    day: NaiveDate,
+    limit: Money,
+    actor: &str,
+) -> sqlx::Result<Option<TenantBudgetDay>> {
+    let row = sqlx::query!(
+        r#"with prev as (
+               select limit_micros from tenant_budget_day where tenant_id = $1 and day = $2
+           ), s as (
+               insert into tenant_budget_day (tenant_id, day, limit_micros)
+               select $1, $2, $3 where exists (select 1 from budget_day where day = $2)
+               on conflict (tenant_id, day) do update set limit_micros = $3, updated_at = now()
+               returning tenant_id, day, limit_micros, reserved_micros, spent_micros
+           ), e as (
+               insert into budget_entry (day, kind, tenant_id, limit_micros, actor, note)
+               select s.day, 'limit', s.tenant_id, $3, $4,
+                      format('tenant limit %s -> %s',
+                             coalesce(((select limit_micros from prev)::numeric / 1000000)::text,
+                                      'none'),
+                             ($3::numeric / 1000000)::text)
+                 from s
+           )
+           select tenant_id as "tenant_id!: TenantId", day as "day!",
+                  limit_micros as "limit_micros!", reserved_micros as "reserved_micros!",
+                  spent_micros as "spent_micros!"
+             from s"#,
+        tenant as TenantId,
+        day,
+        limit.micros(),
+        actor,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| TenantBudgetDay {
+        tenant_id: r.tenant_id,
+        day: r.day,
+        limit: Money::from_micros(r.limit_micros),
+        reserved: Money::from_micros(r.reserved_micros),
+        spent: Money::from_micros(r.spent_micros),
+    }))
+}
+
+/// The audit of one tenant's day (the `tenant_budget_audit` view): its counters against the
+/// ledger entries that moved it and the costs of the render tries booked on it.
+pub async fn audit_tenant_budget_day(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    day: NaiveDate,
+) -> sqlx::Result<Option<BudgetAudit>> {
+    sqlx::query_as!(
+        BudgetAudit,
+        r#"select day as "day!", reserved_micros as "reserved_micros!",
+                  ledger_reserved_micros::bigint as "ledger_reserved_micros!",
+                  spent_micros as "spent_micros!",
+                  ledger_spent_micros::bigint as "ledger_spent_micros!",
+                  render_cost_micros::bigint as "render_cost_micros!", balanced as "balanced!"
+             from tenant_budget_audit where tenant_id = $1 and day = $2"#,
+        tenant as TenantId,
+        day
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The tenant's side of a job's money on `day`: what its tenant's day allows and has left.
+/// `None` when only the fleet's day bounds the job (its tenant has no daily budget, or the job
+/// already reserved without one). A tenant's day not opened yet has its whole budget left.
+pub async fn tenant_headroom(
+    db: impl PgExecutor<'_>,
+    job: JobId,
+    day: NaiveDate,
+) -> sqlx::Result<Option<(Money, Money)>> {
+    let row = sqlx::query!(
+        r#"select case when tb.tenant_id is not null then tb.limit_micros
+                       else t.daily_budget_micros end as limit_micros,
+                  case when tb.tenant_id is not null
+                       then tb.limit_micros - tb.reserved_micros - tb.spent_micros
+                       else t.daily_budget_micros end as left_micros
+             from job j
+             join tenant t on t.id = j.tenant_id
+             left join tenant_budget_day tb
+                    on tb.tenant_id = j.tenant_id and tb.day = coalesce(j.budget_day, $2)
+            where j.id = $1 and (j.budget_day is null or j.tenant_budget)"#,
+        job as JobId,
+        day,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.and_then(|r| match (r.limit_micros, r.left_micros) {
+        (Some(limit), Some(left)) => {
+            Some((Money::from_micros(limit), Money::from_micros(left.max(0))))
+        }
+        _ => None,
+    }))
+}
