@@ -20,22 +20,55 @@ pub struct Claim {
     pub lease_epoch: i64,
 }
 
-/// Takes the lease on `id` if the job's state machine allows a claim and no one holds a live
-/// lease, and records the start of its current stage in the same statement. Returns `None`
-/// when another worker holds it or the job has ended (a duplicate delivery). A job whose cancel
-/// was requested is canceled here instead (its claim comes back with status `canceled`), and
-/// the stage a dead worker left under way (a job has at most one `running` stage row) is closed
-/// as `canceled` in the same statement.
-#[tracing::instrument(skip_all, fields(job_id = %id))]
+/// What a claim did.
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    /// The lease is this worker's (or the job was found canceled and is now ended).
+    Claimed(Box<Claim>),
+    /// Another worker holds the job, or it has ended: a duplicate delivery, to drop.
+    Duplicate,
+    /// The job's tenant already runs its `max_in_flight` jobs: it stays as it is, for a later
+    /// delivery to claim.
+    TenantAtLimit {
+        /// Jobs of the tenant holding a live lease.
+        in_flight: i64,
+        /// The tenant's limit.
+        limit: i32,
+    },
+}
+
+/// Takes the lease on `id` as `try_claim_job` does; `None` for a duplicate delivery and for a
+/// job whose tenant is at its in-flight limit alike.
 pub async fn claim_job(
-    db: impl PgExecutor<'_>,
+    db: impl PgExecutor<'_> + Copy,
     id: JobId,
     worker: &str,
     ttl: Duration,
 ) -> sqlx::Result<Option<Claim>> {
+    Ok(match try_claim_job(db, id, worker, ttl).await? {
+        ClaimOutcome::Claimed(c) => Some(*c),
+        ClaimOutcome::Duplicate | ClaimOutcome::TenantAtLimit { .. } => None,
+    })
+}
+
+/// Takes the lease on `id` if the job's state machine allows a claim, no one holds a live
+/// lease and its tenant has fewer than `max_in_flight` jobs holding one (SQL
+/// `tenant_has_room()`, exact under any concurrency), and records the start of its current
+/// stage in the same statement. A job whose cancel was requested is canceled here instead (its
+/// claim comes back with status `canceled`), and the stage a dead worker left under way (a job
+/// has at most one `running` stage row) is closed as `canceled` in the same statement.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+pub async fn try_claim_job(
+    db: impl PgExecutor<'_> + Copy,
+    id: JobId,
+    worker: &str,
+    ttl: Duration,
+) -> sqlx::Result<ClaimOutcome> {
     let row = sqlx::query_as!(
         JobRow,
-        r#"with c as (
+        r#"with room as (
+               select tenant_has_room($1) as ok
+           ), c as (
                update job set
                    status = next_job_status(status, 'claim', cancel_requested),
                    locked_by = $2,
@@ -46,6 +79,7 @@ pub async fn claim_job(
                 where id = $1 and stage is not null
                   and next_job_status(status, 'claim', cancel_requested) is not null
                   and (locked_until is null or locked_until < now())
+                  and (select ok from room)
                returning *
            ), closed as (
                update job_stage s set status = 'canceled', finished_at = now(), updated_at = now(),
@@ -79,12 +113,35 @@ pub async fn claim_job(
     )
     .fetch_optional(db)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let lease_epoch = row.lease_epoch;
-    Ok(Some(Claim {
-        job: JobRecord::try_from(row)?,
-        lease_epoch,
-    }))
+    if let Some(row) = row {
+        let lease_epoch = row.lease_epoch;
+        return Ok(ClaimOutcome::Claimed(Box::new(Claim {
+            job: JobRecord::try_from(row)?,
+            lease_epoch,
+        })));
+    }
+    // Not claimed: the job may still be free, its tenant full. Read after the claim, so a slot
+    // freed meanwhile reads as a refusal, and the message waits a little longer; never lost.
+    let free = sqlx::query!(
+        r#"select t.max_in_flight as "limit!",
+                  (select count(*) from job r
+                    where r.tenant_id = j.tenant_id and r.status = 'running'
+                      and r.locked_until > now() and r.id <> j.id) as "in_flight!"
+             from job j join tenant t on t.id = j.tenant_id
+            where j.id = $1 and j.stage is not null
+              and next_job_status(j.status, 'claim', j.cancel_requested) = 'running'
+              and (j.locked_until is null or j.locked_until < now())"#,
+        id as JobId,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(match free {
+        Some(f) => ClaimOutcome::TenantAtLimit {
+            in_flight: f.in_flight,
+            limit: f.limit,
+        },
+        None => ClaimOutcome::Duplicate,
+    })
 }
 
 /// The outputs of the stages a job has finished, for a worker that resumes it.

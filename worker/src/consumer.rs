@@ -1,6 +1,8 @@
 //! The receive loop: pull as many messages as there are free job slots, lease each job, ack the
 //! message once the lease is held, and run the job. A duplicate delivery finds the lease taken
-//! (or the job ended) and is acked and dropped.
+//! (or the job ended) and is acked and dropped. A job whose tenant already runs its
+//! `max_in_flight` jobs is not claimed: its message is deferred, to come back later, with a
+//! delay that grows with its deliveries so that a long wait costs few refusals.
 //!
 //! Shutdown: stop receiving, let each job finish the stage in flight and hand the job back,
 //! and at the grace timeout stop the rest at once (their leases are handed back too).
@@ -11,7 +13,7 @@ use std::time::Duration;
 use aiprod_domain::JobStatus;
 use aiprod_platform::metrics::Metrics;
 use aiprod_platform::queue::{AckPoint, Delivery};
-use aiprod_store::claim_job;
+use aiprod_store::{ClaimOutcome, try_claim_job};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -132,7 +134,7 @@ pub(crate) async fn process_delivery(
     stops: &Stops,
 ) -> Option<JobOutcome> {
     let metrics = Metrics::global();
-    let claim = match claim_job(
+    let claim = match try_claim_job(
         &ctx.pool,
         d.job_id,
         &ctx.worker_id,
@@ -140,7 +142,16 @@ pub(crate) async fn process_delivery(
     )
     .await
     {
-        Ok(c) => c,
+        Ok(ClaimOutcome::Claimed(c)) => Some(*c),
+        Ok(ClaimOutcome::Duplicate) => None,
+        Ok(ClaimOutcome::TenantAtLimit { in_flight, limit }) => {
+            let delay = defer_delay(d.deliveries);
+            tracing::debug!(job_id = %d.job_id, in_flight, limit, delay_ms = delay.as_millis() as u64, "the job's tenant is at its in-flight limit; deferring its message");
+            if let Err(e) = ctx.queue.defer(&[d.ack_id], delay).await {
+                tracing::warn!(error = %e, "cannot defer; the message is redelivered after its deadline");
+            }
+            return None;
+        }
         Err(e) => {
             tracing::warn!(job_id = %d.job_id, error = %e, "cannot claim the job; the message is redelivered");
             if let Err(e) = ctx.queue.nack(&[d.ack_id]).await {
@@ -182,6 +193,21 @@ pub(crate) async fn process_delivery(
     Some(outcome)
 }
 
+/// The first wait of a message whose tenant is at its in-flight limit.
+const DEFER_FIRST: Duration = Duration::from_millis(500);
+/// The longest: a slot freed meanwhile waits at most this long for the message to come back
+/// (another of the tenant's messages may take it first).
+const DEFER_MAX: Duration = Duration::from_secs(30);
+
+/// How long a message delivered `deliveries` times waits before it is delivered again: doubling
+/// from `DEFER_FIRST` up to `DEFER_MAX`.
+fn defer_delay(deliveries: i32) -> Duration {
+    let doublings = u32::try_from(deliveries.saturating_sub(1))
+        .unwrap_or(0)
+        .min(16);
+    (DEFER_FIRST * 2u32.pow(doublings)).min(DEFER_MAX)
+}
+
 async fn ack(ctx: &WorkerContext, d: &Delivery) {
     match &ctx.acker {
         Some(acker) => acker.ack(d.ack_id),
@@ -190,5 +216,22 @@ async fn ack(ctx: &WorkerContext, d: &Delivery) {
                 tracing::warn!(job_id = %d.job_id, error = %e, "cannot ack; a redelivery will be dropped as a duplicate");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deferred_message_waits_longer_at_each_delivery_up_to_the_cap() {
+        let waits: Vec<u128> = [0, 1, 2, 3, 7, 8, 1000, i32::MAX]
+            .into_iter()
+            .map(|n| defer_delay(n).as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            [500, 500, 1000, 2000, 30_000, 30_000, 30_000, 30_000]
+        );
     }
 }

@@ -81,6 +81,13 @@ pub trait Queue: Send + Sync + 'static {
     async fn ack(&self, ack_ids: &[i64]) -> anyhow::Result<()>;
     /// Refuses: the messages become deliverable again at once.
     async fn nack(&self, ack_ids: &[i64]) -> anyhow::Result<()>;
+    /// Puts the messages back for later: deliverable again after about `delay`, for a job that
+    /// cannot be claimed yet (its tenant is at its in-flight limit). A queue that cannot delay a
+    /// message itself nacks it and relies on its own redelivery backoff.
+    async fn defer(&self, ack_ids: &[i64], delay: Duration) -> anyhow::Result<()> {
+        let _ = delay;
+        self.nack(ack_ids).await
+    }
 }
 
 /// The Postgres queue: `FOR UPDATE SKIP LOCKED` to receive, LISTEN/NOTIFY to wake.
@@ -158,6 +165,11 @@ impl Queue for PgQueue {
 
     async fn nack(&self, ack_ids: &[i64]) -> anyhow::Result<()> {
         store::nack_messages(&self.pool, ack_ids).await?;
+        Ok(())
+    }
+
+    async fn defer(&self, ack_ids: &[i64], delay: Duration) -> anyhow::Result<()> {
+        store::defer_messages(&self.pool, ack_ids, delay).await?;
         Ok(())
     }
 }

@@ -172,6 +172,16 @@ impl Queue for PubSubQueue {
         Ok(())
     }
 
+    /// A nack: the client cannot change one message's deadline (its handler only acks and
+    /// nacks), and holding the message meanwhile would keep one of the worker's slots, and a
+    /// place in the subscription's flow control, for a job it cannot run. The subscription's
+    /// retry policy (`aiprod migrate --pubsub`) delays the redelivery instead, by a backoff
+    /// that grows with each of the message's nacks; Pub/Sub chooses it, not `delay`.
+    async fn defer(&self, ack_ids: &[i64], _delay: Duration) -> anyhow::Result<()> {
+        self.settle(ack_ids, false);
+        Ok(())
+    }
+
     async fn stop_receiving(&self) {
         self.inbox.stopping.store(true, Ordering::SeqCst);
         // The stream goes first. A nack sent while it is still open is redelivered to it at
