@@ -1,6 +1,7 @@
 //! The Postgres queue's table, `queue_message`, with Pub/Sub's semantics: at-least-once
 //! delivery, an ack deadline after which an unacked message is delivered again, ack deletes,
-//! nack makes it visible at once. The queue adapter (`aiprod_platform::queue`) wraps these.
+//! nack makes it visible at once, defer after a delay. Receiving serves tenants in turn. The
+//! queue adapter (`aiprod_platform::queue`) wraps these.
 
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ pub struct ReceivedMessage {
 }
 
 /// Appends one message per `(job, attempt, priority)` and notifies `channel` once, at commit.
+/// Each message carries its job's tenant and its rank among that tenant's messages: how many
+/// the tenant already had in the queue, plus its place in this batch. Ranks are fixed here, at
+/// enqueue, whatever order the relay publishes in, so a tenant's burst cannot push another
+/// tenant's message back however it was relayed.
 pub async fn enqueue_messages(
     db: impl PgExecutor<'_>,
     jobs: &[JobId],
@@ -31,9 +36,22 @@ pub async fn enqueue_messages(
     channel: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        r#"with ins as (
-               insert into queue_message (job_id, attempt, priority)
-               select * from unnest($1::uuid[], $2::int[], $3::job_priority[])
+        r#"with d as (
+               select d.*, j.tenant_id
+                 from unnest($1::uuid[], $2::int[], $3::job_priority[]) with ordinality
+                      as d(job_id, attempt, priority, n)
+                 left join job j on j.id = d.job_id
+           ), p as (
+               select q.tenant_id, count(*) as pending from queue_message q
+                where q.tenant_id in (select tenant_id from d) group by q.tenant_id
+           ), ins as (
+               insert into queue_message (job_id, attempt, priority, tenant_id, tenant_rank)
+               select d.job_id, d.attempt, d.priority, d.tenant_id,
+                      least(coalesce(p.pending, 0)
+                            + row_number() over (partition by d.tenant_id order by d.n) - 1,
+                            2147483647)::int
+                 from d left join p on p.tenant_id = d.tenant_id
+                order by d.n
                returning 1
            )
            select pg_notify($4, '') as "notified" from (select 1 from ins limit 1) s"#,
@@ -47,8 +65,11 @@ pub async fn enqueue_messages(
     Ok(())
 }
 
-/// Hands out up to `max` visible messages, highest priority first, hiding each for
-/// `ack_deadline`. `SKIP LOCKED`: concurrent receivers never get the same message.
+/// Hands out up to `max` visible messages, hiding each for `ack_deadline`: highest priority
+/// first, then lowest rank (tenants in turn), then oldest. Messages of a tenant that already
+/// runs its `max_in_flight` jobs stay where they are, so workers do not pull what they could
+/// only refuse; the claim stays the exact check. `SKIP LOCKED`: concurrent receivers never get
+/// the same message.
 pub async fn receive_messages(
     db: impl PgExecutor<'_>,
     max: usize,
@@ -56,12 +77,21 @@ pub async fn receive_messages(
 ) -> sqlx::Result<Vec<ReceivedMessage>> {
     sqlx::query_as!(
         ReceivedMessage,
-        r#"update queue_message m
+        r#"with live as (
+               select tenant_id, count(*) as n from job
+                where status = 'running' and locked_until > now() group by tenant_id
+           ), full_tenant as (
+               select live.tenant_id from live join tenant t on t.id = live.tenant_id
+                where live.n >= t.max_in_flight
+           )
+           update queue_message m
               set visible_at = now() + $2::bigint * interval '1 millisecond', deliveries = m.deliveries + 1
             where m.id in (
-                  select id from queue_message
-                   where visible_at <= now()
-                   order by priority desc, id
+                  select id from queue_message q
+                   where q.visible_at <= now()
+                     and (q.tenant_id is null
+                          or q.tenant_id not in (select tenant_id from full_tenant))
+                   order by q.priority desc, q.tenant_rank, q.id
                    limit $1
                    for update skip locked)
            returning m.id, m.job_id as "job_id: JobId", m.attempt, m.deliveries"#,
@@ -85,6 +115,25 @@ pub async fn nack_messages(db: impl PgExecutor<'_>, ids: &[i64]) -> sqlx::Result
     sqlx::query!(
         "update queue_message set visible_at = now() where id = any($1)",
         ids
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Puts the messages back for later: each becomes deliverable again after `delay`. For a job
+/// that cannot be claimed yet (its tenant is at its in-flight limit), so that it is neither lost
+/// nor received again at once.
+pub async fn defer_messages(
+    db: impl PgExecutor<'_>,
+    ids: &[i64],
+    delay: Duration,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "update queue_message set visible_at = now() + $2::bigint * interval '1 millisecond'
+          where id = any($1)",
+        ids,
+        millis(delay),
     )
     .execute(db)
     .await?;

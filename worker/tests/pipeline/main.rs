@@ -10,6 +10,7 @@ mod failures;
 mod images;
 mod leases;
 mod runs;
+mod tenants;
 
 use std::path::PathBuf;
 use std::sync::Arc;
