@@ -1,13 +1,17 @@
 //! A client's `image_url`: fetched once into the artifact store through the hardened fetcher, or
 //! refused, the job failing `invalid_asset` with a fixed reason: a link to an internal address
 //! (no connection is even opened), a redirect to one, plain http, too many bytes, the wrong
-//! type, a server error (whose body never reaches the job's error).
+//! type, a server error (whose body never reaches the job's error); and a keyframe link that an
+//! older release left in a checkpoint, fetched under the same rules before any backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use aiprod_domain::Stage;
 use aiprod_platform::Settings;
+use aiprod_platform::queue::Queue;
+use aiprod_store::{claim_job, release_lease, save_checkpoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -278,5 +282,79 @@ async fn a_client_image_too_large_of_the_wrong_type_or_an_error_fails_invalid_as
             "the server's answer leaked: {error}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_keyframe_link_left_by_an_older_checkpoint_is_fetched_under_the_same_rules()
+-> anyhow::Result<()> {
+    let target = CountingServer::start("127.0.0.1").await?;
+    let mut settings = test_settings();
+    settings.media.image_fetch_allow_http = true;
+    let rig = Rig::new(settings).await?;
+    let prompt = json!({"prompt": "A fox runs. It jumps.", "duration_s": 6});
+    // A reference job supplies the outputs of the stages before `financial`.
+    let reference = rig.submit(prompt.clone()).await?;
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Succeeded))]
+    );
+    let outputs: Vec<(Stage, serde_json::Value)> = sqlx::query_as(
+        "select stage, output from job_stage where job_id = $1 and stage <= 'visual' order by stage",
+    )
+    .bind(reference)
+    .fetch_all(&rig.pool)
+    .await?;
+    assert_eq!(outputs.len(), 4);
+    let renders_before: i64 = sqlx::query_scalar("select count(*) from render_task")
+        .fetch_one(&rig.pool)
+        .await?;
+
+    // A job whose `visual` ran under a release that passed the client's link on as the
+    // keyframe: its checkpoint holds the link itself.
+    let id = rig.submit(prompt).await?;
+    let delivery = rig.queue.receive(1).await?.pop().expect("the dispatch");
+    let ttl = rig.ctx.settings.worker.lease_ttl;
+    let claim = claim_job(&rig.pool, id, "old-worker", ttl)
+        .await?
+        .expect("the job is free");
+    rig.queue.ack(&[delivery.ack_id]).await?;
+    let link = format!("http://{}/fox.png", target.addr);
+    for (stage, output) in &outputs {
+        let mut output = output.clone();
+        if *stage == Stage::Visual {
+            for shot in output["shots"].as_array_mut().expect("shots") {
+                shot["keyframe_uri"] = json!(link);
+            }
+        }
+        save_checkpoint(
+            &rig.pool,
+            &super::checkpoint(id, claim.lease_epoch, "old-worker", *stage, &output),
+        )
+        .await?;
+    }
+    assert!(release_lease(&rig.pool, id, claim.lease_epoch, "old-worker").await?);
+    assert_eq!(rig.relay().await?, 1);
+
+    // This release resumes it at `financial`; `render` fetches the link before any backend.
+    rig.drain().await?;
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("select status::text, error from job where id = $1")
+            .bind(id)
+            .fetch_one(&rig.pool)
+            .await?;
+    assert_eq!(status, "failed");
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            "stage render failed: invalid_asset: image_url: its host is a loopback address, \
+             which is never fetched"
+        )
+    );
+    assert_eq!(target.accepted(), 0, "the link was fetched");
+    let renders_after: i64 = sqlx::query_scalar("select count(*) from render_task")
+        .fetch_one(&rig.pool)
+        .await?;
+    assert_eq!(renders_after, renders_before, "no backend was called");
     Ok(())
 }
