@@ -1,8 +1,9 @@
 //! Tenants sharing the fleet: a job whose tenant is at its in-flight limit waits in the queue,
 //! is deferred (neither lost nor received again at once) if another worker took the last slot
 //! between its receive and its claim, and runs once a slot frees; a tenant's lone job is claimed
-//! within a few stage times of a burst of another tenant's, by a real worker on the Postgres
-//! queue.
+//! at the next free slot behind a burst of another tenant's, by a real worker on the Postgres
+//! queue; and a job its tenant's day cannot cover waits, naming that day, while other tenants'
+//! jobs run.
 
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,77 @@ async fn a_job_of_a_tenant_at_its_limit_waits_is_deferred_if_raced_and_runs_once
     assert_eq!(rig.job_status(waiting).await?.0, "succeeded");
     assert_eq!(rig.queue_len().await?, 0);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_job_its_tenants_day_cannot_cover_waits_naming_it_while_others_run() -> anyhow::Result<()>
+{
+    use aiprod_store::{
+        audit_budget_day, audit_tenant_budget_day, set_tenant_budget_limit, wake_budget_waiters,
+    };
+    let settings = test_settings();
+    let today = settings.budget.calendar().day_at(chrono::Utc::now());
+    let rig = Rig::new(settings).await?;
+    let capped = tenant(&rig.pool, "capped", 10).await?;
+    sqlx::query("update tenant set daily_budget_micros = 300000 where id = $1")
+        .bind(capped)
+        .execute(&rig.pool)
+        .await?;
+    let body = |_| json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0});
+    // A first job takes $0.26 of the tenant's $0.30; the fleet's $100 is far from spent.
+    let first = insert_for_body(&rig.pool, capped, body(1)).await?;
+    rig.relay().await?;
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Succeeded))]
+    );
+    let waits = insert_for_body(&rig.pool, capped, body(2)).await?;
+    let other = insert_for_body(&rig.pool, TenantId::DEFAULT, body(3)).await?;
+    rig.relay().await?;
+    let outcomes = rig.drain().await?;
+    assert!(
+        outcomes.contains(&Outcome::Worked(Some(JobOutcome::WaitingBudget))),
+        "{outcomes:?}"
+    );
+    assert_eq!(rig.job_status(other).await?.0, "succeeded");
+    assert_eq!(rig.job_status(waits).await?.0, "waiting_budget");
+    let reason: String = sqlx::query_scalar("select waiting_reason from job where id = $1")
+        .bind(waits)
+        .fetch_one(&rig.pool)
+        .await?;
+    assert!(reason.contains("tenant's budget"), "{reason}");
+    // Only the tenant's day holds it back: the fleet's wake-up leaves it waiting.
+    assert_eq!(wake_budget_waiters(&rig.pool, today, 10).await?, []);
+    // An admin raises the tenant's day to $1: it wakes and runs.
+    set_tenant_budget_limit(&rig.pool, capped, today, "1".parse()?, "test").await?;
+    assert_eq!(wake_budget_waiters(&rig.pool, today, 10).await?, [waits]);
+    rig.relay().await?;
+    assert_eq!(
+        rig.drain().await?,
+        vec![Outcome::Worked(Some(JobOutcome::Succeeded))]
+    );
+    let t = audit_tenant_budget_day(&rig.pool, capped, today)
+        .await?
+        .expect("open");
+    assert!(t.balanced, "{t:?}");
+    assert_eq!(t.spent_micros, 520_000, "two jobs of the tenant at $0.26");
+    let fleet = audit_budget_day(&rig.pool, today).await?.expect("open");
+    assert!(fleet.balanced, "{fleet:?}");
+    assert_eq!(fleet.spent_micros, 780_000, "and the other tenant's");
+    assert_eq!(rig.job_status(first).await?.0, "succeeded");
+    Ok(())
+}
+
+/// Accepts a job of `tenant` with this body, without relaying it.
+async fn insert_for_body(
+    pool: &PgPool,
+    tenant: TenantId,
+    body: serde_json::Value,
+) -> anyhow::Result<JobId> {
+    let spec = JobSpec::parse(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
+    let id = JobId::new();
+    insert_job(pool, tenant, id, &spec, None).await?;
+    Ok(id)
 }
 
 /// Jobs of tenant A accepted in a burst before tenant B's one job.
