@@ -191,6 +191,10 @@ comment on view tenant_budget_audit is 'Proof that each tenant''s books balance:
 
 -- Jobs in flight --------------------------------------------------------------------------------
 
+-- The most tenant.max_in_flight allows, which means no limit.
+create function tenant_unlimited_in_flight() returns integer
+language sql immutable as $$ select 1000000 $$;
+
 -- The advisory lock class of tenants' claims ("tnt" in ASCII), in the two-key space so that it
 -- can never meet the scheduler's single-key leader lock.
 create function tenant_lock_class() returns integer
@@ -198,12 +202,13 @@ language sql immutable as $$ select 7630452 $$;
 
 -- Whether a claim of `claimed` now keeps its tenant within max_in_flight: the jobs holding a live
 -- lease, this one aside, are fewer than the limit. A claim that would not start the job (held
--- elsewhere, ended, or to be canceled) needs no room. Claims of one tenant's jobs take a
--- transaction-scoped advisory lock of the tenant, one after the other (the job row first, as
--- everywhere), and each statement of a PL/pgSQL function reads a fresh snapshot, so the count
--- sees every claim that held the lock before: never more than the limit, whatever the
--- concurrency. Counting is an index range (job_tenant_status_id_idx) over the tenant's running
--- jobs, a few dozen rows; no counter row, so no row every claim of the fleet writes.
+-- elsewhere, ended, or to be canceled) needs no room, and neither does a tenant whose limit is
+-- the most the column allows (no limit: the `default` tenant's, below). Claims of one tenant's
+-- jobs take a transaction-scoped advisory lock of the tenant, one after the other (the job row
+-- first, as everywhere), and each statement of a PL/pgSQL function reads a fresh snapshot, so
+-- the count sees every claim that held the lock before: never more than the limit, whatever the
+-- concurrency. The count stops at the limit and walks an index (job_tenant_status_id_idx) over
+-- the tenant's running jobs; no counter row, so no row that every claim of the fleet writes.
 create function tenant_has_room(claimed uuid) returns boolean
 language plpgsql volatile as $$
 declare
@@ -218,17 +223,24 @@ begin
        or coalesce(j.locked_until >= now(), false) then
         return true;
     end if;
-    perform pg_advisory_xact_lock(tenant_lock_class(), hashtext(j.tenant_id::text));
     select max_in_flight into room_for from tenant where id = j.tenant_id;
-    select count(*) into live from job
-     where tenant_id = j.tenant_id and status = 'running' and locked_until > now() and id <> claimed;
-    return live < coalesce(room_for, 2147483647);
+    if room_for is null or room_for >= tenant_unlimited_in_flight() then
+        return true;
+    end if;
+    perform pg_advisory_xact_lock(tenant_lock_class(), hashtext(j.tenant_id::text));
+    select count(*) into live
+      from (select 1 from job
+             where tenant_id = j.tenant_id and status = 'running' and locked_until > now()
+               and id <> claimed
+             limit room_for) l;
+    return live < room_for;
 end $$;
 
 -- The `default` tenant holds every job accepted before tenants, and every job of a fleet that
--- has one tenant: it keeps the whole fleet's capacity, as before this limit existed. Other
--- tenants get the column's default.
-update tenant set max_in_flight = 1000000 where id = '00000000-0000-7000-8000-000000000001';
+-- has one tenant: it keeps the whole fleet's capacity, as before this limit existed, and its
+-- claims take no lock. Other tenants get the column's default.
+update tenant set max_in_flight = tenant_unlimited_in_flight()
+ where id = '00000000-0000-7000-8000-000000000001';
 
 comment on function tenant_has_room is 'The in-flight limit: whether claiming this job keeps its tenant within max_in_flight jobs holding a live lease. Serialises the claims of one tenant.';
 
