@@ -99,8 +99,12 @@ update job set tenant_id = '00000000-0000-7000-8000-000000000001';
 update job set idempotency_expires_at = created_at + interval '24 hours'
  where idempotency_key is not null;
 
+-- The default tenant is the column's default, so an API replica of the previous release, still
+-- serving during a rolling deploy, inserts jobs that have an owner. This release always names
+-- the tenant.
 alter table job
     alter column tenant_id set not null,
+    alter column tenant_id set default '00000000-0000-7000-8000-000000000001',
     add constraint job_idempotency_key_key unique (tenant_id, idempotency_key);
 
 -- A tenant's listing, newest first, by status or not.
