@@ -17,28 +17,28 @@ pub(crate) fn entitled(s: &AppState, t: &Tenant, spec: &JobSpec) -> Result<(), A
     let deny = |field: &str, detail: String| {
         ApiError::refused(StatusCode::FORBIDDEN, field, "entitlement", detail)
     };
-    if let (Some(b), Some(allowed)) = (spec.backend().named(), &t.limits.allowed_backends) {
-        if !allowed.contains(&b) {
-            return Err(deny(
-                "backend",
-                format!(
-                    "tenant {} may not use backend {b} (allowed_backends)",
-                    t.name
-                ),
-            ));
-        }
+    if let (Some(b), Some(allowed)) = (spec.backend().named(), &t.limits.allowed_backends)
+        && !allowed.contains(&b)
+    {
+        return Err(deny(
+            "backend",
+            format!(
+                "tenant {} may not use backend {b} (allowed_backends)",
+                t.name
+            ),
+        ));
     }
-    if let Some(allowed) = &t.limits.allowed_priorities {
-        if !allowed.contains(&spec.priority()) {
-            return Err(deny(
-                "priority",
-                format!(
-                    "tenant {} may not ask for priority {} (allowed_priorities)",
-                    t.name,
-                    spec.priority()
-                ),
-            ));
-        }
+    if let Some(allowed) = &t.limits.allowed_priorities
+        && !allowed.contains(&spec.priority())
+    {
+        return Err(deny(
+            "priority",
+            format!(
+                "tenant {} may not ask for priority {} (allowed_priorities)",
+                t.name,
+                spec.priority()
+            ),
+        ));
     }
     if let Some(cap) = t.limits.max_job_cost {
         let usable: Vec<BackendName> = match spec.backend().named() {
