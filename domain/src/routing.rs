@@ -61,6 +61,10 @@ pub struct Facts<'a> {
     pub budget_left: Option<Money>,
     /// The configured fallback order.
     pub fallback_order: &'a [BackendName],
+    /// The backends the job's tenant may use; `None`: every one.
+    pub allowed: Option<&'a [BackendName]>,
+    /// The most the job's tenant lets one job cost; `None`: no cap.
+    pub max_cost: Option<Money>,
 }
 
 /// Chooses a backend for shots of the given lengths, or says why none qualifies:
@@ -83,6 +87,13 @@ pub fn route(spec: &JobSpec, shot_seconds: &[i64], sel: &Facts<'_>) -> Result<Ro
         let p = sel.prices.profile(b);
         let reason = if !sel.enabled.contains(&b) {
             Some("not enabled (no credentials, and simulation is off)".to_owned())
+        } else if sel.allowed.is_some_and(|a| !a.contains(&b)) {
+            Some("not among the tenant's allowed_backends".to_owned())
+        } else if let Some(cap) = sel.max_cost.filter(|cap| estimates[&b] > *cap) {
+            Some(format!(
+                "estimate {} exceeds the tenant's max_job_cost_usd ({cap})",
+                estimates[&b]
+            ))
         } else if let Some(why) = sel.unhealthy.get(&b) {
             Some(format!("unhealthy: {why}"))
         } else if p.quality < spec.quality_min() {
@@ -208,6 +219,8 @@ mod tests {
             unhealthy: &unhealthy,
             budget_left,
             fallback_order: BackendName::ALL,
+            allowed: None,
+            max_cost: None,
         };
         route(&spec(extra), &[5], &sel).map(|f| f.backend)
     }
@@ -274,6 +287,8 @@ mod tests {
                 unhealthy: &unhealthy,
                 budget_left: Some(budget.parse().expect("money")),
                 fallback_order: BackendName::ALL,
+                allowed: None,
+                max_cost: None,
             };
             let got = route(&spec(json!({"quality_min": 0})), &[5], &sel)
                 .map(|f| {
@@ -291,6 +306,8 @@ mod tests {
             unhealthy: &unhealthy,
             budget_left: Some("5".parse().expect("money")),
             fallback_order: BackendName::ALL,
+            allowed: None,
+            max_cost: None,
         };
         let f = route(&spec(json!({"quality_min": 0.8})), &[5], &sel).expect("veo3");
         assert_eq!(f.candidates(), [Veo3]);
@@ -308,6 +325,8 @@ mod tests {
             unhealthy: &unhealthy,
             budget_left: None,
             fallback_order: BackendName::ALL,
+            allowed: None,
+            max_cost: None,
         };
         let s = spec(json!({"backend": "veo3"}));
         let e = route(&s, &[5], &sel).expect_err("disabled");
@@ -333,6 +352,8 @@ mod tests {
             unhealthy: &unhealthy,
             budget_left: None,
             fallback_order: &order,
+            allowed: None,
+            max_cost: None,
         };
         let f = route(
             &spec(json!({"speed_priority": true, "quality_min": 0})),
@@ -350,5 +371,35 @@ mod tests {
                 .contains("the requested backend runway cannot take this job: unhealthy"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_tenants_entitlements_keep_backends_out_and_a_cost_cap_fails_rather_than_waits() {
+        let prices = PriceTable::default();
+        let unhealthy = BTreeMap::new();
+        let allowed = [BackendName::Veo3, BackendName::Replicate];
+        let mut sel = Facts {
+            prices: &prices,
+            enabled: BackendName::ALL,
+            unhealthy: &unhealthy,
+            budget_left: None,
+            fallback_order: BackendName::ALL,
+            allowed: Some(&allowed),
+            max_cost: None,
+        };
+        let high = spec(json!({"priority": "high", "quality_min": 0}));
+        let r = route(&high, &[5], &sel).expect("veo3 qualifies");
+        assert_eq!(
+            r.backend,
+            BackendName::Veo3,
+            "runway is best but not allowed"
+        );
+        assert!(r.rejected[&BackendName::Runway].contains("allowed_backends"));
+        assert!(!r.candidates().contains(&BackendName::Runway));
+        // A cap below every allowed plan: no wait for money can help, so it fails.
+        sel.max_cost = Some(Money::from_micros(100_000));
+        let e = route(&high, &[5], &sel).expect_err("nothing within $0.10");
+        assert!(matches!(e, StepError::Permanent(_)), "{e:?}");
+        assert!(e.to_string().contains("max_job_cost_usd"), "{e}");
     }
 }

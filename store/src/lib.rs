@@ -78,6 +78,7 @@ pub use report::{
     window_latency_p95, window_quality,
 };
 pub use tenant::{
-    ApiKeyInfo, KeyLookup, Tenant, TenantLimits, create_tenant, find_api_key, insert_api_key,
-    list_api_keys, list_tenants, revoke_api_key, tenant_by_name, touch_api_key, valid_tenant_name,
+    ApiKeyInfo, Entitlements, KeyLookup, Tenant, TenantLimits, create_tenant, find_api_key,
+    insert_api_key, job_entitlements, list_api_keys, list_tenants, revoke_api_key, tenant_by_name,
+    touch_api_key, valid_tenant_name,
 };

@@ -319,3 +319,32 @@ pub fn valid_tenant_name(name: &str) -> bool {
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
 }
+
+/// What a job's tenant lets it use, as routing needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entitlements {
+    /// The backends it may use; `None`: every one.
+    pub allowed_backends: Option<Vec<BackendName>>,
+    /// The most one job may cost; `None`: no cap.
+    pub max_job_cost: Option<Money>,
+}
+
+/// The entitlements of the tenant that owns `job`.
+pub async fn job_entitlements(
+    db: impl PgExecutor<'_>,
+    job: aiprod_domain::JobId,
+) -> sqlx::Result<Entitlements> {
+    let r = sqlx::query!(
+        r#"select t.allowed_backends as "allowed_backends: Vec<BackendName>",
+                  t.max_job_cost_micros
+             from job j join tenant t on t.id = j.tenant_id where j.id = $1"#,
+        job as aiprod_domain::JobId
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(r.map(|r| Entitlements {
+        allowed_backends: r.allowed_backends,
+        max_job_cost: r.max_job_cost_micros.map(Money::from_micros),
+    })
+    .unwrap_or_default())
+}

@@ -59,6 +59,11 @@ pub(crate) async fn run(job: &JobState, router: &Router<'_>) -> Result<StageOutp
         .headroom(job.id)
         .await
         .map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
+    let rights = (|| aiprod_store::job_entitlements(router.pool, job.id))
+        .retry(db_retry())
+        .when(transient)
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read the tenant's entitlements: {e}")))?;
     let mut budget_left = Some(headroom.remaining);
     let mut tries = 0;
     let chosen: Routing = loop {
@@ -69,6 +74,8 @@ pub(crate) async fn run(job: &JobState, router: &Router<'_>) -> Result<StageOutp
             unhealthy: &unhealthy,
             budget_left,
             fallback_order: &router.backends.fallback_order,
+            allowed: rights.allowed_backends.as_deref(),
+            max_cost: rights.max_job_cost,
         };
         let routed = match routing::route(&job.spec, &seconds, &facts) {
             Ok(r) => r,
