@@ -12,8 +12,19 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::problems::{Invalid, Keyed};
+use crate::openapi::schemas::AlertList;
 
 /// `GET /v1/alerts?open=true&limit=` (admin): alerts, newest first.
+#[utoipa::path(
+    get, path = "/v1/alerts", tag = "admin", operation_id = "list_alerts",
+    security(("bearer" = [])),
+    params(
+        ("open" = Option<bool>, Query, description = "Only open alerts (default false: all)."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)."),
+    ),
+    responses((status = 200, description = "Alerts, newest first.", body = AlertList), Keyed, Invalid),
+)]
 pub(crate) async fn list(
     State(s): State<AppState>,
     caller: Caller,

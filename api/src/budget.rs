@@ -18,9 +18,12 @@ use serde_json::Value;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::problems::{JsonBody, Keyed};
+use crate::openapi::schemas::BudgetRequest;
+use crate::openapi::wire;
 
 /// Today's budget as `GET /v1/budget` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
     /// Today, in the budget's zone.
     pub day: chrono::NaiveDate,
@@ -29,18 +32,24 @@ pub struct BudgetView {
     /// Whether the day has been opened (before that, it would open with the configured limit).
     pub opened: bool,
     /// Today's limit.
+    #[schema(value_type = wire::Money)]
     pub limit_usd: Money,
     /// Reserved and not yet spent.
+    #[schema(value_type = wire::Money)]
     pub reserved_usd: Money,
     /// Spent.
+    #[schema(value_type = wire::Money)]
     pub spent_usd: Money,
-    /// Left to reserve.
+    /// Left to reserve (negative when the limit was lowered below what is committed).
+    #[schema(value_type = wire::Money)]
     pub remaining_usd: Money,
     /// Jobs waiting for money.
     pub waiting_jobs: i64,
     /// When the next day opens.
     pub next_day_opens_at: chrono::DateTime<Utc>,
-    /// What a 5-second shot costs on each backend (at the length the provider bills).
+    /// What a 5-second shot costs on each backend (at the length the provider bills), by
+    /// backend name.
+    #[schema(value_type = BTreeMap<String, wire::Money>)]
     pub estimate_5s_shot_usd: BTreeMap<BackendName, Money>,
 }
 
@@ -78,6 +87,11 @@ async fn view(s: &AppState) -> Result<BudgetView, ApiError> {
 }
 
 /// `GET /v1/budget` (admin): the fleet's money is the operator's, not a tenant's.
+#[utoipa::path(
+    get, path = "/v1/budget", tag = "admin", operation_id = "get_budget",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Today's budget.", body = BudgetView), Keyed),
+)]
 pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -88,6 +102,15 @@ pub(crate) async fn get(
 
 /// `PUT /v1/budget` `{"limit_usd": "150.00"}` (admin): sets today's limit, effective at once
 /// for the whole fleet, and wakes the jobs the new limit covers.
+#[utoipa::path(
+    put, path = "/v1/budget", tag = "admin", operation_id = "set_budget",
+    security(("bearer" = [])),
+    request_body = BudgetRequest,
+    responses(
+        (status = 200, description = "Today's budget, with the new limit.", body = BudgetView),
+        Keyed, JsonBody,
+    ),
+)]
 pub(crate) async fn put(
     State(s): State<AppState>,
     caller: Caller,

@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::problems::{Conflict, Invalid, JsonBody, Keyed, NotFound, RateLimited};
+use crate::openapi::schemas::{JobPage, JobRequest};
+use crate::openapi::wire;
 use crate::view::JobView;
 
 /// The longest `Idempotency-Key`.
@@ -26,6 +29,23 @@ const LIST_LIMIT_MAX: i64 = 500;
 /// `POST /v1/jobs` (`jobs:write`): checks the tenant's rate limit and entitlements,
 /// validates, inserts the job and its outbox row in one statement, records the use of money in
 /// the audit log, answers 202.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs", operation_id = "create_job",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 255, pattern = "^[!-~]+$",
+        description = "Same key and body: the same job (`Idempotent-Replayed: true`); same key, \
+            other body: `409`. Unique per tenant for `AIPROD_IDEMPOTENCY_TTL_S`.")),
+    request_body = JobRequest,
+    responses(
+        (status = 202, description = "Accepted: the job, queued.", body = JobView, headers(
+            ("Location" = String, description = "The job's path."),
+            ("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request."),
+            ("RateLimit-Limit" = String), ("RateLimit-Remaining" = String),
+            ("RateLimit-Reset" = String), ("RateLimit-Policy" = String),
+        )),
+        Keyed, JsonBody, Conflict, RateLimited,
+    ),
+)]
 pub(crate) async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -125,6 +145,15 @@ async fn own_job(s: &AppState, tenant: TenantId, id: JobId) -> Result<store::Job
 }
 
 /// `GET /v1/jobs/{id}` (`jobs:read`).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "get_job",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job, with its stages, routing, renders and result.", body = JobView),
+        Keyed, Invalid, NotFound,
+    ),
+)]
 pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -176,6 +205,19 @@ async fn full_view(s: &AppState, job: store::JobRecord) -> Result<JobView, ApiEr
 
 /// `GET /v1/jobs?status=&limit=&cursor=` (`jobs:read`): the tenant's jobs, newest first,
 /// keyset-paginated.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", operation_id = "list_jobs",
+    security(("bearer" = [])),
+    params(
+        ("status" = Option<wire::JobStatus>, Query, description = "Only jobs in this status."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)."),
+        ("cursor" = Option<uuid::Uuid>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of the tenant's jobs, newest first.", body = JobPage),
+        Keyed, Invalid,
+    ),
+)]
 pub(crate) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -234,6 +276,16 @@ pub(crate) async fn list(
 
 /// `POST /v1/jobs/{id}/cancel` (`jobs:write`): a queued job ends now; a running one before
 /// its next stage.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "Canceled at once (it was queued or waiting for money).", body = JobView),
+        (status = 202, description = "Requested: the running job stops before its next stage.", body = JobView),
+        Keyed, Invalid, NotFound, Conflict,
+    ),
+)]
 pub(crate) async fn cancel(
     State(s): State<AppState>,
     caller: Caller,

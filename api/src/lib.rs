@@ -6,6 +6,8 @@
 //!   `POST /v1/tenants/{name}/keys`, `GET /v1/keys`, `POST /v1/keys/{key}/revoke`,
 //!   `GET /v1/audit`
 //! - `GET /healthz`, `GET /readyz` (no key); `/metrics` only on the ops port ([`ops_router`])
+//! - `GET /openapi.json`, the OpenAPI 3.1 document of all of the above, and `GET /docs`, a
+//!   page to read and try it (no key; `openapi`)
 //!
 //! Every error is `application/problem+json` naming the field and the rule (`error`). Every
 //! request gets an `x-request-id` (the client's, or a new UUID), answered back and carried by
@@ -18,6 +20,7 @@ mod error;
 mod input;
 mod jobs;
 mod limits;
+mod openapi;
 mod server;
 mod tenants;
 mod view;
@@ -35,7 +38,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{BoxError, Router};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -47,6 +50,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use budget::BudgetView;
 pub use error::ApiError;
@@ -79,19 +85,23 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(in_flight, shed))
         .layer(HandleErrorLayer::new(overloaded))
         .layer(TimeoutLayer::new(api.request_timeout));
-    Router::new()
-        .route("/v1/jobs", post(jobs::create).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/budget", get(budget::get).put(budget::put))
-        .route("/v1/alerts", get(alerts::list))
-        .route("/v1/tenants", post(tenants::create).get(tenants::list))
-        .route("/v1/tenants/{name}/keys", post(tenants::create_key))
-        .route("/v1/keys", get(tenants::list_keys))
-        .route("/v1/keys/{key}/revoke", post(tenants::revoke_key))
-        .route("/v1/audit", get(tenants::audit))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    // Each `routes!` line is both the axum route and its operation in the OpenAPI document.
+    let (routes, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(budget::get, budget::put))
+        .routes(routes!(alerts::list))
+        .routes(routes!(tenants::create, tenants::list))
+        .routes(routes!(tenants::create_key))
+        .routes(routes!(tenants::list_keys))
+        .routes(routes!(tenants::revoke_key))
+        .routes(routes!(tenants::audit))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .split_for_parts();
+    routes
+        .merge(openapi::docs(doc))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::refused(
@@ -118,7 +128,7 @@ pub fn router(state: AppState) -> Router {
 /// tenants' money and is no business of the public.
 pub fn ops_router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -228,6 +238,29 @@ pub async fn serve_ops(
     .await
 }
 
+/// The process is alive.
+#[utoipa::path(
+    get, path = "/healthz", tag = "probes", operation_id = "healthz",
+    responses(
+        (status = 200, description = "Alive.", body = String, content_type = "text/plain", example = "ok"),
+        openapi::problems::Shed,
+    ),
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The process can serve: its database answers.
+#[utoipa::path(
+    get, path = "/readyz", tag = "probes", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready.", body = String, content_type = "text/plain", example = "ready"),
+        (status = 503, description = "The database does not answer (`text/plain`), or the request was shed or timed out (problem+json).", content(
+            (String = "text/plain", example = "database unreachable"),
+            (openapi::problems::Problem = "application/problem+json"),
+        )),
+    ),
+)]
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     match aiprod_store::db::ping(&s.pool).await {
         Ok(_) => (StatusCode::OK, "ready"),

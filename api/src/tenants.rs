@@ -17,6 +17,10 @@ use serde_json::{Map, Value, json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::problems::{Conflict, Invalid, JsonBody, Keyed, NotFound};
+use crate::openapi::schemas::{
+    ApiKey, AuditLog, KeyList, KeyRequest, NewApiKey, Tenant, TenantList, TenantRequest,
+};
 
 fn body_object(
     headers: &HeaderMap,
@@ -92,6 +96,15 @@ fn names<T: std::str::FromStr>(
 }
 
 /// `POST /v1/tenants`: a new tenant with its limits and entitlements.
+#[utoipa::path(
+    post, path = "/v1/tenants", tag = "admin", operation_id = "create_tenant",
+    security(("bearer" = [])),
+    request_body = TenantRequest,
+    responses(
+        (status = 201, description = "The new tenant.", body = Tenant),
+        Keyed, JsonBody, Conflict,
+    ),
+)]
 pub(crate) async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -143,6 +156,11 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/tenants`.
+#[utoipa::path(
+    get, path = "/v1/tenants", tag = "admin", operation_id = "list_tenants",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every tenant.", body = TenantList), Keyed),
+)]
 pub(crate) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -155,6 +173,16 @@ pub(crate) async fn list(
 
 /// `POST /v1/tenants/{name}/keys` `{"scopes": ["jobs:write", "jobs:read"], "name": "ci"}`:
 /// a new key, shown once.
+#[utoipa::path(
+    post, path = "/v1/tenants/{name}/keys", tag = "admin", operation_id = "create_key",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The tenant's name.")),
+    request_body = KeyRequest,
+    responses(
+        (status = 201, description = "The new key; `key` is shown here and never again.", body = NewApiKey),
+        Keyed, JsonBody, NotFound,
+    ),
+)]
 pub(crate) async fn create_key(
     State(s): State<AppState>,
     caller: Caller,
@@ -205,6 +233,12 @@ pub(crate) async fn create_key(
 }
 
 /// `GET /v1/keys?tenant=NAME`: keys, never their secrets.
+#[utoipa::path(
+    get, path = "/v1/keys", tag = "admin", operation_id = "list_keys",
+    security(("bearer" = [])),
+    params(("tenant" = Option<String>, Query, description = "Only this tenant's keys (an unknown tenant is a `422`).")),
+    responses((status = 200, description = "Keys, never their secrets.", body = KeyList), Keyed, Invalid),
+)]
 pub(crate) async fn list_keys(
     State(s): State<AppState>,
     caller: Caller,
@@ -227,6 +261,15 @@ pub(crate) async fn list_keys(
 }
 
 /// `POST /v1/keys/{id or prefix}/revoke`: the key stops working at once, on every replica.
+#[utoipa::path(
+    post, path = "/v1/keys/{key}/revoke", tag = "admin", operation_id = "revoke_key",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The key's id or its prefix.")),
+    responses(
+        (status = 200, description = "The revoked key (revoking it again changes nothing).", body = ApiKey),
+        Keyed, Invalid, NotFound,
+    ),
+)]
 pub(crate) async fn revoke_key(
     State(s): State<AppState>,
     caller: Caller,
@@ -244,6 +287,12 @@ pub(crate) async fn revoke_key(
 }
 
 /// `GET /v1/audit?limit=`: the audit log, newest first.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "admin", operation_id = "list_audit",
+    security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100).")),
+    responses((status = 200, description = "The audit log, newest first.", body = AuditLog), Keyed, Invalid),
+)]
 pub(crate) async fn audit(
     State(s): State<AppState>,
     caller: Caller,

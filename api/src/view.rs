@@ -11,6 +11,10 @@ use aiprod_store::{JobRecord, RenderTask, StageRecord};
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::openapi::job_parts::{Assembly, JobQa, QaReport, Video, Waiting};
+use crate::openapi::wire;
 
 /// Where a stage is: `pending` until it begins, then its checkpoint's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,32 +35,40 @@ impl Serialize for StageState {
 }
 
 /// One stage of a job; stages not begun yet are `pending`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StageView {
     /// The stage.
+    #[schema(value_type = wire::Stage)]
     pub name: Stage,
     /// `pending`, or the checkpoint's status.
     pub status: StageState,
     /// Starts of its work (retries and resumes included).
     pub attempts: i32,
     /// First start.
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// Finish.
+    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// From first start to finish.
+    #[schema(required = true)]
     pub duration_ms: Option<i64>,
     /// Why it failed.
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
 /// A job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobView {
     /// Its id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: JobId,
     /// Where it is in its life.
+    #[schema(value_type = wire::JobStatus)]
     pub status: JobStatus,
     /// The current stage, or null.
+    #[schema(value_type = Option<wire::Stage>, required = true)]
     pub stage: Option<Stage>,
     /// Every stage in order (omitted in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,18 +80,24 @@ pub struct JobView {
     /// Quality floor.
     pub quality_min: f64,
     /// Urgency.
+    #[schema(value_type = wire::Priority)]
     pub priority: Priority,
     /// Prefer speed.
     pub speed_priority: bool,
     /// The chosen backend.
+    #[schema(value_type = Option<wire::BackendName>, required = true)]
     pub backend: Option<BackendName>,
     /// The estimate, as a decimal string of dollars.
+    #[schema(value_type = Option<wire::Money>, required = true)]
     pub estimated_cost_usd: Option<Money>,
     /// The actual cost, as a decimal string of dollars.
+    #[schema(value_type = Option<wire::Money>, required = true)]
     pub cost_usd: Option<Money>,
     /// The QA score.
+    #[schema(required = true)]
     pub quality_score: Option<f64>,
-    /// Where the result is.
+    /// Where the result is: `final.mp4`, a `file://` or `gs://` URI.
+    #[schema(required = true)]
     pub result_uri: Option<String>,
     /// A time-limited HTTPS link to the result, when the store can sign one (Cloud Storage with
     /// credentials allowed to sign); only on a succeeded job's own view.
@@ -89,21 +107,27 @@ pub struct JobView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_url_expires_at: Option<DateTime<Utc>>,
     /// Why it failed.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// A cancel is pending.
     pub cancel_requested: bool,
     /// What the job does when the budget does not cover it.
+    #[schema(value_type = wire::OverBudget)]
     pub over_budget: OverBudget,
     /// The budget day that carries its money, once reserved.
+    #[schema(required = true)]
     pub budget_day: Option<chrono::NaiveDate>,
     /// Why and since when it waits for money (status `waiting_budget`), and the least it needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Waiting>)]
     pub waiting: Option<Value>,
     /// Client metadata.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     /// Accepted at.
     pub created_at: DateTime<Utc>,
     /// Ended at.
+    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// How the backend was chosen: the estimate on each backend, why each one not chosen was
     /// left out, and the fallback order (once `financial` has run; omitted in lists).
@@ -118,27 +142,34 @@ pub struct JobView {
     pub poster_uri: Option<String>,
     /// The final video: `duration_s`, `width`, `height`, `fps`, `codec`, `size_bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Video>)]
     pub video: Option<Value>,
     /// How the shots were joined: `path` (`copy` or `reencode`) and the `repairs` made to
     /// provider clips (an upscale, a trim…), shot by shot.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Assembly>)]
     pub assembly: Option<Value>,
     /// Quality checks: `technical.shots` (each shot's clip) and `technical.final` (the final
     /// video), every check with its name, measured value, limit and verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JobQa>)]
     pub qa: Option<Value>,
 }
 
 /// How the backend was chosen: the routing decision as the job's JSON shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RoutingView {
     /// The chosen backend.
+    #[schema(value_type = wire::BackendName)]
     pub chosen: BackendName,
     /// Where a shot goes after the chosen backend fails, in order.
+    #[schema(value_type = Vec<wire::BackendName>)]
     pub fallbacks: Vec<BackendName>,
-    /// The estimate on every backend, as decimal strings of dollars.
+    /// The estimate on every backend, as decimal strings of dollars, by backend name.
+    #[schema(value_type = BTreeMap<String, wire::Money>)]
     pub estimates_usd: BTreeMap<BackendName, Money>,
-    /// Why each backend not chosen was left out.
+    /// Why each backend not chosen was left out, by backend name.
+    #[schema(value_type = BTreeMap<String, String>)]
     pub rejected: BTreeMap<BackendName, String>,
 }
 
@@ -154,30 +185,38 @@ impl From<Routing> for RoutingView {
 }
 
 /// One try of one shot on one backend.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RenderView {
     /// The shot.
     pub shot: i32,
     /// The try of this shot, from 1.
     pub attempt: i32,
     /// Where it ran.
+    #[schema(value_type = wire::BackendName)]
     pub backend: BackendName,
     /// Where the try stands.
+    #[schema(value_type = wire::RenderState)]
     pub state: RenderState,
     /// The provider's id.
+    #[schema(required = true)]
     pub remote_id: Option<String>,
     /// How it failed (`render_task.failure`).
+    #[schema(value_type = Option<wire::FailureClass>, required = true)]
     pub failure_class: Option<FailureClass>,
     /// Why it was left.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// What the provider charged, as a decimal string of dollars.
+    #[schema(value_type = Option<wire::Money>, required = true)]
     pub cost_usd: Option<Money>,
     /// Technical QA of the clip this try delivered: its verdict and checks.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<QaReport>)]
     pub qa: Option<Value>,
     /// The intent's time.
     pub created_at: DateTime<Utc>,
     /// When it ended.
+    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
 }
 

@@ -6,6 +6,7 @@ mod budget;
 mod edge;
 mod errors;
 mod jobs;
+mod openapi;
 mod probes;
 mod tenants;
 
