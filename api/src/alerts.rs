@@ -31,7 +31,7 @@ pub(crate) async fn list(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
-    let Query(q) = q.map_err(crate::input::query_rejection)?;
+    let q = crate::input::query(q)?;
     let open = match q.get("open").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,

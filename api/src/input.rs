@@ -3,7 +3,10 @@
 //! and must hold nothing PostgreSQL cannot store (a NUL character). Path and query
 //! rejections are problem+json like every other error.
 
+use std::collections::HashMap;
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 
@@ -87,14 +90,37 @@ fn nul_at(v: &Value, path: &str) -> Option<String> {
     }
 }
 
-/// A query string axum could not read.
-pub(crate) fn query_rejection(r: QueryRejection) -> ApiError {
-    ApiError::field("query", "format", r.body_text())
+/// The query's parameters. A query axum could not read, or a NUL character (`%00`) in a
+/// name or a value, is a `422`, like a NUL in a body: PostgreSQL's text cannot hold one.
+pub(crate) fn query(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::field("query", "format", r.body_text()))?;
+    match q.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        Some((k, _)) if !k.contains('\0') => Err(nul(k)),
+        Some(_) => Err(nul("query")),
+        None => Ok(q),
+    }
 }
 
-/// A path segment axum could not read.
-pub(crate) fn path_rejection(r: PathRejection) -> ApiError {
-    ApiError::field("path", "format", r.body_text())
+/// The path segment `field`, refused like a query's parameters.
+pub(crate) fn path(
+    p: Result<Path<String>, PathRejection>,
+    field: &str,
+) -> Result<String, ApiError> {
+    let Path(p) = p.map_err(|r| ApiError::field("path", "format", r.body_text()))?;
+    if p.contains('\0') {
+        return Err(nul(field));
+    }
+    Ok(p)
+}
+
+fn nul(field: &str) -> ApiError {
+    ApiError::field(
+        field,
+        "nul_character",
+        "must not contain the NUL character (%00)",
+    )
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ pub(crate) async fn get(
     raw: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobView>, ApiError> {
     let tenant = caller.tenant_for(Scope::JobsRead)?.id;
-    let Path(raw) = raw.map_err(crate::input::path_rejection)?;
+    let raw = crate::input::path(raw, "id")?;
     let id = parse_id(&raw)?;
     let job = own_job(&s, tenant, id).await?;
     let view = full_view(&s, job).await?;
@@ -224,7 +224,7 @@ pub(crate) async fn list(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant_for(Scope::JobsRead)?.id;
-    let Query(q) = q.map_err(crate::input::query_rejection)?;
+    let q = crate::input::query(q)?;
     if let Some(k) = q
         .keys()
         .find(|k| !["status", "limit", "cursor"].contains(&k.as_str()))
@@ -292,7 +292,7 @@ pub(crate) async fn cancel(
     raw: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_for(Scope::JobsWrite)?.id;
-    let Path(raw) = raw.map_err(crate::input::path_rejection)?;
+    let raw = crate::input::path(raw, "id")?;
     let id = parse_id(&raw)?;
     let outcome = store::request_cancel(&s.pool, tenant, id).await?;
     let code = match outcome {

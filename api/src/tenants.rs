@@ -191,7 +191,7 @@ pub(crate) async fn create_key(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Admin)?;
-    let Path(tenant) = tenant.map_err(crate::input::path_rejection)?;
+    let tenant = crate::input::path(tenant, "name")?;
     let obj = body_object(&headers, body)?;
     only(&obj, &["scopes", "name"])?;
     let scopes = names::<Scope>(&obj, "scopes", &Scope::one_of())?
@@ -245,7 +245,7 @@ pub(crate) async fn list_keys(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
-    let Query(q) = q.map_err(crate::input::query_rejection)?;
+    let q = crate::input::query(q)?;
     let tenant = match q.get("tenant").filter(|t| !t.is_empty()) {
         None => None,
         Some(name) => Some(
@@ -276,7 +276,7 @@ pub(crate) async fn revoke_key(
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
-    let Path(key) = key.map_err(crate::input::path_rejection)?;
+    let key = crate::input::path(key, "key")?;
     let info = store::revoke_api_key(&s.pool, &key, None)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no key {key}")))?;
@@ -299,7 +299,7 @@ pub(crate) async fn audit(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
-    let Query(q) = q.map_err(crate::input::query_rejection)?;
+    let q = crate::input::query(q)?;
     let limit = match q.get("limit") {
         None => 100,
         Some(l) => l

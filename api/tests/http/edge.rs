@@ -1,9 +1,11 @@
-//! The edge against hostile input: only `application/json` bodies, no NUL characters, path
-//! and query errors as problem+json, a half-sent request dropped, shutdown within its
-//! deadline, load shed with a 503, CORS only for configured origins.
+//! The edge against hostile input: only `application/json` bodies, no NUL characters (in a
+//! body, a path segment or a query parameter), path and query errors as problem+json, a
+//! half-sent request dropped, shutdown within its deadline, load shed with a 503, CORS only for
+//! configured origins.
 
 use std::time::Duration;
 
+use aiprod_domain::Scope;
 use aiprod_platform::Settings;
 use aiprod_platform::config::ApiSettings;
 use reqwest::StatusCode;
@@ -11,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{TestApp, assert_problem};
+use super::{TestApp, assert_problem, client_with, make_key};
 
 #[tokio::test]
 async fn only_json_declared_as_json_is_read() -> anyhow::Result<()> {
@@ -57,6 +59,29 @@ async fn a_nul_character_is_a_422_naming_its_field_not_a_500() -> anyhow::Result
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert_eq!(app.count("job").await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_nul_in_a_path_segment_or_query_parameter_is_a_422_naming_it_not_a_500()
+-> anyhow::Result<()> {
+    // Found by the fuzz test: these strings went to PostgreSQL, which cannot hold a NUL.
+    let app = TestApp::start().await?;
+    let admin = client_with(&make_key(&app.pool, "ops", &[Scope::Admin]).await?)?;
+    let calls = [
+        ("GET", "/v1/keys?tenant=a%00b", "tenant"),
+        ("GET", "/v1/keys?a%00b=1", "query"),
+        ("POST", "/v1/keys/a%00b/revoke", "key"),
+        ("POST", "/v1/tenants/a%00b/keys", "name"),
+    ];
+    for (method, path, field) in calls {
+        let r = admin
+            .request(method.parse()?, format!("{}{path}", app.base))
+            .json(&json!({"scopes": ["jobs:read"]}))
+            .send()
+            .await?;
+        assert_problem(r, 422, field, "nul_character").await?;
+    }
     Ok(())
 }
 
