@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aiprod_domain::{TenantId, JobId, JobSpec, Stage};
+use aiprod_domain::{JobId, JobSpec, Stage, TenantId};
 use aiprod_store::{
     Checkpoint, CheckpointOutcome, JobPatch, claim_job, insert_job, save_checkpoints,
 };

@@ -8,9 +8,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aiprod_domain::{TenantId, 
+use aiprod_domain::{
     AlertRule, Availability, BackendChoice, BackendName, CircuitState, FailureClass, JobEvent,
     JobId, JobSpec, JobStatus, Money, Priority, RenderState, Severity, Stage, StageStatus,
+    TenantId,
 };
 use aiprod_store::{
     Checkpoint, CheckpointOutcome, JobPatch, claim_job, delete_relayed, fail_job, get_job,

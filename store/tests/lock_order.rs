@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use aiprod_domain::{TenantId, JobId, JobSpec, Stage};
+use aiprod_domain::{JobId, JobSpec, Stage, TenantId};
 use aiprod_store::{
     Checkpoint, CheckpointOutcome, JobPatch, claim_job, insert_job, renew_leases, save_checkpoints,
 };

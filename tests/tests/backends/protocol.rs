@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiprod_backends::Fleet;
-use aiprod_domain::{TenantId, BackendName, JobId, JobSpec};
+use aiprod_domain::{BackendName, JobId, JobSpec, TenantId};
 use aiprod_platform::Settings;
 use aiprod_platform::queue::PgQueue;
 use aiprod_platform::storage::ArtifactStore;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiprod_backends::Fleet;
-use aiprod_domain::{TenantId, JobId, JobSpec, Stage};
+use aiprod_domain::{JobId, JobSpec, Stage, TenantId};
 use aiprod_platform::Settings;
 use aiprod_platform::queue::PgQueue;
 use aiprod_platform::storage::ArtifactStore;
