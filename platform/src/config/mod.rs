@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn an_empty_or_short_admin_token_stops_the_start() {
-        for bad in ["", "short", " padded-token-of-enough-length-123456 "] {
+        for bad in ["", "short", "31-characters-is-one-too-few-00"] {
             figment::Jail::expect_with(|jail| {
                 jail.set_env("AIPROD_ADMIN_TOKEN", bad);
                 let e = Settings::load(None).expect_err("a weak token").to_string();

@@ -43,11 +43,29 @@ fn every_deployment_is_probed_on_readyz_and_healthz() -> anyhow::Result<()> {
 
 #[test]
 fn every_container_listens_where_its_probes_and_scrapes_look() -> anyhow::Result<()> {
-    for (component, port) in [
-        ("aiprod-api", 8080),
-        ("aiprod-worker", 9464),
-        ("aiprod-scheduler", 9465),
-    ] {
+    // The api serves its metrics on an ops port of their own, off the public Service.
+    let api = named(gke(), "Deployment", "aiprod-api")?;
+    let c = &containers(&api["spec"]["template"]["spec"])[0];
+    let args = c["args"].to_string();
+    ensure!(
+        args.contains(r#""--listen","0.0.0.0:8080""#)
+            && args.contains(r#""--ops-listen","0.0.0.0:9463""#),
+        "aiprod-api must serve 8080 and its ops port 9463: {args}"
+    );
+    ensure!(
+        c["ports"][0]["containerPort"] == 8080 && c["ports"][1]["containerPort"] == 9463,
+        "aiprod-api declares 8080 and 9463"
+    );
+    ensure!(
+        api["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9463",
+        "aiprod-api: Prometheus scrapes the ops port"
+    );
+    let svc = named(gke(), "Service", "aiprod-api")?;
+    ensure!(
+        !svc["spec"]["ports"].to_string().contains("9463"),
+        "the public Service must not expose the ops port"
+    );
+    for (component, port) in [("aiprod-worker", 9464), ("aiprod-scheduler", 9465)] {
         let d = named(gke(), "Deployment", component)?;
         let c = &containers(&d["spec"]["template"]["spec"])[0];
         let args: Vec<&str> = c["args"]
