@@ -121,6 +121,16 @@ pub async fn create_tenant(
 
 /// Every tenant, oldest first.
 pub async fn list_tenants(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Tenant>> {
+    tenants(db, None).await
+}
+
+/// The tenant of that name, or `None`.
+pub async fn tenant_by_name(db: impl PgExecutor<'_>, name: &str) -> sqlx::Result<Option<Tenant>> {
+    Ok(tenants(db, Some(name)).await?.pop())
+}
+
+/// Tenants, oldest first: all, or the one named.
+async fn tenants(db: impl PgExecutor<'_>, name: Option<&str>) -> sqlx::Result<Vec<Tenant>> {
     Ok(sqlx::query_as!(
         TenantRow,
         r#"select id as "id: TenantId", name, rate_per_minute, max_in_flight,
@@ -128,30 +138,15 @@ pub async fn list_tenants(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Tenant>> 
                   allowed_backends as "allowed_backends: Vec<BackendName>",
                   allowed_priorities as "allowed_priorities: Vec<Priority>",
                   created_at, disabled_at
-             from tenant order by created_at, name"#
+             from tenant where $1::text is null or name = $1
+            order by created_at, name"#,
+        name
     )
     .fetch_all(db)
     .await?
     .into_iter()
     .map(Tenant::from)
     .collect())
-}
-
-/// The tenant of that name, or `None`.
-pub async fn tenant_by_name(db: impl PgExecutor<'_>, name: &str) -> sqlx::Result<Option<Tenant>> {
-    Ok(sqlx::query_as!(
-        TenantRow,
-        r#"select id as "id: TenantId", name, rate_per_minute, max_in_flight,
-                  daily_budget_micros, max_job_cost_micros,
-                  allowed_backends as "allowed_backends: Vec<BackendName>",
-                  allowed_priorities as "allowed_priorities: Vec<Priority>",
-                  created_at, disabled_at
-             from tenant where name = $1"#,
-        name
-    )
-    .fetch_optional(db)
-    .await?
-    .map(Tenant::from))
 }
 
 /// An API key as listings show it: never the key, never its digest.
