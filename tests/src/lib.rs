@@ -1,7 +1,6 @@
 //! Helpers for the end-to-end tests: build and start real `aiprod` processes against a
 //! fresh database, and talk to them over HTTP.
 
-pub mod counting;
 pub mod stubs;
 
 use std::net::TcpListener;

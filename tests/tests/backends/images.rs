@@ -2,7 +2,7 @@
 //! fails `invalid_asset` before any provider is called, and no backend's health hears of it
 //! (before, Veo fetched a client's link itself, and a failing link counted against Veo).
 
-use aiprod_tests::counting::CountingServer;
+use aiprod_testkit::counting::CountingServer;
 use aiprod_tests::stubs::{Provider, Stub};
 use serde_json::json;
 

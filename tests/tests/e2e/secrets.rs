@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use aiprod_testkit::TestDb;
-use aiprod_tests::counting::CountingServer;
+use aiprod_testkit::counting::CountingServer;
 use aiprod_tests::stubs::{Provider, Stub};
 use aiprod_tests::{Proc, Scratch, free_port, keyed, tenant_key, wait_ready};
 use serde_json::json;

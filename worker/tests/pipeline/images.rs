@@ -4,15 +4,11 @@
 //! type, a server error (whose body never reaches the job's error); and a keyframe link that an
 //! older release left in a checkpoint, fetched under the same rules before any backend.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use aiprod_domain::Stage;
 use aiprod_platform::Settings;
 use aiprod_platform::queue::Queue;
 use aiprod_store::{claim_job, release_lease, save_checkpoint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use aiprod_testkit::counting::CountingServer;
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -39,44 +35,6 @@ fn stub_settings() -> Settings {
     s.media.image_fetch_allow_http = true;
     s.media.image_fetch_allow_private = vec!["127.0.0.1".parse().expect("an address")];
     s
-}
-
-/// A bare HTTP server on `ip` that counts the connections it accepts and answers each with a
-/// PNG, so that a fetcher that reaches it would succeed: only the count tells it was reached.
-struct CountingServer {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl CountingServer {
-    async fn start(ip: &str) -> anyhow::Result<CountingServer> {
-        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
-        let addr = listener.local_addr()?;
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = s.read(&mut buf).await;
-                    let body = png();
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\n\
-                         connection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = s.write_all(head.as_bytes()).await;
-                    let _ = s.write_all(&body).await;
-                });
-            }
-        });
-        Ok(CountingServer { addr, accepted })
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
 }
 
 /// Runs a job with `image_url` to its end; its status and error.
