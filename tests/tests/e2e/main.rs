@@ -5,6 +5,7 @@
 mod cli;
 mod dev;
 mod fleet;
+mod fuzz;
 mod secrets;
 mod signals;
 
