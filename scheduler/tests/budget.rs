@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aiprod_domain::BudgetCalendar;
 use aiprod_domain::Money;
-use aiprod_domain::{TenantId, JobId, JobSpec};
+use aiprod_domain::{JobId, JobSpec, TenantId};
 use aiprod_scheduler::roll_budget;
 use aiprod_store::{
     claim_job, get_budget_day, insert_job, park_for_budget, set_budget_limit, wake_budget_waiters,

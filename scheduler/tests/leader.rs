@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiprod_backends::Fleet;
-use aiprod_domain::{TenantId, JobId, JobSpec};
+use aiprod_domain::{JobId, JobSpec, TenantId};
 use aiprod_platform::Settings;
 use aiprod_platform::queue::{PgQueue, Queue};
 use aiprod_scheduler::{LEADER_LOCK_KEY, LeaderParts, reap_once, redispatch_once, relay_once};
