@@ -1,5 +1,5 @@
 //! Bad input to the CLI (a malformed or out-of-range setting, a missing database URL, an
-//! unreachable API, a missing config file) prints one line and exits 1, without a database.
+//! unreachable API, no API key, a missing config file) prints one line and exits 1, without a database.
 
 use aiprod_tests::aiprod_bin;
 
@@ -29,7 +29,12 @@ async fn bad_cli_input_prints_one_line_and_exits_non_zero() -> anyhow::Result<()
         (vec!["api"], vec![], "DATABASE_URL is not set"),
         (
             vec!["jobs", "get", "x", "--api-url", "http://127.0.0.1:9"],
-            vec![],
+            vec![("AIPROD_API_KEY_FILE", "/nonexistent/api-key")],
+            "no API key",
+        ),
+        (
+            vec!["jobs", "get", "x", "--api-url", "http://127.0.0.1:9"],
+            vec![("AIPROD_API_KEY", "aiprod_x")],
             "cannot reach the API",
         ),
         (
