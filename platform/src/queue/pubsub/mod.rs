@@ -174,9 +174,10 @@ impl Queue for PubSubQueue {
 
     /// A nack: the client cannot change one message's deadline (its handler only acks and
     /// nacks), and holding the message meanwhile would keep one of the worker's slots, and a
-    /// place in the subscription's flow control, for a job it cannot run. The subscription's
-    /// retry policy (`aiprod migrate --pubsub`) delays the redelivery instead, by a backoff
-    /// that grows with each of the message's nacks; Pub/Sub chooses it, not `delay`.
+    /// place in the subscription's flow control, for a job it cannot run. An operator may give
+    /// the subscription a retry policy so that the redelivery waits; `migrate --pubsub` does
+    /// not, because with one the emulator stopped redelivering a dead worker's messages
+    /// (README, "Pub/Sub").
     async fn defer(&self, ack_ids: &[i64], _delay: Duration) -> anyhow::Result<()> {
         self.settle(ack_ids, false);
         Ok(())

@@ -2,12 +2,10 @@
 //! missing. Kept apart from the queue itself because only the migration holds the admin
 //! clients, and with them the permission to create resources.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{SubscriptionAdmin, TopicAdmin};
-use google_cloud_pubsub::model::{DeadLetterPolicy, RetryPolicy};
+use google_cloud_pubsub::model::DeadLetterPolicy;
 
 use crate::config::QueueSettings;
 
@@ -20,15 +18,9 @@ pub struct Provisioned {
     pub created: bool,
 }
 
-/// The redelivery backoff of a nacked message: the first, doubled at each nack of the same
-/// message up to the last. What makes a deferred message (its tenant at its in-flight limit)
-/// wait instead of coming straight back; other nacks (a failed claim, a stopping worker) wait
-/// the first backoff too.
-const NACK_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
-
 /// Creates the topic, the dead-letter topic and its subscription, and the workers'
-/// subscription (with its dead-letter policy, ack deadline and nack backoff) where they are
-/// missing. Safe to repeat: what exists is left as it is.
+/// subscription (with its dead-letter policy and ack deadline) where they are missing. Safe to
+/// repeat: what exists is left as it is.
 pub async fn ensure_pubsub(settings: &QueueSettings) -> anyhow::Result<Vec<Provisioned>> {
     let endpoint = settings.pubsub_endpoint.as_ref();
     let topics = configure!(TopicAdmin::builder(), endpoint)
@@ -63,17 +55,13 @@ pub async fn ensure_pubsub(settings: &QueueSettings) -> anyhow::Result<Vec<Provi
             .await;
         done.push(created(dead_sub, r.map(|_| ()))?);
     }
-    let mut backoff = RetryPolicy::new();
-    backoff.minimum_backoff = Some(NACK_BACKOFF.0.try_into()?);
-    backoff.maximum_backoff = Some(NACK_BACKOFF.1.try_into()?);
     let mut create = subs
         .create_subscription()
         .set_name(settings.subscription_path())
         .set_topic(settings.topic_path())
         .set_ack_deadline_seconds(
             i32::try_from(settings.pubsub_ack_deadline.as_secs()).unwrap_or(600),
-        )
-        .set_retry_policy(backoff);
+        );
     if let Some(dead) = dead {
         create = create.set_dead_letter_policy(
             DeadLetterPolicy::new()
