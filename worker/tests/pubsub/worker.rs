@@ -218,8 +218,8 @@ async fn a_job_whose_tenant_is_at_its_limit_is_nacked_and_runs_once_a_slot_frees
     let waiting = JobId::new();
     insert_job(&rig.pool, tenant, waiting, &spec, None).await?;
     aiprod_scheduler::relay_once(&rig.pool, rig.queue.as_ref()).await?;
-    // Refused: nacked, not lost, and delivered again after the subscription's retry backoff
-    // (Pub/Sub's; the emulator ignores retry policies and delivers it again at once).
+    // Refused: nacked, not lost, and delivered again (at once: the subscription has no retry
+    // policy, README "Pub/Sub").
     assert_eq!(rig.work_one().await?, Outcome::Worked(None));
     let refused_at = std::time::Instant::now();
     assert_eq!(rig.work_one().await?, Outcome::Worked(None));
