@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aiprod_testkit::TestDb;
 use aiprod_tests::stubs::{Provider, Stub};
-use aiprod_tests::{Proc, Scratch, free_port, wait_ready};
+use aiprod_tests::{Proc, Scratch, free_port, keyed, tenant_key, wait_ready};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -53,7 +53,13 @@ impl Fleet {
         );
         let api = Proc::start(
             "api",
-            &["api", "--listen", &format!("127.0.0.1:{port}")],
+            &[
+                "api",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--ops-listen",
+                "127.0.0.1:0",
+            ],
             &env,
             &dir.0,
         )?;
@@ -66,6 +72,9 @@ impl Fleet {
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         wait_ready(&http, &format!("{base}/readyz"), Duration::from_secs(60)).await?;
+        let pool = db.pool().await?;
+        let http = keyed(&tenant_key(&pool, "routing").await?)?;
+        pool.close().await;
         Ok(Fleet {
             env,
             dir,
