@@ -37,14 +37,7 @@ pub(crate) async fn list(
         Some("true") => true,
         Some(_) => return Err(ApiError::field("open", "enum", "must be true or false")),
     };
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::field("limit", "range", "must be 1 to 1000"))?,
-    };
+    let limit = crate::input::limit(&q, 100, 1000)?;
     let rows = store::list_alerts(&s.pool, open, limit).await?;
     Ok(Json(json!({ "alerts": rows })))
 }

@@ -103,6 +103,25 @@ pub(crate) fn query(
     }
 }
 
+/// The `limit` parameter of a listing: `default` when absent or empty, else a whole number
+/// from 1 to `max` (`422` otherwise).
+pub(crate) fn limit(q: &HashMap<String, String>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match q.get("limit").filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "limit",
+                    "range",
+                    format!("must be a whole number from 1 to {max}"),
+                )
+            }),
+    }
+}
+
 /// The path segment `field`, refused like a query's parameters.
 pub(crate) fn path(
     p: Result<Path<String>, PathRejection>,

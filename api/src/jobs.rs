@@ -245,19 +245,7 @@ pub(crate) async fn list(
             )
         })?),
     };
-    let limit = match q.get("limit").filter(|v| !v.is_empty()) {
-        None => 50,
-        Some(v) => match v.parse::<i64>() {
-            Ok(n) if (1..=LIST_LIMIT_MAX).contains(&n) => n,
-            _ => {
-                return Err(ApiError::field(
-                    "limit",
-                    "range",
-                    "must be a whole number from 1 to 500",
-                ));
-            }
-        },
-    };
+    let limit = crate::input::limit(&q, 50, LIST_LIMIT_MAX)?;
     let cursor = match q.get("cursor").filter(|v| !v.is_empty()) {
         None => None,
         Some(v) => Some(v.parse::<JobId>().map_err(|_| {

@@ -300,14 +300,7 @@ pub(crate) async fn audit(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
     let q = crate::input::query(q)?;
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::field("limit", "range", "must be 1 to 1000"))?,
-    };
+    let limit = crate::input::limit(&q, 100, 1000)?;
     Ok(Json(
         json!({"entries": store::list_audit(&s.pool, None, limit).await?}),
     ))
