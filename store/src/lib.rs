@@ -19,6 +19,7 @@ mod checkpoint;
 pub mod db;
 mod dispatch;
 mod job;
+mod job_view;
 pub mod keys;
 mod lease;
 mod ledger;
@@ -54,9 +55,10 @@ pub use dispatch::{
     redispatch_stranded, requeue_expired_leases,
 };
 pub use job::{
-    CancelOutcome, IdempotencyKey, InsertOutcome, JobRecord, StageRecord, get_job,
-    get_media_outputs, get_routing, get_stages, insert_job, list_jobs, request_cancel,
+    CancelOutcome, IdempotencyKey, InsertOutcome, JobRecord, get_job, insert_job, list_jobs,
+    request_cancel,
 };
+pub use job_view::{StageRecord, get_media_outputs, get_routing, get_stages};
 pub use lease::{
     Claim, ClaimOutcome, claim_job, load_outputs, release_lease, renew_leases, try_claim_job,
 };
