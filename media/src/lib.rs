@@ -7,6 +7,7 @@
 //!   limit, and what a failure means for a provider's clip.
 //! - [`synth`]: the simulated backends' clips: real, moving H.264 with the shot's text drawn on
 //!   it, cached by what they show.
+//! - `frames`: a few JPEG frames of a clip, for the vision judge of semantic QA.
 //! - [`assemble`]: the shots normalised to the output profile, trimmed to plan and joined into
 //!   one `final.mp4` with a poster.
 //!
@@ -15,6 +16,7 @@
 //! than there are cores, so one job's encode cannot starve another job's lease renewals.
 
 pub mod assemble;
+mod frames;
 pub mod probe;
 pub mod qa;
 pub mod synth;

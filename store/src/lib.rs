@@ -15,6 +15,7 @@ mod audit;
 mod backend_health;
 mod books;
 mod budget_wait;
+mod cache;
 mod checkpoint;
 pub mod db;
 mod dispatch;
@@ -23,6 +24,8 @@ mod job_view;
 pub mod keys;
 mod lease;
 mod ledger;
+mod model_call;
+mod model_health;
 mod queue_message;
 mod rate_limit;
 mod render_task;
@@ -46,6 +49,7 @@ pub use books::{
     BudgetAudit, TenantBudgetDay, audit_budget_day, audit_tenant_budget_day, get_tenant_budget_day,
     set_tenant_budget_limit, tenant_headroom,
 };
+pub use cache::{CacheClaim, claim_cache, fill_cache, release_cache};
 pub use budget_wait::{count_budget_waiters, park_for_budget, wake_budget_waiters};
 pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
@@ -66,13 +70,21 @@ pub use ledger::{
     BudgetDay, Reservation, ReserveOutcome, Shortfall, get_budget_day, open_budget_day,
     reserve_budget, set_budget_limit,
 };
+pub use model_call::{
+    ModelCall, ModelHit, ModelIntent, ModelIntentOutcome, ModelUpdate, insert_model_call,
+    insert_model_hit, model_calls, update_model_call,
+};
+pub use model_health::{
+    model_gate, record_model_failure, record_model_success, release_model_probe,
+};
 pub use queue_message::{
     ReceivedMessage, ack_messages, defer_messages, enqueue_messages, nack_messages,
     receive_messages,
 };
 pub use rate_limit::{RateDecision, check_rate};
 pub use render_task::{
-    Intent, IntentOutcome, RenderTask, RenderUpdate, adopt_orphan, insert_intent, orphans,
+    Intent, IntentOutcome, RenderTask, RenderUpdate, adopt_orphan, insert_intent, insert_render_hit,
+    orphans,
     render_tasks, update_render,
 };
 pub use report::{

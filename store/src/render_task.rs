@@ -90,6 +90,11 @@ pub struct Intent<'a> {
     pub estimate: Money,
     /// What runway would charge for the same shot (the dashboards' savings baseline).
     pub baseline: Option<Money>,
+    /// The seed to send; `None`: one drawn from the row's id.
+    pub seed: Option<i64>,
+    /// The render cache's key of the shot's full specification, when the job uses the cache
+    /// (its end fills or frees the cache's claim, by trigger).
+    pub spec_key: Option<&'a str>,
 }
 
 /// What writing an intent did.
@@ -113,8 +118,9 @@ pub enum IntentOutcome {
 pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<IntentOutcome> {
     let id = Uuid::now_v7();
     // 31 bits of the id: every provider takes a seed of that size.
-    let seed =
-        i64::from(u32::from_be_bytes(id.as_bytes()[12..16].try_into().expect("four bytes")) >> 1);
+    let seed = intent.seed.unwrap_or_else(|| {
+        i64::from(u32::from_be_bytes(id.as_bytes()[12..16].try_into().expect("four bytes")) >> 1)
+    });
     let written = sqlx::query_as!(
         RenderTask,
         r#"with j as (
@@ -142,9 +148,10 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
                             or exists (select 1 from lt where lt.left_micros >= a.extra)))
            ), ins as (
                insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
-                                        estimated_cost_micros, reserved_micros, baseline_micros)
+                                        estimated_cost_micros, reserved_micros, baseline_micros,
+                                        spec_key)
                select $1, ok.id, $4, $5, $6, $7, $8, $9,
-                      case when ok.budget_day is null then 0 else $9 end, $11
+                      case when ok.budget_day is null then 0 else $9 end, $11, $12
                  from ok
                returning *
            ), t as (
@@ -189,6 +196,7 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
         intent.estimate.micros(),
         intent.worker_id,
         intent.baseline.map(Money::micros),
+        intent.spec_key,
     )
     .fetch_optional(pool)
     .await?;
@@ -328,4 +336,46 @@ pub async fn adopt_orphan(
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A shot the render cache answered: recorded as a downloaded try costing nothing, pointing at
+/// the earlier render's artifact, with what that render cost as the saving. `None` when the
+/// lease is gone.
+pub async fn insert_render_hit(
+    db: impl PgExecutor<'_>,
+    intent: &Intent<'_>,
+    artifact_uri: &str,
+    saved: Money,
+) -> sqlx::Result<Option<RenderTask>> {
+    sqlx::query_as!(
+        RenderTask,
+        r#"insert into render_task (id, job_id, shot, attempt, backend, state, remote_id, seed,
+                                    duration_s, estimated_cost_micros, cost_micros, artifact_uri,
+                                    spec_key, cache_hit, saved_micros, baseline_micros,
+                                    submitted_at, finished_at)
+           select $1, j.id, $5, $6, $7, 'downloaded', 'cache', $8, $9, 0, 0, $10, $11, true, $12,
+                  $13, now(), now()
+             from job j
+            where j.id = $2 and j.lease_epoch = $3 and j.locked_by = $4 and j.status = 'running'
+           returning id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
+                     state as "state: RenderState", remote_id, seed, duration_s,
+                     estimated_cost_micros, cost_micros, outputs, artifact_uri,
+                     failure as "failure: FailureClass", error, qa, created_at, submitted_at,
+                     finished_at"#,
+        Uuid::now_v7(),
+        intent.job_id as JobId,
+        intent.lease_epoch,
+        intent.worker_id,
+        intent.shot,
+        intent.attempt,
+        intent.backend as BackendName,
+        intent.seed.unwrap_or(0),
+        intent.duration_s,
+        artifact_uri,
+        intent.spec_key,
+        saved.micros(),
+        intent.baseline.map(Money::micros),
+    )
+    .fetch_optional(db)
+    .await
 }

@@ -117,6 +117,8 @@ async fn two_hundred_concurrent_reservations_never_pass_the_limit_and_the_ledger
                 duration_s: 5,
                 estimate: shot,
                 baseline: Some(usd("30")),
+                seed: None,
+                spec_key: None,
             },
         )
         .await?;
@@ -198,6 +200,8 @@ async fn a_reservation_is_idempotent_and_a_try_beyond_it_reserves_only_within_th
         duration_s: 6,
         estimate: usd(estimate),
         baseline: None,
+        seed: None,
+        spec_key: None,
     };
     // The first try takes the job's $2.60; a second one needs $2.60 more, and only $0.40 is
     // left: no intent is written.

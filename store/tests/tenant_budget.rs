@@ -196,6 +196,8 @@ async fn two_hundred_concurrent_reservations_of_one_tenant_stop_at_its_day_and_t
                     duration_s: 5,
                     estimate: shot,
                     baseline: None,
+                    seed: None,
+                    spec_key: None,
                 },
             )
             .await?
@@ -253,6 +255,8 @@ async fn a_try_beyond_the_reservation_must_fit_the_tenants_day_and_an_admin_can_
         duration_s: 6,
         estimate: usd(estimate),
         baseline: None,
+        seed: None,
+        spec_key: None,
     };
     assert!(matches!(
         insert_intent(&pool, &intent(1, "2.60")).await?,

@@ -264,6 +264,8 @@ async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() ->
             duration_s: 5,
             estimate: "0.26".parse::<Money>()?,
             baseline: None,
+            seed: None,
+            spec_key: None,
         },
     )
     .await?;

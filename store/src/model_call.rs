@@ -1,0 +1,273 @@
+//! The write-ahead record of paid model calls (`model_call`), as `render_task` is for renders:
+//! an intent before the call, holding the call's estimate out of the job's reservation; the
+//! provider's id where it gives one; then the answer and its cost, whose update settles the
+//! money in the ledger (the `model_call_settle_budget` trigger). A worker that restarts reads
+//! these rows: a done call is reused, a submitted one polled, and an intent is a call that may
+//! have been made.
+
+use aiprod_domain::{JobId, ModelCallKind, ModelCallState, Money};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// One row of `model_call`.
+#[derive(Clone, Debug)]
+pub struct ModelCall {
+    /// Its id (UUIDv7).
+    pub id: Uuid,
+    /// The job.
+    pub job_id: JobId,
+    /// What it was for.
+    pub kind: ModelCallKind,
+    /// Which call of the job (`plan`, `keyframe-03`, `judge-02-1`…).
+    pub step: String,
+    /// The try of this step, from 1.
+    pub attempt: i32,
+    /// `gemini`, `imagen`, `replicate`, `simulated`.
+    pub provider: String,
+    /// The model id.
+    pub model: String,
+    /// sha256 of the request.
+    pub request_hash: String,
+    /// The seed sent, where the model takes one.
+    pub seed: Option<i64>,
+    /// Where it stands.
+    pub state: ModelCallState,
+    /// The provider's id.
+    pub remote_id: Option<String>,
+    /// The estimate, held until the cost is known.
+    pub estimated_cost_micros: i64,
+    /// What it cost.
+    pub cost_micros: Option<i64>,
+    /// Whether the cache answered it.
+    pub cache_hit: bool,
+    /// The answer (JSON models).
+    pub answer: Option<Value>,
+    /// Our copy of an image answer.
+    pub artifact_uri: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The intent's time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an intent records.
+#[derive(Clone, Debug)]
+pub struct ModelIntent<'a> {
+    /// The job.
+    pub job_id: JobId,
+    /// The lease the caller holds.
+    pub lease_epoch: i64,
+    /// The caller.
+    pub worker_id: &'a str,
+    /// What for.
+    pub kind: ModelCallKind,
+    /// Which call of the job.
+    pub step: &'a str,
+    /// The try.
+    pub attempt: i32,
+    /// The provider.
+    pub provider: &'a str,
+    /// The model.
+    pub model: &'a str,
+    /// sha256 of the request.
+    pub request_hash: &'a str,
+    /// The seed, where the model takes one.
+    pub seed: Option<i64>,
+    /// The estimate; the job must hold it (see `insert_model_call`).
+    pub estimate: Money,
+}
+
+/// What writing a model call's intent did.
+#[derive(Debug)]
+pub enum ModelIntentOutcome {
+    /// Written, its estimate moved from the job's hold onto the call: call now.
+    Written(Box<ModelCall>),
+    /// The job does not hold the estimate (reserve it first, then write again).
+    Short,
+    /// The lease is gone.
+    LeaseLost,
+}
+
+/// Writes a call's intent, fenced on the job's lease, moving its estimate from what the job
+/// holds onto the row in the same statement. The caller reserves the estimate first
+/// (`reserve_budget`, which also books the job to its day); a job that holds less, because a
+/// sibling call took it meanwhile, gets `Short` and reserves again. A job with no budget day
+/// yet holds nothing and is booked nowhere: the call is recorded with nothing reserved.
+pub async fn insert_model_call(
+    pool: &PgPool,
+    i: &ModelIntent<'_>,
+) -> sqlx::Result<ModelIntentOutcome> {
+    let id = Uuid::now_v7();
+    let row = sqlx::query!(
+        r#"with j as (
+               select id, budget_day, budget_held_micros as held from job
+                where id = $2 and lease_epoch = $3 and locked_by = $4 and status = 'running'
+                  for update
+           ), ok as (
+               select * from j where budget_day is null or held >= $11
+           ), ins as (
+               insert into model_call (id, job_id, kind, step, attempt, provider, model,
+                                       request_hash, seed, estimated_cost_micros, reserved_micros)
+               select $1, ok.id, $5, $6, $7, $8, $9, $10, $12, $11,
+                      case when ok.budget_day is null then 0 else $11 end
+                 from ok
+               returning id
+           ), ju as (
+               update job set budget_held_micros = budget_held_micros - $11
+                 from ok
+                where job.id = ok.id and ok.budget_day is not null and $11 > 0
+                  and exists (select 1 from ins)
+           )
+           select (select count(*) from j) as "leased!", (select count(*) from ins) as "written!""#,
+        id,
+        i.job_id as JobId,
+        i.lease_epoch,
+        i.worker_id,
+        i.kind as ModelCallKind,
+        i.step,
+        i.attempt,
+        i.provider,
+        i.model,
+        i.request_hash,
+        i.estimate.micros(),
+        i.seed,
+    )
+    .fetch_one(pool)
+    .await?;
+    if row.leased == 0 {
+        return Ok(ModelIntentOutcome::LeaseLost);
+    }
+    if row.written == 0 {
+        return Ok(ModelIntentOutcome::Short);
+    }
+    let calls = model_calls(pool, i.job_id, i.step).await?;
+    Ok(calls
+        .into_iter()
+        .find(|c| c.id == id)
+        .map_or(ModelIntentOutcome::LeaseLost, |c| {
+            ModelIntentOutcome::Written(Box::new(c))
+        }))
+}
+
+/// A job's calls of one step, by try.
+pub async fn model_calls(
+    db: impl PgExecutor<'_>,
+    job: JobId,
+    step: &str,
+) -> sqlx::Result<Vec<ModelCall>> {
+    sqlx::query_as!(
+        ModelCall,
+        r#"select id, job_id as "job_id: JobId", kind as "kind: ModelCallKind", step, attempt,
+                  provider, model, request_hash, seed, state as "state: ModelCallState",
+                  remote_id, estimated_cost_micros, cost_micros, cache_hit, answer, artifact_uri,
+                  error, created_at
+             from model_call where job_id = $1 and step = $2 order by attempt"#,
+        job as JobId,
+        step,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// What a call's step changes; `None` leaves a column as it is.
+#[derive(Clone, Debug, Default)]
+pub struct ModelUpdate {
+    /// The new state.
+    pub state: Option<ModelCallState>,
+    /// The provider's id.
+    pub remote_id: Option<String>,
+    /// The cost: settles the call's money (once).
+    pub cost: Option<Money>,
+    /// Tokens in.
+    pub prompt_tokens: Option<i64>,
+    /// Tokens out.
+    pub output_tokens: Option<i64>,
+    /// The answer.
+    pub answer: Option<Value>,
+    /// Our copy of an image.
+    pub artifact_uri: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Moves a call on from state `from`; false when it had left `from` already.
+pub async fn update_model_call(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    from: ModelCallState,
+    u: &ModelUpdate,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"update model_call
+              set state = coalesce($3, state),
+                  remote_id = coalesce($4, remote_id),
+                  cost_micros = coalesce($5, cost_micros),
+                  prompt_tokens = coalesce($6, prompt_tokens),
+                  output_tokens = coalesce($7, output_tokens),
+                  answer = coalesce($8, answer),
+                  artifact_uri = coalesce($9, artifact_uri),
+                  error = coalesce($10, error),
+                  submitted_at = case when $4::text is not null then now() else submitted_at end,
+                  finished_at = case when $3 in ('done', 'failed', 'lost') then now()
+                                     else finished_at end
+            where id = $1 and state = $2"#,
+        id,
+        from as ModelCallState,
+        u.state as Option<ModelCallState>,
+        u.remote_id.as_deref(),
+        u.cost.map(Money::micros),
+        u.prompt_tokens,
+        u.output_tokens,
+        u.answer.as_ref(),
+        u.artifact_uri.as_deref(),
+        u.error.as_deref(),
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A call the cache answered: recorded done, at $0, with what it saved.
+#[derive(Clone, Debug)]
+pub struct ModelHit<'a> {
+    /// The intent it stands for (its estimate is not reserved).
+    pub intent: ModelIntent<'a>,
+    /// The cached answer.
+    pub answer: Option<Value>,
+    /// The cached image.
+    pub artifact_uri: Option<&'a str>,
+    /// What the cached call cost.
+    pub saved: Money,
+}
+
+/// Records a cache hit as a done call costing nothing; false when the lease is gone.
+pub async fn insert_model_hit(db: impl PgExecutor<'_>, h: &ModelHit<'_>) -> sqlx::Result<bool> {
+    let i = &h.intent;
+    let done = sqlx::query!(
+        r#"insert into model_call (id, job_id, kind, step, attempt, provider, model, request_hash,
+                                   seed, state, estimated_cost_micros, cost_micros, cache_hit,
+                                   saved_micros, answer, artifact_uri, finished_at)
+           select $1, j.id, $5, $6, $7, $8, $9, $10, $11, 'done', 0, 0, true, $12, $13, $14, now()
+             from job j
+            where j.id = $2 and j.lease_epoch = $3 and j.locked_by = $4 and j.status = 'running'"#,
+        Uuid::now_v7(),
+        i.job_id as JobId,
+        i.lease_epoch,
+        i.worker_id,
+        i.kind as ModelCallKind,
+        i.step,
+        i.attempt,
+        i.provider,
+        i.model,
+        i.request_hash,
+        i.seed,
+        h.saved.micros(),
+        h.answer.as_ref(),
+        h.artifact_uri,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
