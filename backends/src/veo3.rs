@@ -1,6 +1,6 @@
 //! Veo 3 on Vertex AI: `predictLongRunning` starts an operation, `fetchPredictOperation`
-//! polls it. Authentication is an OAuth token from Application Default Credentials (Workload
-//! Identity on GKE) through `google-cloud-auth`, or a fixed token from the settings. Videos
+//! polls it. Authentication and the model's URL are `Vertex`'s, shared with the other Google
+//! models. Videos
 //! come back inline, or as `gs://` objects when a storage URI is configured, which are read
 //! through the Cloud Storage JSON API with the same token.
 
@@ -8,84 +8,60 @@ use std::time::Duration;
 
 use aiprod_domain::BackendName;
 use aiprod_platform::Settings;
-use aiprod_platform::config::VeoSettings;
+use aiprod_platform::config::{VeoSettings, VertexSettings};
 use async_trait::async_trait;
 use base64::Engine as _;
-use google_cloud_auth::credentials::{AccessTokenCredentials, Builder as CredentialsBuilder};
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
     Api, Backend, BackendError, FailureClass, Image, Output, Poll, RemoteHandle, ShotRequest,
 };
-
-const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-
-/// Where tokens come from.
-enum Token {
-    Fixed(SecretString),
-    Adc(AccessTokenCredentials),
-}
+use crate::vertex::Vertex;
 
 /// The Veo 3 client.
 pub struct Veo3 {
     api: Api,
     model_url: String,
     gcs_base: String,
-    token: Token,
+    vertex: Vertex,
     storage_uri: Option<String>,
     resolution: String,
     audio: bool,
     poll: Duration,
 }
 
-/// The client, when `AIPROD_VEO_PROJECT` is set.
+/// The client, when `AIPROD_VERTEX_PROJECT` is set.
 pub(crate) fn client(
     api: Api,
     s: &Settings,
 ) -> anyhow::Result<Option<std::sync::Arc<dyn Backend>>> {
-    if s.veo.veo_project.is_none() {
+    if s.vertex.vertex_project.is_none() {
         return Ok(None);
     }
     Ok(Some(std::sync::Arc::new(Veo3::new(
         api,
+        &s.vertex,
         &s.veo,
         &s.backends.prices.veo3.model,
     )?)))
 }
 
 impl Veo3 {
-    /// A client for the configured project and location, rendering with `model` (the price
-    /// table's). Without a fixed token it builds ADC credentials now; the token itself is
-    /// fetched (and cached) on first use.
-    pub fn new(api: Api, s: &VeoSettings, model: &str) -> anyhow::Result<Veo3> {
-        let project = s
-            .veo_project
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("AIPROD_VEO_PROJECT is not set"))?;
-        let location = &s.veo_location;
-        let base = s
-            .veo_base_url
-            .clone()
-            .unwrap_or_else(|| format!("https://{location}-aiplatform.googleapis.com"));
-        let token = match &s.veo_access_token {
-            Some(t) => Token::Fixed(t.clone()),
-            None => Token::Adc(
-                CredentialsBuilder::default()
-                    .with_scopes([SCOPE])
-                    .build_access_token_credentials()
-                    .map_err(|e| anyhow::anyhow!("veo3: no Google credentials: {e}"))?,
-            ),
-        };
+    /// A client for the configured Vertex AI project and location, rendering with `model` (the
+    /// price table's).
+    pub fn new(
+        api: Api,
+        vertex: &VertexSettings,
+        s: &VeoSettings,
+        model: &str,
+    ) -> anyhow::Result<Veo3> {
+        let vertex = Vertex::new(vertex)?;
         Ok(Veo3 {
             api,
-            model_url: format!(
-                "{}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}",
-                base.trim_end_matches('/'),
-            ),
+            model_url: vertex.model_url(model),
             gcs_base: s.veo_gcs_base_url.trim_end_matches('/').to_owned(),
-            token,
+            vertex,
             storage_uri: s.veo_storage_uri.clone(),
             resolution: s.veo_resolution.clone(),
             audio: s.veo_generate_audio,
@@ -94,17 +70,13 @@ impl Veo3 {
     }
 
     async fn bearer(&self) -> Result<String, BackendError> {
-        match &self.token {
-            Token::Fixed(t) => Ok(t.expose_secret().to_owned()),
-            Token::Adc(c) => c.access_token().await.map(|t| t.token).map_err(|e| {
-                let why = aiprod_platform::redact::error_text(&e);
-                if e.is_transient() {
-                    BackendError::Transient(format!("veo3: cannot get a token: {why}"))
-                } else {
-                    BackendError::Unauthorized(format!("veo3: cannot get a token: {why}"))
-                }
-            }),
-        }
+        self.vertex.bearer().await.map_err(|e| {
+            if e.transient {
+                BackendError::Transient(format!("veo3: {}", e.message))
+            } else {
+                BackendError::Unauthorized(format!("veo3: {}", e.message))
+            }
+        })
     }
 
     async fn operation(&self, handle: &RemoteHandle) -> Result<Operation, BackendError> {

@@ -13,11 +13,12 @@ use secrecy::SecretString;
 
 fn veo(gcs: &FakeGcs) -> anyhow::Result<Veo3> {
     let mut s = Settings::default();
-    s.veo.veo_project = Some("aiprod-test".into());
-    s.veo.veo_access_token = Some(SecretString::from("ya29.test"));
+    s.vertex.vertex_project = Some("aiprod-test".into());
+    s.vertex.vertex_access_token = Some(SecretString::from("ya29.test"));
     s.veo.veo_gcs_base_url = gcs.endpoint().to_owned();
     Veo3::new(
         Api::new(BackendName::Veo3, Duration::from_secs(30))?,
+        &s.vertex,
         &s.veo,
         &s.backends.prices.veo3.model,
     )

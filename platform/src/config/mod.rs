@@ -22,6 +22,7 @@ mod cloud;
 mod media;
 mod providers;
 mod scheduler;
+mod vertex;
 mod worker;
 
 pub use alerts::AlertSettings;
@@ -32,6 +33,9 @@ pub use cloud::{QueueKind, QueueSettings, StorageKind, StorageSettings};
 pub use media::MediaSettings;
 pub use providers::{ReplicateSettings, RunwaySettings, VeoSettings};
 pub use scheduler::SchedulerSettings;
+pub use vertex::{
+    KeyframeKind, ModelSettings, OnSemanticFail, PlannerKind, SemanticQaKind, VertexSettings,
+};
 pub use worker::WorkerSettings;
 
 /// Every setting of every component. Field docs give the environment variable.
@@ -80,9 +84,16 @@ pub struct Settings {
     /// `AIPROD_RUNWAY_*`: the Runway developer API.
     #[serde(flatten)]
     pub runway: RunwaySettings,
+    /// `AIPROD_VERTEX_*`: Vertex AI, for Veo, Gemini and Imagen alike.
+    #[serde(flatten)]
+    pub vertex: VertexSettings,
     /// `AIPROD_VEO_*`: Veo 3 on Vertex AI.
     #[serde(flatten)]
     pub veo: VeoSettings,
+    /// `AIPROD_PLANNER`, `AIPROD_KEYFRAMES`, `AIPROD_QA_SEMANTIC*`, `AIPROD_GEMINI_*`,
+    /// `AIPROD_IMAGEN_*`…: the models that plan, draw keyframes and judge shots.
+    #[serde(flatten)]
+    pub models: ModelSettings,
     /// `AIPROD_REPLICATE_*`: Replicate.
     #[serde(flatten)]
     pub replicate: ReplicateSettings,
@@ -133,7 +144,9 @@ impl Default for Settings {
             scheduler: SchedulerSettings::default(),
             backends: BackendSettings::default(),
             runway: RunwaySettings::default(),
+            vertex: VertexSettings::default(),
             veo: VeoSettings::default(),
+            models: ModelSettings::default(),
             replicate: ReplicateSettings::default(),
             budget: BudgetSettings::default(),
             alerts: AlertSettings::default(),
@@ -155,7 +168,7 @@ pub struct SettingsError(String);
 impl Settings {
     /// Loads defaults, then `file` if given, then the environment, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let mut figment = Figment::from(Serialized::defaults(defaults()));
         if let Some(path) = file {
             if !path.exists() {
                 return Err(SettingsError(format!(
@@ -176,9 +189,9 @@ impl Settings {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database_url".into()),
             );
-        let settings: Settings = figment
-            .extract()
-            .map_err(|e| SettingsError(one_line(&locate(&figment, e))))?;
+        let settings: Settings = figment.extract().map_err(|e| {
+            SettingsError(renamed_twice(&e).unwrap_or_else(|| one_line(&locate(&figment, e))))
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -217,8 +230,15 @@ impl Settings {
         self.scheduler.validate()?;
         self.backends.validate()?;
         self.runway.validate()?;
+        self.vertex.validate()?;
         self.veo.validate()?;
+        self.models.validate(&self.vertex)?;
         self.replicate.validate()?;
+        if self.models.keyframes == KeyframeKind::Replicate
+            && self.replicate.replicate_api_token.is_none()
+        {
+            return Err("AIPROD_KEYFRAMES=replicate needs AIPROD_REPLICATE_API_TOKEN".into());
+        }
         self.budget.validate()?;
         self.alerts.validate()?;
         self.queue.validate()?;
@@ -256,12 +276,14 @@ fn locate(figment: &Figment, e: figment::Error) -> figment::Error {
     if !e.path.is_empty() {
         return e;
     }
-    let probes: [fn(&Figment) -> Option<figment::Error>; 12] = [
+    let probes: [fn(&Figment) -> Option<figment::Error>; 14] = [
         probe::<ApiSettings>,
         probe::<WorkerSettings>,
         probe::<SchedulerSettings>,
         probe::<RunwaySettings>,
+        probe::<VertexSettings>,
         probe::<VeoSettings>,
+        probe::<ModelSettings>,
         probe::<ReplicateSettings>,
         probe::<BackendSettings>,
         probe::<BudgetSettings>,
@@ -271,6 +293,31 @@ fn locate(figment: &Figment, e: figment::Error) -> figment::Error {
         probe::<MediaSettings>,
     ];
     probes.iter().find_map(|p| p(figment)).unwrap_or(e)
+}
+
+/// The defaults layer, without the keys `VertexSettings` defaults itself: there, a default
+/// under the new name would collide with a setting under the old one.
+fn defaults() -> figment::value::Dict {
+    let mut dict = figment::value::Value::serialize(Settings::default())
+        .ok()
+        .and_then(|v| v.into_dict())
+        .expect("the default settings serialise to a dictionary");
+    for (key, _) in vertex::RENAMED {
+        dict.remove(key);
+    }
+    dict
+}
+
+/// An old Vertex name set beside its new one: serde reports a duplicate; say which to keep.
+fn renamed_twice(e: &figment::Error) -> Option<String> {
+    let figment::error::Kind::DuplicateField(field) = &e.kind else {
+        return None;
+    };
+    let (new, old) = vertex::RENAMED.iter().find(|(new, _)| new == field)?;
+    let (new, old) = (new.to_ascii_uppercase(), old.to_ascii_uppercase());
+    Some(format!(
+        "AIPROD_{old} is the old name of AIPROD_{new} and both are set: keep only AIPROD_{new}"
+    ))
 }
 
 fn one_line(e: &figment::Error) -> String {
@@ -285,3 +332,5 @@ fn one_line(e: &figment::Error) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vertex_tests;

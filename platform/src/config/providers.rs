@@ -60,20 +60,11 @@ impl RunwaySettings {
     }
 }
 
-/// The Veo 3 client. Enabled when `AIPROD_VEO_PROJECT` is set; it authenticates with
-/// Application Default Credentials unless `AIPROD_VEO_ACCESS_TOKEN` gives a token.
+/// The Veo 3 client. Enabled when `AIPROD_VERTEX_PROJECT` is set; where Vertex AI is and how
+/// we authenticate to it are `VertexSettings`, shared with the other Google models.
 #[serde_as]
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct VeoSettings {
-    /// `AIPROD_VEO_BASE_URL`: default `https://{location}-aiplatform.googleapis.com`.
-    pub veo_base_url: Option<String>,
-    /// `AIPROD_VEO_PROJECT`: the Google Cloud project.
-    pub veo_project: Option<String>,
-    /// `AIPROD_VEO_LOCATION`: the Vertex AI region.
-    pub veo_location: String,
-    /// `AIPROD_VEO_ACCESS_TOKEN`: a fixed OAuth token instead of ADC (short-lived; for checks).
-    #[serde(skip_serializing)]
-    pub veo_access_token: Option<SecretString>,
     /// `AIPROD_VEO_STORAGE_URI`: a `gs://` prefix for outputs; unset, videos come back inline.
     pub veo_storage_uri: Option<String>,
     /// `AIPROD_VEO_GCS_BASE_URL`: where `gs://` outputs are read (the Cloud Storage JSON API).
@@ -91,10 +82,6 @@ pub struct VeoSettings {
 impl Default for VeoSettings {
     fn default() -> Self {
         VeoSettings {
-            veo_base_url: None,
-            veo_project: None,
-            veo_location: "us-central1".into(),
-            veo_access_token: None,
             veo_storage_uri: None,
             veo_gcs_base_url: "https://storage.googleapis.com".into(),
             veo_resolution: "720p".into(),
@@ -106,9 +93,6 @@ impl Default for VeoSettings {
 
 impl VeoSettings {
     pub(super) fn validate(&self) -> Result<(), String> {
-        if let Some(url) = &self.veo_base_url {
-            http_url("AIPROD_VEO_BASE_URL", url)?;
-        }
         http_url("AIPROD_VEO_GCS_BASE_URL", &self.veo_gcs_base_url)?;
         within_ms("AIPROD_VEO_POLL_MS", self.veo_poll, 10..=86_400_000)?;
         if !["720p", "1080p"].contains(&self.veo_resolution.as_str()) {

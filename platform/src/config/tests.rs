@@ -63,16 +63,16 @@ fn backend_credentials_and_routing_come_from_their_documented_variables() {
         jail.set_env("AIPROD_RUNWAY_BASE_URL", "http://127.0.0.1:9001");
         jail.set_env("AIPROD_REPLICATE_API_TOKEN", "r8_1");
         jail.set_env("AIPROD_REPLICATE_BASE_URL", "http://127.0.0.1:9002");
-        jail.set_env("AIPROD_VEO_PROJECT", "acme");
-        jail.set_env("AIPROD_VEO_LOCATION", "europe-west4");
-        jail.set_env("AIPROD_VEO_BASE_URL", "http://127.0.0.1:9003");
+        jail.set_env("AIPROD_VERTEX_PROJECT", "acme");
+        jail.set_env("AIPROD_VERTEX_LOCATION", "europe-west4");
+        jail.set_env("AIPROD_VERTEX_BASE_URL", "http://127.0.0.1:9003");
         jail.set_env("AIPROD_FALLBACK_ORDER", "veo3, replicate");
         let s = Settings::load(None).expect("loads");
         assert!(s.runway.runway_api_key.is_some());
         assert_eq!(s.runway.runway_base_url, "http://127.0.0.1:9001");
         assert!(s.replicate.replicate_api_token.is_some());
-        assert_eq!(s.veo.veo_project.as_deref(), Some("acme"));
-        assert_eq!(s.veo.veo_location, "europe-west4");
+        assert_eq!(s.vertex.vertex_project.as_deref(), Some("acme"));
+        assert_eq!(s.vertex.vertex_location, "europe-west4");
         assert_eq!(
             s.backends.fallback_order,
             [BackendName::Veo3, BackendName::Replicate]

@@ -29,9 +29,9 @@ fn settings_for(provider: Provider, uri: &str) -> Settings {
             s.runway.runway_poll = Duration::from_millis(10);
         }
         Provider::Veo => {
-            s.veo.veo_base_url = Some(uri.into());
-            s.veo.veo_project = Some("proj".into());
-            s.veo.veo_access_token = Some(SecretString::from("ya29.test"));
+            s.vertex.vertex_base_url = Some(uri.into());
+            s.vertex.vertex_project = Some("proj".into());
+            s.vertex.vertex_access_token = Some(SecretString::from("ya29.test"));
             s.veo.veo_poll = Duration::from_millis(10);
         }
         Provider::Replicate => {
@@ -54,6 +54,7 @@ fn client(provider: Provider, stub: &Stub, timeout: Duration) -> Arc<dyn Backend
         Provider::Veo => Arc::new(
             Veo3::new(
                 Api::new(BackendName::Veo3, timeout).expect("client"),
+                &s.vertex,
                 &s.veo,
                 &s.backends.prices.veo3.model,
             )

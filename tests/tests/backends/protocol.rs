@@ -135,7 +135,7 @@ async fn input_safety_fails_the_job_charged_and_falls_back_nowhere() -> anyhow::
     let veo = Stub::start(Provider::Veo).await;
     let mut s = settings_for(Provider::Runway, &runway.uri());
     let v = settings_for(Provider::Veo, &veo.uri());
-    s.veo = v.veo;
+    (s.vertex, s.veo) = (v.vertex, v.veo);
     let rig = Rig::new(s).await?;
     runway.script_polls([Step::Fail("SAFETY.INPUT.TEXT")]);
     let (id, status, error) = rig
@@ -166,7 +166,8 @@ async fn a_failed_render_falls_back_down_the_order_and_the_job_shows_each_try() 
     let runway = Stub::start(Provider::Runway).await;
     let veo = Stub::start(Provider::Veo).await;
     let mut s = settings_for(Provider::Runway, &runway.uri());
-    s.veo = settings_for(Provider::Veo, &veo.uri()).veo;
+    let v = settings_for(Provider::Veo, &veo.uri());
+    (s.vertex, s.veo) = (v.vertex, v.veo);
     let rig = Rig::new(s).await?;
     runway.script_polls([Step::Fail("internal")]);
     let (id, status, error) = rig

@@ -44,7 +44,8 @@ fn check<'a>(qa: &'a Value, name: &str) -> &'a Value {
 
 fn runway_then_veo(runway: &Stub, veo: &Stub) -> aiprod_platform::Settings {
     let mut s = settings_for(Provider::Runway, &runway.uri());
-    s.veo = settings_for(Provider::Veo, &veo.uri()).veo;
+    let v = settings_for(Provider::Veo, &veo.uri());
+    (s.vertex, s.veo) = (v.vertex, v.veo);
     // Five paid Runway tries and five Veo renders: more than the default day.
     s.budget.daily_budget_usd = aiprod_domain::Money::from_usd(1_000);
     s
