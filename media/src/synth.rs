@@ -142,6 +142,16 @@ fn wrap(text: &str) -> String {
     lines.join("\n")
 }
 
+/// The filter that draws the text in `text_file` at the foot of a picture `height` high.
+fn drawtext(text_file: &str, height: u32) -> String {
+    let fontsize = (height / 18).max(12);
+    format!(
+        "drawtext=textfile={text_file}:expansion=none:fontsize={fontsize}:fontcolor=white:\
+         box=1:boxcolor=black@0.6:boxborderw=12:x=(w-tw)/2:y=h-th-{margin}",
+        margin = height / 12
+    )
+}
+
 /// ffmpeg's arguments for `spec`, written to `out`; `text_file` (relative to the working
 /// directory) holds the text.
 fn args(spec: &ClipSpec, settings: &MediaSettings, text_file: &str, out: &str) -> Vec<String> {
@@ -151,12 +161,7 @@ fn args(spec: &ClipSpec, settings: &MediaSettings, text_file: &str, out: &str) -
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    let fontsize = (spec.height / 18).max(12);
-    let text = format!(
-        "drawtext=textfile={text_file}:expansion=none:fontsize={fontsize}:fontcolor=white:\
-         box=1:boxcolor=black@0.6:boxborderw=12:x=(w-tw)/2:y=h-th-{margin}",
-        margin = spec.height / 12
-    );
+    let text = drawtext(text_file, spec.height);
     let source = match spec.picture {
         Picture::Moving => Some(format!(
             "testsrc2=size={size}:rate={fps},{text}",
@@ -241,6 +246,76 @@ impl Media {
             .await
             .map_err(|e| MediaError::io(&path, e))?;
         Ok(path)
+    }
+}
+
+/// Where the still of `text` at `width`×`height` is cached.
+fn still_key(text: &str, width: u32, height: u32) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&("still", text, width, height, 1u8)).expect("a still serialises"));
+    hex::encode(&h.finalize()[..12])
+}
+
+impl Media {
+    /// A PNG of `text` drawn on a plain frame of `width`×`height`: the simulated keyframe.
+    /// Made once per text and size, then served from the cache (written under a temporary
+    /// name and renamed, as clips are).
+    pub async fn still(&self, text: &str, width: u32, height: u32) -> Result<Vec<u8>, MediaError> {
+        let dir = cache_dir(&self.scratch_root());
+        let key = still_key(text, width, height);
+        let path = dir.join(format!("{key}.png"));
+        if let Ok(bytes) = tokio::fs::read(&path).await {
+            return Ok(bytes);
+        }
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| MediaError::io(&dir, e))?;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let text_file = format!(".{key}-{nonce}.txt");
+        let tmp = format!(".{key}-{nonce}.png");
+        tokio::fs::write(dir.join(&text_file), wrap(text))
+            .await
+            .map_err(|e| MediaError::io(&dir, e))?;
+        let source = format!(
+            "color=0x336699:size={width}x{height}:rate=1,{}",
+            drawtext(&text_file, height)
+        );
+        let args: Vec<String> = [
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            &source,
+            "-frames:v",
+            "1",
+            "-c:v",
+            "png",
+            "-f",
+            "image2",
+            &tmp,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let what = format!("draw a {width}x{height} still");
+        let made = self
+            .ffmpeg(&what, args, Some(&dir))
+            .await
+            .and_then(|r| r.ok("ffmpeg", &what));
+        let _ = tokio::fs::remove_file(dir.join(&text_file)).await;
+        if let Err(e) = made {
+            let _ = tokio::fs::remove_file(dir.join(&tmp)).await;
+            return Err(e);
+        }
+        tokio::fs::rename(dir.join(&tmp), &path)
+            .await
+            .map_err(|e| MediaError::io(&path, e))?;
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| MediaError::io(&path, e))
     }
 }
 
