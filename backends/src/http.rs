@@ -173,7 +173,7 @@ pub(crate) fn classify(
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is read as "unknown").
-fn retry_after(resp: &Response) -> Option<Duration> {
+pub(crate) fn retry_after(resp: &Response) -> Option<Duration> {
     resp.headers()
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -185,7 +185,7 @@ fn retry_after(resp: &Response) -> Option<Duration> {
 }
 
 /// Replicate says "…resets in ~30s" in its 429 body instead of a header.
-fn resets_in(body: &str) -> Option<Duration> {
+pub(crate) fn resets_in(body: &str) -> Option<Duration> {
     let at = body.find("resets in")? + "resets in".len();
     let digits: String = body[at..]
         .chars()

@@ -3,18 +3,19 @@
 //! write-ahead render protocol, health, fallback and money live in the worker, the same for
 //! every backend, simulated or real. The scheduler uses the same clients to find orphans.
 //!
-//! Beside them, `vertex`: what every Vertex AI call (Veo, Gemini, Imagen) shares.
+//! Beside them, `models`: Gemini, which plans and judges, and the image models that draw
+//! keyframes; and `vertex`, what every Vertex AI call (Veo, Gemini, Imagen) shares.
 //!
 //! Adding a backend: its client file here, one line in `Fleet::from_settings`, its settings,
 //! its prices, a migration adding it to `backend_name`, and its test stub (ARCHITECTURE.md).
 
 mod fleet;
 mod http;
+pub mod models;
 mod replicate;
 mod runway;
 mod simulated;
 mod veo3;
-pub mod models;
 pub mod vertex;
 
 use std::path::Path;
