@@ -6,11 +6,17 @@
 //! until released, and a mode that fails every render.
 //!
 //! One responder serves every provider: the shared machinery is here, and each provider's
-//! paths and answers are in a file of its own.
+//! paths and answers are in a file of its own. The Vertex AI stub also answers Gemini
+//! (`:generateContent`) and Imagen (`:predict`), and the Replicate stub an image model.
 
+mod gemini;
+mod imagen;
 mod replicate;
 mod runway;
 mod veo;
+
+pub use gemini::{GeminiStep, Generate};
+pub use imagen::{ImagenStep, png_bytes};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +59,11 @@ struct State {
     polls: VecDeque<Step>,
     canceled: Vec<String>,
     expire_next_download: bool,
+    /// Replicate image predictions: id → the model that made it.
+    image_models: HashMap<String, String>,
+    gemini: VecDeque<GeminiStep>,
+    on_generate: Option<Generate>,
+    imagen: VecDeque<ImagenStep>,
 }
 
 /// A provider stub on its own port.
@@ -146,6 +157,26 @@ impl Stub {
         self.lock().canceled.clone()
     }
 
+    /// The JSON bodies of the requests whose path contains `path`, oldest first, with their
+    /// `Authorization` header.
+    pub async fn bodies(&self, path: &str) -> Vec<(Option<String>, serde_json::Value)> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path().contains(path))
+            .map(|r| {
+                let auth = r
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                (auth, serde_json::from_slice(&r.body).unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// How many requests matched `method` and a path containing `path`.
     pub async fn count(&self, method: &str, path: &str) -> usize {
         self.server
@@ -190,6 +221,13 @@ impl Respond for Responder {
             return self.file(&path);
         }
         if !auth.starts_with("Bearer ") || auth.len() <= "Bearer ".len() {
+            if self.provider == Provider::Veo {
+                return http(
+                    401,
+                    None,
+                    r#"{"error":{"code":401,"message":"Request is missing required authentication credential.","status":"UNAUTHENTICATED"}}"#,
+                );
+            }
             return http(401, None, r#"{"error":"unauthorized"}"#);
         }
         match self.provider {
@@ -226,6 +264,15 @@ impl Responder {
         let mut st = self.lock();
         if std::mem::take(&mut st.expire_next_download) {
             return http(404, None, "expired");
+        }
+        if let Some(image) = id.strip_suffix(".png") {
+            let known = st.image_models.contains_key(image);
+            drop(st);
+            return if known {
+                ResponseTemplate::new(200).set_body_raw(png_bytes(), "image/png")
+            } else {
+                http(404, None, "no such file")
+            };
         }
         let clip = st.renders.get(id).map(|r| r.0.clone());
         drop(st);

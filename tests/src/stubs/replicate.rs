@@ -1,6 +1,8 @@
 //! The Replicate stub: predictions are created, listed (how orphans are found, by their seed),
 //! polled until `succeeded`, `failed` or `canceled`, and canceled, with Stable Video
-//! Diffusion's input rules deciding each render's length.
+//! Diffusion's input rules deciding each render's length. An official image model's
+//! predictions (`/v1/models/{owner}/{name}/predictions`) are kept beside them, so the same list
+//! finds them by seed; they succeed at once (or, on hold, after a poll) with a PNG's link.
 
 use serde_json::{Value, json};
 use wiremock::{Request, ResponseTemplate};
@@ -13,8 +15,15 @@ impl Responder {
     fn prediction(&self, id: &str, status: &str, extra: Value) -> Value {
         let st = self.lock();
         let (_, seed, created) = st.renders.get(id).cloned().unwrap_or_default();
+        let (model, version) = match st.image_models.get(id) {
+            Some(m) => (m.clone(), Value::Null),
+            None => (
+                "stability-ai/stable-video-diffusion".to_owned(),
+                json!("3f0457e4"),
+            ),
+        };
         let mut p = json!({
-            "id": id, "model": "stability-ai/stable-video-diffusion", "version": "3f0457e4",
+            "id": id, "model": model, "version": version,
             "status": status, "output": null, "error": null,
             "input": {"seed": seed},
             "created_at": created.to_rfc3339(),
@@ -61,6 +70,13 @@ impl Responder {
                 "starting",
                 json!({}),
             ));
+        }
+        if method == "POST"
+            && let Some(model) = path
+                .strip_prefix("/v1/models/")
+                .and_then(|m| m.strip_suffix("/predictions"))
+        {
+            return self.create_image(req, model);
         }
         if method == "GET" && path == "/v1/predictions" {
             let ids: Vec<String> = {
@@ -116,11 +132,49 @@ impl Responder {
                 "failed",
                 json!({"error": if text == "internal" { "CUDA error: an illegal memory access was encountered" } else { text }}),
             )),
+            None if self.lock().image_models.contains_key(id) => ResponseTemplate::new(200)
+                .set_body_json(self.image_done(id)),
             None => ResponseTemplate::new(200).set_body_json(self.prediction(
                 id,
                 "succeeded",
                 json!({"output": format!("{}/files/{id}.mp4", self.base), "metrics": {"predict_time": 41.2}}),
             )),
         }
+    }
+}
+
+impl Responder {
+    /// A finished image prediction: one PNG's link, as FLUX answers.
+    fn image_done(&self, id: &str) -> Value {
+        self.prediction(
+            id,
+            "succeeded",
+            json!({"output": [format!("{}/files/{id}.png", self.base)],
+                   "metrics": {"predict_time": 0.6}}),
+        )
+    }
+
+    /// `POST /v1/models/{owner}/{name}/predictions`: an official model, run by name.
+    fn create_image(&self, req: &Request, model: &str) -> ResponseTemplate {
+        if let Some(t) = self.lock().submits.pop_front().as_ref().and_then(canned) {
+            return t;
+        }
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let input = &body["input"];
+        if model.split('/').count() != 2 || !input["prompt"].is_string() {
+            return http(422, None, r#"{"detail":"input.prompt is required"}"#);
+        }
+        let id = self.new_render(ClipSpec::default(), input["seed"].as_u64().unwrap_or(0));
+        self.lock()
+            .image_models
+            .insert(id.clone(), model.to_owned());
+        if self.hold.load(std::sync::atomic::Ordering::SeqCst) {
+            return ResponseTemplate::new(201).set_body_json(self.prediction(
+                &id,
+                "starting",
+                json!({}),
+            ));
+        }
+        ResponseTemplate::new(201).set_body_json(self.image_done(&id))
     }
 }

@@ -1,6 +1,7 @@
 //! The Veo 3 on Vertex AI stub: `:predictLongRunning` starts an operation (4, 6 or 8 s only) and
 //! `:fetchPredictOperation` polls it until done, with the video inline, a safety-filtered empty
-//! answer, or an operation error.
+//! answer, or an operation error. Gemini's `:generateContent` and Imagen's `:predict`, on the
+//! same Vertex paths, are handed to their own files.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -18,6 +19,12 @@ impl Responder {
                 None,
                 r#"{"error":{"code":404,"message":"Not found","status":"NOT_FOUND"}}"#,
             );
+        }
+        if path.ends_with(":generateContent") {
+            return self.gemini(req, path);
+        }
+        if path.ends_with(":predict") {
+            return self.imagen(req, path);
         }
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let model_path = path.split(':').next().unwrap_or("");

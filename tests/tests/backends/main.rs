@@ -1,11 +1,13 @@
 //! The provider clients against local stubs that answer as ARCHITECTURE.md's section on the
 //! providers describes, first call by call, then through the worker's render protocol over a
-//! real database; and a refused client image, which no backend hears of.
+//! real database; and a refused client image, which no backend hears of. The model clients
+//! (Gemini, the image models) are tested the same way, call by call.
 
 #![allow(missing_docs)]
 
 mod clients;
 mod images;
+mod models;
 mod protocol;
 mod qa;
 
