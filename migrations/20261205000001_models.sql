@@ -194,7 +194,7 @@ begin
         update cache_entry e
            set state = 'ready', artifact_uri = new.artifact_uri,
                value = jsonb_build_object('task', new.id, 'duration_s', new.duration_s,
-                                          'backend', new.backend),
+                                          'backend', new.backend, 'qa', new.qa),
                cost_micros = coalesce(new.cost_micros, new.estimated_cost_micros),
                ready_at = now(), owner_job = new.job_id
           from job j
@@ -254,7 +254,7 @@ create view model_spend_daily as
 
 comment on view model_spend_daily is 'Calls, tokens and dollars per UTC day, model service, model and kind (planning, keyframes, judging).';
 
--- Who planned each job.
-alter table job add column planner text;
+-- `cache: false` in a request: the job renders every shot afresh.
+alter table job add column use_cache boolean not null default true;
 
-comment on column job.planner is 'Which planner made the plan: gemini, or rules (the offline planner, and the fallback while Gemini''s circuit is open).';
+comment on column job.use_cache is 'The job may reuse identical renders, keyframes and model answers (the request''s `cache`, default true).';

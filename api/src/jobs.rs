@@ -197,10 +197,10 @@ async fn full_view(s: &AppState, job: store::JobRecord) -> Result<JobView, ApiEr
     let stages = store::get_stages(&s.pool, id).await?;
     let routing = store::get_routing(&s.pool, id).await?;
     let renders = store::render_tasks(&s.pool, id).await?;
-    let (qa, finalize) = store::get_media_outputs(&s.pool, id).await?;
+    let outputs = store::get_media_outputs(&s.pool, id).await?;
     Ok(JobView::new(job, Some(stages))
         .with_backends(routing, renders)
-        .with_media(qa, finalize))
+        .with_media(outputs))
 }
 
 /// `GET /v1/jobs?status=&limit=&cursor=` (`jobs:read`): the tenant's jobs, newest first,

@@ -93,7 +93,9 @@ pub struct JobView {
     /// The actual cost, as a decimal string of dollars.
     #[schema(value_type = Option<wire::Money>, required = true)]
     pub cost_usd: Option<Money>,
-    /// The QA score.
+    /// The measured quality, 0–1: semantic QA's average over 10. Absent (null) when the job
+    /// is unscored (no vision judge configured, or no shot could be scored); `qa.semantic`
+    /// then says `scored: false`. Never a backend's prior.
     #[schema(required = true)]
     pub quality_score: Option<f64>,
     /// Where the result is: `final.mp4`, a `file://` or `gs://` URI.
@@ -129,6 +131,13 @@ pub struct JobView {
     /// Ended at.
     #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// How the video was planned: `planner` (`gemini` or `rules`), `note` (why the rules
+    /// planner stood in for Gemini), `max_shots` (the most the job could pay for) and the
+    /// `shots` with their prompts, camera, motion and length (once `creative` has run;
+    /// omitted in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<Value>,
     /// How the backend was chosen: the estimate on each backend, why each one not chosen was
     /// left out, and the fallback order (once `financial` has run; omitted in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,7 +159,8 @@ pub struct JobView {
     #[schema(value_type = Option<Assembly>)]
     pub assembly: Option<Value>,
     /// Quality checks: `technical.shots` (each shot's clip) and `technical.final` (the final
-    /// video), every check with its name, measured value, limit and verdict.
+    /// video), every check with its name, measured value, limit and verdict; and `semantic`
+    /// (`scored`, `score`, `scorer`, `flagged` shots, and each shot's four scores).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<JobQa>)]
     pub qa: Option<Value>,
@@ -209,10 +219,14 @@ pub struct RenderView {
     /// What the provider charged, as a decimal string of dollars.
     #[schema(value_type = Option<wire::Money>, required = true)]
     pub cost_usd: Option<Money>,
-    /// Technical QA of the clip this try delivered: its verdict and checks.
+    /// Technical QA of the clip this try delivered: its verdict and checks, and `semantic`,
+    /// semantic QA's scores when a judge is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<QaReport>)]
     pub qa: Option<Value>,
+    /// The render cache answered this try: the shot is an identical earlier render, reused at
+    /// $0.
+    pub cache_hit: bool,
     /// The intent's time.
     pub created_at: DateTime<Utc>,
     /// When it ended.
@@ -222,6 +236,9 @@ pub struct RenderView {
 
 impl From<RenderTask> for RenderView {
     fn from(t: RenderTask) -> RenderView {
+        // A hit's row names no provider render: its remote id is the word `cache`
+        // (`aiprod_store::insert_render_hit`).
+        let cache_hit = t.remote_id.as_deref() == Some("cache");
         RenderView {
             shot: t.shot,
             attempt: t.attempt,
@@ -231,6 +248,7 @@ impl From<RenderTask> for RenderView {
             failure_class: t.failure,
             error: t.error,
             cost_usd: t.cost_micros.map(Money::from_micros),
+            cache_hit,
             qa: t.qa,
             created_at: t.created_at,
             finished_at: t.finished_at,
@@ -297,6 +315,7 @@ impl JobView {
             metadata: j.spec.metadata().clone(),
             created_at: j.created_at,
             finished_at: j.finished_at,
+            plan: None,
             routing: None,
             renders: None,
             poster_uri: None,
@@ -306,9 +325,12 @@ impl JobView {
         }
     }
 
-    /// Adds what the media stages wrote: the shots' checks (`qa_technical`), and the final
-    /// video with its checks and assembly (`finalize`).
-    pub fn with_media(mut self, qa: Option<Value>, finalize: Option<Value>) -> JobView {
+    /// Adds what the content and media stages wrote: the plan (`creative`), the shots' checks
+    /// (`qa_technical`, `qa_semantic`), and the final video with its checks and assembly
+    /// (`finalize`).
+    pub fn with_media(mut self, o: aiprod_store::StageOutputs) -> JobView {
+        let (qa, finalize) = (o.qa_technical, o.finalize);
+        self.plan = o.creative;
         let field = |v: &Option<Value>, k: &str| {
             v.as_ref()
                 .and_then(|o| o.get(k))
@@ -321,8 +343,12 @@ impl JobView {
         self.assembly = field(&finalize, "assembly");
         let shots = field(&qa, "shots");
         let fin = field(&finalize, "qa");
-        if shots.is_some() || fin.is_some() {
-            self.qa = Some(serde_json::json!({"technical": {"shots": shots, "final": fin}}));
+        if shots.is_some() || fin.is_some() || o.qa_semantic.is_some() {
+            let mut v = serde_json::json!({"technical": {"shots": shots, "final": fin}});
+            if let Some(semantic) = o.qa_semantic {
+                v["semantic"] = semantic;
+            }
+            self.qa = Some(v);
         }
         self
     }

@@ -132,13 +132,27 @@ pub async fn worker_context(p: &Parts, simulate: bool) -> anyhow::Result<WorkerC
     } else {
         tracing::info!(?enabled, simulate, "video backends");
     }
+    // The content models' credentials are checked now, in one line, rather than at the
+    // first plan or keyframe.
+    let models = aiprod_worker::Models::from_settings(&p.settings).context(
+        "cannot build the content models (AIPROD_PLANNER, AIPROD_KEYFRAMES, AIPROD_QA_SEMANTIC)",
+    )?;
+    let m = &p.settings.models;
+    tracing::info!(
+        planner = ?m.planner,
+        keyframes = ?m.keyframes,
+        qa_semantic = ?m.qa_semantic,
+        gemini = models.gemini.is_some(),
+        "content models"
+    );
     Ok(WorkerContext::new(
         p.pool.clone(),
         p.queue.clone(),
         store,
         backends,
         p.settings.clone(),
-    ))
+    )
+    .with_models(models))
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

@@ -11,8 +11,8 @@ mod fields;
 
 pub use fields::FieldError;
 use fields::{
-    parse_duration_s, parse_enum, parse_image_url, parse_metadata, parse_prompt, parse_quality_min,
-    parse_speed_priority,
+    parse_duration_s, parse_enum, parse_flag, parse_image_url, parse_metadata, parse_prompt,
+    parse_quality_min,
 };
 
 /// The longest prompt, in characters.
@@ -44,9 +44,13 @@ pub struct JobSpec {
     /// waiting for money (`"wait"`, the default).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     fail_over_budget: bool,
+    /// `cache: false`: render every shot afresh instead of reusing an identical earlier
+    /// render (the default reuses it, at $0).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    no_cache: bool,
 }
 
-const KNOWN_FIELDS: [&str; 9] = [
+const KNOWN_FIELDS: [&str; 10] = [
     "prompt",
     "duration_s",
     "quality_min",
@@ -56,6 +60,7 @@ const KNOWN_FIELDS: [&str; 9] = [
     "image_url",
     "metadata",
     "over_budget",
+    "cache",
 ];
 
 impl JobSpec {
@@ -95,7 +100,8 @@ impl JobSpec {
             BackendChoice::one_of(),
             &mut errors,
         );
-        let speed_priority = parse_speed_priority(obj, &mut errors);
+        let speed_priority = parse_flag(obj, "speed_priority", false, &mut errors);
+        let cache = parse_flag(obj, "cache", true, &mut errors);
         let image_url = parse_image_url(obj, &mut errors);
         let over_budget = parse_enum(
             obj,
@@ -118,6 +124,7 @@ impl JobSpec {
             image_url,
             metadata,
             fail_over_budget: over_budget == OverBudget::Fail,
+            no_cache: !cache,
         })
     }
 
@@ -159,6 +166,11 @@ impl JobSpec {
     /// The client's metadata: a JSON object.
     pub fn metadata(&self) -> &Value {
         &self.metadata
+    }
+
+    /// Whether the job may reuse identical earlier renders (`cache`, default true).
+    pub fn cache(&self) -> bool {
+        !self.no_cache
     }
 
     /// What the job does when the budget does not cover it.

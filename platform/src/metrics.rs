@@ -3,6 +3,10 @@
 
 use std::sync::LazyLock;
 
+mod models;
+
+pub use models::ModelMetrics;
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -11,6 +15,8 @@ use prometheus::{
 /// Every metric the fleet exports.
 pub struct Metrics {
     registry: Registry,
+    /// The planner's, keyframes', semantic QA's and the caches'.
+    pub models: ModelMetrics,
     /// Jobs accepted by the API (an idempotent replay is not counted twice).
     pub jobs_created: IntCounter,
     /// Jobs that finished all nine stages.
@@ -260,9 +266,11 @@ impl Metrics {
                 &["slo"],
             )
             .expect("valid"),
+            models: ModelMetrics::new(),
             registry,
         };
         let r = &m.registry;
+        m.models.register(r);
         for c in [
             &m.jobs_created,
             &m.jobs_completed,

@@ -87,6 +87,7 @@ pub(crate) struct JobRow {
     pub budget_day: Option<NaiveDate>,
     pub budget_held_micros: i64,
     pub fail_over_budget: bool,
+    pub use_cache: bool,
     pub waiting_reason: Option<String>,
     pub waiting_need_micros: Option<i64>,
     pub waiting_since: Option<DateTime<Utc>>,
@@ -112,6 +113,7 @@ impl TryFrom<JobRow> for JobRecord {
             "image_url": r.image_url,
             "metadata": r.metadata,
             "over_budget": if r.fail_over_budget { OverBudget::Fail } else { OverBudget::Wait },
+            "cache": r.use_cache,
         });
         let spec = JobSpec::parse(&body).map_err(|errors| {
             sqlx::Error::Decode(format!("job {} breaks a request rule: {errors:?}", r.id).into())
@@ -193,9 +195,9 @@ pub async fn insert_job(
         r#"with j as (
                insert into job (id, prompt, duration_s, quality_min, priority, backend_choice,
                                 speed_priority, image_url, metadata, idempotency_key, request_hash,
-                                fail_over_budget, tenant_id, idempotency_expires_at)
+                                fail_over_budget, tenant_id, idempotency_expires_at, use_cache)
                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                       now() + $14::bigint * interval '1 millisecond')
+                       now() + $14::bigint * interval '1 millisecond', $15)
                on conflict (tenant_id, idempotency_key) do nothing
                returning id, priority, reap_count
            )
@@ -214,6 +216,7 @@ pub async fn insert_job(
         spec.over_budget() == OverBudget::Fail,
         tenant as TenantId,
         ttl_ms,
+        spec.cache(),
     )
     .fetch_optional(pool)
     .await?;
@@ -246,7 +249,7 @@ pub async fn get_job(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Option<
                   backend_choice as "backend_choice: aiprod_domain::BackendChoice",
                   speed_priority, image_url, metadata, backend as "backend: BackendName",
                   estimated_cost_micros, cost_micros, quality_score, result_uri, error,
-                  cancel_requested, reap_count, budget_day, budget_held_micros, fail_over_budget,
+                  cancel_requested, reap_count, budget_day, budget_held_micros, fail_over_budget, use_cache,
                   waiting_reason, waiting_need_micros, waiting_since, waited_ms, created_at,
                   started_at, finished_at, lease_epoch
              from job where id = $1"#,
@@ -274,7 +277,7 @@ pub async fn list_jobs(
                   backend_choice as "backend_choice: aiprod_domain::BackendChoice",
                   speed_priority, image_url, metadata, backend as "backend: BackendName",
                   estimated_cost_micros, cost_micros, quality_score, result_uri, error,
-                  cancel_requested, reap_count, budget_day, budget_held_micros, fail_over_budget,
+                  cancel_requested, reap_count, budget_day, budget_held_micros, fail_over_budget, use_cache,
                   waiting_reason, waiting_need_micros, waiting_since, waited_ms, created_at,
                   started_at, finished_at, lease_epoch
              from job

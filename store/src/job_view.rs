@@ -1,5 +1,6 @@
 //! What a job's view shows beside the job row: its stages' checkpoint rows, and the
-//! checkpointed outputs of `financial` (the routing), `qa_technical` and `finalize`.
+//! checkpointed outputs of `creative` (the plan), `financial` (the routing), `qa_technical`,
+//! `qa_semantic` and `finalize`.
 
 use aiprod_domain::{JobId, Stage, StageStatus, routing::Routing};
 use chrono::{DateTime, Utc};
@@ -60,21 +61,40 @@ pub async fn get_routing(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<Opt
         .transpose()
 }
 
-/// The checkpointed outputs of a job's finished `qa_technical` and `finalize` stages (the
-/// shots' checks; the final video, its checks and its assembly), for the job's view.
+/// The checkpointed outputs the job's view shows, of the stages that finished.
+#[derive(Clone, Debug, Default)]
+pub struct StageOutputs {
+    /// `creative`: the shots and who planned them.
+    pub creative: Option<Value>,
+    /// `qa_technical`: the shots' checks.
+    pub qa_technical: Option<Value>,
+    /// `qa_semantic`: the measured quality, shot by shot.
+    pub qa_semantic: Option<Value>,
+    /// `finalize`: the final video, its checks and its assembly.
+    pub finalize: Option<Value>,
+}
+
+/// The checkpointed outputs of a job's finished `creative`, `qa_technical`, `qa_semantic` and
+/// `finalize` stages, for the job's view.
 #[tracing::instrument(skip_all, fields(job_id = %id))]
-pub async fn get_media_outputs(
-    db: impl PgExecutor<'_>,
-    id: JobId,
-) -> sqlx::Result<(Option<Value>, Option<Value>)> {
-    let r = sqlx::query!(
-        r#"select (select output from job_stage
-                    where job_id = $1 and stage = 'qa_technical' and status = 'succeeded') as qa,
-                  (select output from job_stage
-                    where job_id = $1 and stage = 'finalize' and status = 'succeeded') as fin"#,
+pub async fn get_media_outputs(db: impl PgExecutor<'_>, id: JobId) -> sqlx::Result<StageOutputs> {
+    let rows = sqlx::query!(
+        r#"select stage as "stage: Stage", output from job_stage
+            where job_id = $1 and status = 'succeeded'
+              and stage in ('creative', 'qa_technical', 'qa_semantic', 'finalize')"#,
         id as JobId
     )
-    .fetch_one(db)
+    .fetch_all(db)
     .await?;
-    Ok((r.qa, r.fin))
+    let mut out = StageOutputs::default();
+    for r in rows {
+        let slot = match r.stage {
+            Stage::Creative => &mut out.creative,
+            Stage::QaTechnical => &mut out.qa_technical,
+            Stage::QaSemantic => &mut out.qa_semantic,
+            _ => &mut out.finalize,
+        };
+        *slot = r.output;
+    }
+    Ok(out)
 }

@@ -103,7 +103,7 @@ pub async fn try_claim_job(
                   quality_score, result_uri, error, cancel_requested as "cancel_requested!",
                   reap_count as "reap_count!", budget_day,
                   budget_held_micros as "budget_held_micros!",
-                  fail_over_budget as "fail_over_budget!", waiting_reason, waiting_need_micros,
+                  fail_over_budget as "fail_over_budget!", use_cache as "use_cache!", waiting_reason, waiting_need_micros,
                   waiting_since, waited_ms as "waited_ms!", created_at as "created_at!",
                   started_at, finished_at, lease_epoch as "lease_epoch!"
              from c"#,

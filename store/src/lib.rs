@@ -49,8 +49,8 @@ pub use books::{
     BudgetAudit, TenantBudgetDay, audit_budget_day, audit_tenant_budget_day, get_tenant_budget_day,
     set_tenant_budget_limit, tenant_headroom,
 };
-pub use cache::{CacheClaim, claim_cache, fill_cache, release_cache};
 pub use budget_wait::{count_budget_waiters, park_for_budget, wake_budget_waiters};
+pub use cache::{CacheClaim, claim_cache, fill_cache, release_cache};
 pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
 };
@@ -62,7 +62,7 @@ pub use job::{
     CancelOutcome, IdempotencyKey, InsertOutcome, JobRecord, get_job, insert_job, list_jobs,
     request_cancel,
 };
-pub use job_view::{StageRecord, get_media_outputs, get_routing, get_stages};
+pub use job_view::{StageOutputs, StageRecord, get_media_outputs, get_routing, get_stages};
 pub use lease::{
     Claim, ClaimOutcome, claim_job, load_outputs, release_lease, renew_leases, try_claim_job,
 };
@@ -83,9 +83,8 @@ pub use queue_message::{
 };
 pub use rate_limit::{RateDecision, check_rate};
 pub use render_task::{
-    Intent, IntentOutcome, RenderTask, RenderUpdate, adopt_orphan, insert_intent, insert_render_hit,
-    orphans,
-    render_tasks, update_render,
+    Intent, IntentOutcome, RenderTask, RenderUpdate, adopt_orphan, insert_intent,
+    insert_render_hit, orphans, render_tasks, update_render,
 };
 pub use report::{
     SloStanding, SloTargets, StuckJob, WindowQuality, backend_errors_over, slo_report, stuck_jobs,

@@ -339,22 +339,24 @@ pub async fn adopt_orphan(
 }
 
 /// A shot the render cache answered: recorded as a downloaded try costing nothing, pointing at
-/// the earlier render's artifact, with what that render cost as the saving. `None` when the
+/// the earlier render's artifact and carrying its QA, with what that render cost as the
+/// saving. `None` when the
 /// lease is gone.
 pub async fn insert_render_hit(
     db: impl PgExecutor<'_>,
     intent: &Intent<'_>,
     artifact_uri: &str,
+    qa: Option<&Value>,
     saved: Money,
 ) -> sqlx::Result<Option<RenderTask>> {
     sqlx::query_as!(
         RenderTask,
         r#"insert into render_task (id, job_id, shot, attempt, backend, state, remote_id, seed,
                                     duration_s, estimated_cost_micros, cost_micros, artifact_uri,
-                                    spec_key, cache_hit, saved_micros, baseline_micros,
+                                    spec_key, cache_hit, saved_micros, baseline_micros, qa,
                                     submitted_at, finished_at)
            select $1, j.id, $5, $6, $7, 'downloaded', 'cache', $8, $9, 0, 0, $10, $11, true, $12,
-                  $13, now(), now()
+                  $13, $14, now(), now()
              from job j
             where j.id = $2 and j.lease_epoch = $3 and j.locked_by = $4 and j.status = 'running'
            returning id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
@@ -375,6 +377,7 @@ pub async fn insert_render_hit(
         intent.spec_key,
         saved.micros(),
         intent.baseline.map(Money::micros),
+        qa,
     )
     .fetch_optional(db)
     .await

@@ -30,6 +30,8 @@ pub struct WorkerContext {
     pub ledger: Arc<Ledger>,
     /// ffmpeg and ffprobe, on the process's bounded pool.
     pub media: aiprod_media::Media,
+    /// The content models: Gemini (planning, semantic QA) and the keyframe image model.
+    pub models: Arc<crate::models::Models>,
     /// Every setting.
     pub settings: Arc<Settings>,
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
@@ -61,11 +63,25 @@ impl WorkerContext {
             backends,
             ledger: Arc::new(Ledger::new(pool, settings.budget.calendar())),
             media: aiprod_media::Media::new(&settings.media),
+            models: Arc::new(crate::models::Models::from_settings(&settings).unwrap_or_else(
+                |e| {
+                    tracing::error!(error = %e, "cannot build the model clients; planning with rules, simulated keyframes, no semantic QA");
+                    crate::models::Models::offline(&settings)
+                },
+            )),
             settings,
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),
             acker: None,
             writer: None,
         }
+    }
+}
+
+impl WorkerContext {
+    /// The same context with these content models (built and checked by the caller).
+    pub fn with_models(mut self, models: crate::models::Models) -> WorkerContext {
+        self.models = Arc::new(models);
+        self
     }
 }

@@ -6,7 +6,9 @@
 //! - `pipeline`: one job, stage after stage, with retries and checkpoints.
 //! - `transition`: the pure function that decides what follows a stage's try.
 //! - `writer`, `acker`: group commit of checkpoints, batched acks.
-//! - `stages`: one file per stage; `planner` and `ledger` serve them.
+//! - `stages`: one file per stage; `planner`, `models` and `ledger` serve them.
+//! - `models`: paid model calls (Gemini, keyframe images) through their own write-ahead
+//!   protocol, cache and breaker; semantic QA's judge.
 //! - `image_fetch`: the one hardened fetcher of a client's `image_url`.
 //! - `shot`: the write-ahead render protocol, the fleet-wide circuit breaker and fallback
 //!   around the backends' clients (`aiprod_backends`).
@@ -18,6 +20,7 @@ mod dbretry;
 mod image_fetch;
 mod lease;
 mod ledger;
+mod models;
 mod ops;
 mod pipeline;
 mod planner;
@@ -28,6 +31,7 @@ mod writer;
 
 pub use consumer::{Outcome, run, run_once};
 pub use context::WorkerContext;
+pub use models::Models;
 pub use ops::ops_router;
 pub use pipeline::JobOutcome;
 pub use planner::{Plan, Scene, Shot, plan};

@@ -54,6 +54,10 @@ pub(crate) struct JobRequest {
     /// What the job does when the budget does not cover it (default `wait`).
     #[schema(value_type = Option<wire::OverBudget>)]
     over_budget: Option<String>,
+    /// Reuse an identical shot rendered earlier for this tenant, at $0 (default true); false
+    /// renders every shot afresh.
+    #[schema(default = true)]
+    cache: Option<bool>,
 }
 
 /// A change of today's budget limit (`PUT /v1/budget`).

@@ -138,18 +138,20 @@ pub(super) fn parse_enum<T: std::str::FromStr>(
     }
 }
 
-/// `speed_priority`: a JSON boolean, not a truthy string; false when absent.
-pub(super) fn parse_speed_priority(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> bool {
-    match obj.get("speed_priority") {
-        None | Some(Value::Null) => false,
+/// A flag (`speed_priority`, `cache`): a JSON boolean, not a truthy string; `default` when
+/// absent.
+pub(super) fn parse_flag(
+    obj: &Map<String, Value>,
+    field: &'static str,
+    default: bool,
+    errors: &mut Vec<FieldError>,
+) -> bool {
+    match obj.get(field) {
+        None | Some(Value::Null) => default,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
-            errors.push(FieldError::new(
-                "speed_priority",
-                "type",
-                "must be true or false",
-            ));
-            false
+            errors.push(FieldError::new(field, "type", "must be true or false"));
+            default
         }
     }
 }

@@ -15,6 +15,8 @@ use serde_json::Value;
 
 use super::end::TryEnd;
 use super::{QA_REJECTED, ShotRenderer};
+use crate::models::judge::SEMANTIC_REJECTED;
+use aiprod_platform::config::OnSemanticFail;
 
 impl ShotRenderer<'_> {
     /// Stores a finished render's output, then records it and its cost.
@@ -111,12 +113,25 @@ impl ShotRenderer<'_> {
                 )));
             }
         };
-        let qa = serde_json::to_value(&report).expect("a QA report serialises");
-        Metrics::global()
+        let mut qa = serde_json::to_value(&report).expect("a QA report serialises");
+        let metrics = Metrics::global();
+        metrics
             .qa_verdicts
             .with_label_values(&[name.as_str(), report.verdict.as_str()])
             .inc();
+        if !report.checks.is_empty() {
+            let passed = report.checks.iter().filter(|c| c.pass).count();
+            metrics
+                .models
+                .technical_qa_score
+                .observe(passed as f64 / report.checks.len() as f64);
+        }
         if report.verdict == Verdict::Rerender {
+            metrics
+                .models
+                .qa_rejections
+                .with_label_values(&["technical"])
+                .inc();
             let why = format!("{QA_REJECTED}: {}", report.failures());
             tracing::warn!(backend = %name, shot = task.shot, %why, "clip rejected");
             let recorded = self
@@ -135,6 +150,72 @@ impl ShotRenderer<'_> {
                 .await
                 .map(|_| ());
             return TryEnd::next_after(recorded, why, false);
+        }
+        if let Some(judge) = &self.judge {
+            let mut verdict = match self.semantic(judge, &task, &file).await {
+                Ok(v) => v,
+                Err(e) => return TryEnd::halt(e),
+            };
+            if !verdict.passed {
+                let scores = verdict
+                    .scores
+                    .as_ref()
+                    .map(|s| s.line())
+                    .unwrap_or_default();
+                let why = format!(
+                    "{SEMANTIC_REJECTED}: scored {scores}, under the threshold of {:.1}",
+                    verdict.threshold
+                );
+                match judge.settings.qa_semantic_on_fail {
+                    OnSemanticFail::Accept => {
+                        tracing::warn!(shot = task.shot, %why, "kept below the threshold, flagged");
+                        verdict.flagged = true;
+                    }
+                    on_fail => {
+                        metrics
+                            .models
+                            .qa_rejections
+                            .with_label_values(&["semantic"])
+                            .inc();
+                        let before = match self.semantic_rejections(task.shot).await {
+                            Ok(n) => n,
+                            Err(e) => return TryEnd::halt(e),
+                        };
+                        qa["semantic"] = serde_json::to_value(&verdict).expect("serialises");
+                        let recorded = self
+                            .update(
+                                task.id,
+                                task.state,
+                                RenderUpdate {
+                                    state: Some(RenderState::Failed),
+                                    failure: Some(FailureClass::QaRejected),
+                                    error: Some(why.clone()),
+                                    cost: Some(cost),
+                                    qa: Some(qa),
+                                    ..RenderUpdate::default()
+                                },
+                            )
+                            .await
+                            .map(|_| ());
+                        let cap = judge.settings.qa_semantic_max_rerenders;
+                        tracing::warn!(shot = task.shot, %why, rejections = before + 1, cap, "clip rejected by semantic QA");
+                        if on_fail == OnSemanticFail::Fail || before >= cap {
+                            let rule = if on_fail == OnSemanticFail::Fail {
+                                "AIPROD_QA_SEMANTIC_ON_FAIL=fail".to_owned()
+                            } else {
+                                format!("{cap} re-renders allowed per shot")
+                            };
+                            let error = StepError::Permanent(format!(
+                                "shot {} failed semantic QA: {why} ({rule})",
+                                task.shot
+                            ));
+                            return TryEnd::stop_after(recorded, error, false);
+                        }
+                        return TryEnd::next_after(recorded, why, false);
+                    }
+                }
+            }
+            qa["semantic"] = serde_json::to_value(&verdict).expect("serialises");
         }
         let uri = match self
             .store

@@ -16,23 +16,30 @@
 //! Around each try sit the fleet-wide circuit breaker (`circuit`) and the fallback order
 //! routing chose.
 
+mod cache;
 mod circuit;
 mod download;
 mod end;
 mod keyframe;
 mod poll;
+mod semantic;
 mod submit;
+
+pub(crate) use semantic::Judge;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aiprod_backends::{Fleet, RenderedShot};
-use aiprod_domain::{BackendName, FailureClass, JobId, Money, RenderState, RetryPolicy, StepError};
+use aiprod_domain::{
+    BackendName, CacheTier, FailureClass, JobId, Money, RenderState, RetryPolicy, StepError,
+};
 use aiprod_platform::config::BackendSettings;
 use aiprod_platform::metrics::Metrics;
 use aiprod_platform::storage::ArtifactStore;
 use aiprod_store::{
-    Gate, Intent, IntentOutcome, RenderTask, RenderUpdate, gate, insert_intent, update_render,
+    Gate, Intent, IntentOutcome, RenderTask, RenderUpdate, gate, insert_intent, release_cache,
+    update_render,
 };
 use backon::Retryable;
 use chrono::{DateTime, Utc};
@@ -40,7 +47,9 @@ use rand::Rng;
 use sqlx::PgPool;
 
 use crate::dbretry::{db_retry, transient};
+use crate::models::judge::SEMANTIC_REJECTED;
 use crate::planner::Shot;
+use cache::{Cached, ShotSpec};
 use end::TryEnd;
 
 /// How a try that technical QA rejected is described; a shot whose tries ended so fails its
@@ -50,6 +59,14 @@ pub(crate) const QA_REJECTED: &str = "technical QA rejected its clip";
 
 /// Renders the shots of one job: what the protocol uses, and nothing more.
 pub(crate) struct ShotRenderer<'a> {
+    /// Semantic QA's judge of each delivered clip, when `AIPROD_QA_SEMANTIC=gemini`.
+    pub judge: Option<Judge<'a>>,
+    /// Whether the job may reuse identical renders (`cache`).
+    pub cache: bool,
+    /// Each shot's prompt as the backends hear it, by shot (what the judge scores against).
+    pub prompts: &'a BTreeMap<i32, String>,
+    /// Each backend's output size as configured (part of a render's specification).
+    pub sizes: &'a BTreeMap<BackendName, String>,
     /// The database.
     pub pool: &'a PgPool,
     /// Where shots are copied to.
@@ -85,6 +102,7 @@ impl ShotRenderer<'_> {
         &self,
         shot: &Shot,
         keyframe: &str,
+        keyframe_sha256: &str,
         candidates: &[BackendName],
         history: &[RenderTask],
     ) -> Result<RenderedShot, StepError> {
@@ -170,6 +188,19 @@ impl ShotRenderer<'_> {
                 .backends
                 .prices
                 .estimate(BackendName::Runway, &[i64::from(shot.duration_s)]);
+            let prompt = shot.render_prompt();
+            let spec = ShotSpec {
+                backend: name,
+                model: &self.backends.prices.profile(name).model,
+                prompt: &prompt,
+                keyframe_sha256,
+                seconds,
+                size: self.sizes.get(&name).map_or("", String::as_str),
+            };
+            // A keyframe of unknown content (a checkpoint from before keyframes were hashed)
+            // could match another picture: such a shot is never cached.
+            let cacheable = self.cache && !keyframe_sha256.is_empty();
+            let key = cacheable.then(|| spec.key());
             let intent = Intent {
                 job_id: self.job_id,
                 lease_epoch: self.lease_epoch,
@@ -180,7 +211,14 @@ impl ShotRenderer<'_> {
                 duration_s: seconds as i32,
                 estimate,
                 baseline: Some(baseline),
+                seed: cacheable.then(|| spec.seed()),
+                spec_key: key.as_deref(),
             };
+            if let Some(key) = &key
+                && let Cached::Hit(shot) = self.cached(key, &intent).await?
+            {
+                return Ok(shot);
+            }
             let task = (|| insert_intent(self.pool, &intent))
                 .retry(db_retry())
                 .when(transient)
@@ -188,6 +226,12 @@ impl ShotRenderer<'_> {
                 .map_err(|e| {
                     StepError::Retryable(format!("cannot write the render intent: {e}"))
                 })?;
+            if !matches!(task, IntentOutcome::Written(_))
+                && let Some(key) = &key
+                && let Err(e) = release_cache(self.pool, self.job_id, CacheTier::Render, key).await
+            {
+                tracing::warn!(error = %e, "cannot free a render cache claim; it is taken over once this job ends");
+            }
             let task = match task {
                 IntentOutcome::Written(task) => *task,
                 IntentOutcome::LeaseLost => {
@@ -218,7 +262,10 @@ impl ShotRenderer<'_> {
             shot.index,
             left.join("; ")
         );
-        if left.iter().any(|l| l.contains(QA_REJECTED)) {
+        if left
+            .iter()
+            .any(|l| l.contains(QA_REJECTED) || l.contains(SEMANTIC_REJECTED))
+        {
             return Err(StepError::Permanent(why));
         }
         Err(StepError::Retryable(why))

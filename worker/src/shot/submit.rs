@@ -25,7 +25,7 @@ impl ShotRenderer<'_> {
         let name = backend.name();
         let req = ShotRequest {
             shot: shot.index,
-            prompt: shot.prompt.clone(),
+            prompt: shot.render_prompt(),
             duration_s: task.duration_s as u32,
             image: image.clone(),
             seed: task.seed as u32,

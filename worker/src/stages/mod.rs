@@ -22,7 +22,14 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::context::WorkerContext;
-use crate::shot::ShotRenderer;
+use crate::dbretry::{db_retry, transient};
+use crate::models::ModelCaller;
+use crate::planner::budget::Purse;
+use crate::planner::gemini;
+use crate::shot::{Judge, ShotRenderer};
+use aiprod_domain::{BackendName, Money};
+use aiprod_platform::config::{PlannerKind, SemanticQaKind};
+use backon::Retryable;
 
 /// What a stage sees of its job.
 #[derive(Debug, Clone)]
@@ -78,11 +85,42 @@ pub(crate) async fn run(
     job: &JobState,
 ) -> Result<StageOutput, StepError> {
     let settings = &ctx.settings;
+    let caller = caller(ctx, job);
+    let throttle_max = settings.backends.throttle_wait_max;
+    let planner = ctx
+        .models
+        .gemini
+        .as_deref()
+        .filter(|_| settings.models.planner == PlannerKind::Gemini)
+        .map(|gemini| gemini::Ask {
+            caller: &caller,
+            gemini,
+            settings: &settings.models,
+            throttle_max,
+        });
     match stage {
         Stage::Sanitize => sanitize::run(job, &settings.worker.forbidden_words),
-        Stage::Analysis => analysis::run(job),
-        Stage::Creative => creative::run(job),
-        Stage::Visual => visual::run(job, &ctx.store, &ctx.media).await,
+        Stage::Analysis => analysis::run(job, planner).await,
+        Stage::Creative => {
+            let (money, backends) = purse_of(ctx, job).await?;
+            let purse = Purse {
+                money,
+                prices: &settings.backends.prices,
+                backends: &backends,
+                keyframe: ctx.models.images.price(),
+            };
+            creative::run(job, planner, &purse).await
+        }
+        Stage::Visual => {
+            let drawer = visual::Drawer {
+                caller: self::caller(ctx, job),
+                model: ctx.models.images.as_ref(),
+                store: &ctx.store,
+                media: &ctx.media,
+                throttle_max,
+            };
+            visual::run(job, &drawer).await
+        }
         Stage::Financial => {
             let router = financial::Router {
                 pool: &ctx.pool,
@@ -94,7 +132,29 @@ pub(crate) async fn run(
             financial::run(job, &router).await
         }
         Stage::Render => {
+            let judge = ctx
+                .models
+                .gemini
+                .as_deref()
+                .filter(|_| settings.models.qa_semantic == SemanticQaKind::Gemini)
+                .map(|gemini| Judge {
+                    caller: &caller,
+                    gemini,
+                    settings: &settings.models,
+                    throttle_max,
+                });
+            let v: visual::Visual = job.output(Stage::Visual)?;
+            let prompts: BTreeMap<i32, String> = v
+                .shots
+                .iter()
+                .map(|s| (s.shot.index as i32, s.shot.render_prompt()))
+                .collect();
+            let sizes = output_sizes(settings);
             let renderer = ShotRenderer {
+                judge,
+                cache: job.spec.cache(),
+                prompts: &prompts,
+                sizes: &sizes,
                 pool: &ctx.pool,
                 store: &ctx.store,
                 media: &ctx.media,
@@ -111,7 +171,75 @@ pub(crate) async fn run(
             render::run(job, &renderer).await
         }
         Stage::QaTechnical => qa_technical::run(job, &ctx.pool, &ctx.store, &ctx.media).await,
-        Stage::QaSemantic => qa_semantic::run(job, &settings.backends.prices),
+        Stage::QaSemantic => qa_semantic::run(job, &ctx.pool, &settings.models).await,
         Stage::Finalize => finalize::run(job, &ctx.store, &ctx.media).await,
     }
+}
+
+/// The model caller of one job's try.
+fn caller<'a>(ctx: &'a WorkerContext, job: &'a JobState) -> ModelCaller<'a> {
+    ModelCaller {
+        pool: &ctx.pool,
+        ledger: &ctx.ledger,
+        worker_id: &ctx.worker_id,
+        job_id: job.id,
+        lease_epoch: job.lease_epoch,
+        spec: &job.spec,
+        circuit: ctx.settings.backends.circuit_policy(),
+        probe_ttl: ctx.settings.backends.circuit_probe_ttl,
+    }
+}
+
+/// What the job may spend (today's headroom, narrowed by its tenant's cap per job) and the
+/// backends it may render on: what its plan's number of shots must fit.
+async fn purse_of(
+    ctx: &WorkerContext,
+    job: &JobState,
+) -> Result<(Option<Money>, Vec<BackendName>), StepError> {
+    let headroom = ctx
+        .ledger
+        .headroom(job.id)
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
+    let rights = (|| aiprod_store::job_entitlements(&ctx.pool, job.id))
+        .retry(db_retry())
+        .when(transient)
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read the tenant's entitlements: {e}")))?;
+    let money = match rights.max_job_cost {
+        Some(cap) => cap.min(headroom.remaining),
+        None => headroom.remaining,
+    };
+    let backends = ctx
+        .backends
+        .enabled()
+        .into_iter()
+        .filter(|b| {
+            rights
+                .allowed_backends
+                .as_ref()
+                .is_none_or(|a| a.contains(b))
+        })
+        .filter(|b| job.spec.backend().named().is_none_or(|n| n == *b))
+        .collect();
+    Ok((Some(money), backends))
+}
+
+/// Each backend's output as configured: part of a shot's specification, so that a change of
+/// size or sound is never answered from the render cache.
+fn output_sizes(s: &aiprod_platform::Settings) -> BTreeMap<BackendName, String> {
+    BTreeMap::from([
+        (BackendName::Runway, s.runway.runway_ratio.clone()),
+        (
+            BackendName::Veo3,
+            format!(
+                "{}/audio={}",
+                s.veo.veo_resolution, s.veo.veo_generate_audio
+            ),
+        ),
+        (
+            BackendName::Replicate,
+            s.replicate.replicate_version.clone(),
+        ),
+    ])
 }

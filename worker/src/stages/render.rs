@@ -40,7 +40,13 @@ pub(crate) async fn run(
             .get(&(s.shot.index as i32))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        renderer.render_shot(&s.shot, &s.keyframe_uri, &candidates, past)
+        renderer.render_shot(
+            &s.shot,
+            &s.keyframe_uri,
+            &s.keyframe_sha256,
+            &candidates,
+            past,
+        )
     });
     let shots = try_join_all(renders).await?;
     let cost = shots.iter().map(|s| s.cost).sum();

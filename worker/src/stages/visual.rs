@@ -1,23 +1,35 @@
-//! `visual`: gives every shot a keyframe image (Runway gen4_turbo and Replicate SVD need one).
-//! The client's `image_url` when given; otherwise a generated placeholder frame (a 640×360 PNG
-//! in a gradient coloured from the shot's prompt, which every provider accepts) stored as an
-//! artifact.
+//! `visual`: gives every shot a keyframe drawn from that shot's own prompt (with the plan's
+//! style and consistency note) by the image model `AIPROD_KEYFRAMES` names: Imagen on Vertex
+//! AI, a Replicate image model, or the simulation, which draws the shot's text on a frame.
+//! Image-to-video backends then animate the right picture. Each keyframe is a paid model call
+//! through `crate::models` (intent, ledger line, cache, breaker): it is never paid for twice.
 //!
-//! A client's http(s) image is fetched once, here, into the artifact store, and every backend
-//! is sent our copy. The fetch is `crate::image_fetch`'s: https to public addresses only,
-//! redirects vetted hop by hop, a PNG, JPEG or WebP under `AIPROD_MAX_IMAGE_BYTES`; whatever
-//! it refuses fails the job as `invalid_asset` before any backend is called.
+//! A client's `image_url` wins for the first shot. An http(s) image is fetched once, here,
+//! into the artifact store, and every backend is sent our copy. The fetch is
+//! `crate::image_fetch`'s: https to public addresses only, redirects vetted hop by hop, a PNG,
+//! JPEG or WebP under `AIPROD_MAX_IMAGE_BYTES`; whatever it refuses fails the job as
+//! `invalid_asset` before any backend is called.
 
+use std::time::Duration;
+
+use aiprod_backends::models::{ImageModel, ImageRequest};
 use aiprod_domain::{Stage, StepError};
 use aiprod_media::Media;
 use aiprod_platform::storage::ArtifactStore;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::analysis::Analysis;
 use super::creative::Creative;
 use super::{JobState, StageOutput};
 use crate::image_fetch::ImageFetcher;
+use crate::models::{CallError, ModelCaller, digest};
 use crate::planner::Shot;
+
+/// A keyframe's size: 16:9, what every backend renders.
+const KEYFRAME_SIZE: (u32, u32) = (1280, 720);
+/// Keyframes drawn at once per job.
+const AT_ONCE: usize = 4;
 
 /// A shot with its keyframe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +37,12 @@ pub(crate) struct VisualShot {
     #[serde(flatten)]
     pub shot: Shot,
     pub keyframe_uri: String,
+    /// sha256 of the keyframe's bytes (the render cache's key covers the picture).
+    #[serde(default)]
+    pub keyframe_sha256: String,
+    /// Who made it: `client`, or the image model's provider.
+    #[serde(default)]
+    pub keyframe_source: String,
 }
 
 /// Every shot with its keyframe.
@@ -33,34 +51,97 @@ pub(crate) struct Visual {
     pub shots: Vec<VisualShot>,
 }
 
-pub(crate) async fn run(
-    job: &JobState,
-    store: &ArtifactStore,
-    media: &Media,
-) -> Result<StageOutput, StepError> {
+/// What drawing keyframes takes.
+pub(crate) struct Drawer<'a> {
+    pub caller: ModelCaller<'a>,
+    pub model: &'a dyn ImageModel,
+    pub store: &'a ArtifactStore,
+    pub media: &'a Media,
+    pub throttle_max: Duration,
+}
+
+pub(crate) async fn run(job: &JobState, d: &Drawer<'_>) -> Result<StageOutput, StepError> {
     let c: Creative = job.output(Stage::Creative)?;
+    let a: Analysis = job.output(Stage::Analysis)?;
     let client_image = match job.spec.image_url() {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            Some(fetch_client_image(job, store, media, url).await?)
+            Some(fetch_client_image(job, d.store, d.media, url).await?)
         }
         other => other.map(str::to_owned),
     };
-    let mut shots = Vec::with_capacity(c.shots.len());
-    for shot in c.shots {
-        let keyframe_uri = match &client_image {
-            Some(uri) => uri.clone(),
-            None => store
-                .put(
-                    job.id,
-                    &format!("keyframe-{:02}.png", shot.index),
-                    &keyframe(&shot.prompt)?,
+    let shots = futures::stream::iter(c.shots.into_iter().map(|shot| {
+        let client = client_image.clone().filter(|_| shot.index == 0);
+        let a = &a;
+        async move {
+            if let Some(uri) = client {
+                let sha = digest(&[uri.as_bytes()]);
+                return Ok(VisualShot {
+                    shot,
+                    keyframe_uri: uri,
+                    keyframe_sha256: sha,
+                    keyframe_source: "client".into(),
+                });
+            }
+            let prompt = [shot.render_prompt(), a.style.clone(), a.consistency.clone()]
+                .into_iter()
+                .filter(|s| !s.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join(". ");
+            let seed = seed_of(&prompt);
+            let req = ImageRequest {
+                prompt,
+                negative_prompt: Some(a.negative_prompt.clone()).filter(|n| !n.is_empty()),
+                seed,
+                width: KEYFRAME_SIZE.0,
+                height: KEYFRAME_SIZE.1,
+            };
+            let step = format!("keyframe-{:02}", shot.index);
+            let (uri, sha) = d
+                .caller
+                .draw(
+                    d.model,
+                    &step,
+                    &req,
+                    d.store,
+                    &step,
+                    job.spec.cache(),
+                    d.throttle_max,
+                    Duration::from_secs(1),
                 )
                 .await
-                .map_err(|e| StepError::Retryable(e.to_string()))?,
-        };
-        shots.push(VisualShot { shot, keyframe_uri });
-    }
+                .map_err(|e| keyframe_error(shot.index, e))?;
+            Ok::<_, StepError>(VisualShot {
+                shot,
+                keyframe_uri: uri,
+                keyframe_sha256: sha,
+                keyframe_source: d.model.provider().into(),
+            })
+        }
+    }))
+    .buffered(AT_ONCE)
+    .try_collect::<Vec<_>>()
+    .await?;
     Ok(StageOutput::of(&Visual { shots }))
+}
+
+/// A seed the same prompt always gets, so the same shot draws the same picture (31 bits:
+/// every provider takes that).
+fn seed_of(prompt: &str) -> u32 {
+    let h = digest(&[prompt.as_bytes()]);
+    u32::from_str_radix(&h[..8], 16).unwrap_or(0) >> 1
+}
+
+fn keyframe_error(shot: usize, e: CallError) -> StepError {
+    match e {
+        CallError::Unavailable(m) => {
+            StepError::Retryable(format!("cannot draw shot {shot}'s keyframe: {m}"))
+        }
+        CallError::Blocked(m) => StepError::Permanent(format!(
+            "the image model refused shot {shot}'s keyframe: {m}"
+        )),
+        CallError::Malformed(m) => StepError::Permanent(format!("shot {shot}'s keyframe: {m}")),
+        CallError::Step(e) => e,
+    }
 }
 
 /// Copies the client's image into the store, as `client-image.{png,jpg,webp}`, through the
@@ -81,33 +162,4 @@ async fn fetch_client_image(
         .put_file(job.id, &format!("client-image.{}", image.ext), &image.path)
         .await
         .map_err(|e| StepError::Retryable(format!("cannot store the client's image: {e}")))
-}
-
-/// A 640×360 PNG in a horizontal gradient of two colours derived from the prompt. Every row is
-/// the same, so with PNG's `Up` filter all rows but the first encode as zeros: about 0.1 ms and
-/// 7 KB a frame (a diagonal gradient cost 2 ms and 116 KB, most of a simulated job's CPU).
-fn keyframe(prompt: &str) -> Result<Vec<u8>, StepError> {
-    const W: u32 = 640;
-    const H: u32 = 360;
-    let h = Sha256::digest(prompt.as_bytes());
-    let mut row = Vec::with_capacity((W * 3) as usize);
-    for x in 0..W {
-        for c in 0..3 {
-            let (a, b) = (u32::from(h[c]), u32::from(h[c + 3]));
-            row.push(((a * (W - x) + b * x) / W) as u8);
-        }
-    }
-    let pixels = row.repeat(H as usize);
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, W, H);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.set_compression(png::Compression::Fast);
-    enc.set_filter(png::Filter::Up);
-    let fail =
-        |e: png::EncodingError| StepError::Permanent(format!("cannot encode the keyframe: {e}"));
-    let mut w = enc.write_header().map_err(fail)?;
-    w.write_image_data(&pixels).map_err(fail)?;
-    w.finish().map_err(fail)?;
-    Ok(out)
 }

@@ -1,16 +1,8 @@
-//! The deterministic built-in planner: brief → scenes → shots. The same brief always gives the
-//! same plan, so a resumed job plans exactly what the first worker planned.
-//!
-//! Shots last 2–8 s (the range every backend accepts) and their durations add up to the
-//! requested length exactly.
+//! The rules planner, offline and deterministic: brief → scenes → shots. The same brief always
+//! gives the same plan, so a resumed job plans exactly what the first worker planned. It is
+//! `aiprod dev`'s planner and the fallback while Gemini cannot be used.
 
-use serde::{Deserialize, Serialize};
-
-/// The most scenes a brief is split into.
-const MAX_SCENES: usize = 6;
-/// The shortest and longest shot, in seconds.
-const SHOT_MIN_S: i32 = 2;
-const SHOT_MAX_S: i32 = 8;
+use super::{MAX_SCENES, Plan, Scene, Shot};
 
 const CAMERAS: [&str; 6] = [
     "wide establishing shot",
@@ -20,37 +12,6 @@ const CAMERAS: [&str; 6] = [
     "tracking shot",
     "aerial view",
 ];
-
-/// One scene of the brief.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Scene {
-    /// Position, from 0.
-    pub index: usize,
-    /// The scene's text.
-    pub text: String,
-}
-
-/// One shot to render.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shot {
-    /// Position, from 0.
-    pub index: usize,
-    /// The scene it shows.
-    pub scene: usize,
-    /// The prompt sent to the backend.
-    pub prompt: String,
-    /// Its length, 2–8 s.
-    pub duration_s: i32,
-}
-
-/// Scenes and shots of a brief.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    /// The scenes, in order.
-    pub scenes: Vec<Scene>,
-    /// The shots, in order; durations add up to the request.
-    pub shots: Vec<Shot>,
-}
 
 /// Splits a brief into scenes: its sentences, with the surplus folded into the last scene.
 pub fn scenes(prompt: &str) -> Vec<Scene> {
@@ -73,11 +34,12 @@ pub fn scenes(prompt: &str) -> Vec<Scene> {
         .collect()
 }
 
-/// Plans shots for `scenes` that add up to `duration_s` (2–60).
-pub fn shots(scenes: &[Scene], duration_s: i32) -> Vec<Shot> {
-    let min_shots = (duration_s + SHOT_MAX_S - 1) / SHOT_MAX_S;
-    let max_shots = (duration_s / SHOT_MIN_S).max(1);
-    let n = (scenes.len() as i32).clamp(min_shots.max(1), max_shots);
+/// Plans shots for `scenes` that add up to `duration_s` (2–60), at most `cap` of them (the
+/// budget's cap, `super::budget`), never fewer than the length needs.
+pub fn shots(scenes: &[Scene], duration_s: i32, cap: usize) -> Vec<Shot> {
+    let (min_shots, max_shots) = super::shot_range(duration_s);
+    let max_shots = max_shots.min(cap as i32).max(min_shots);
+    let n = (scenes.len() as i32).clamp(min_shots, max_shots);
     let (base, extra) = (duration_s / n, duration_s % n);
     (0..n as usize)
         .map(|i| {
@@ -86,23 +48,26 @@ pub fn shots(scenes: &[Scene], duration_s: i32) -> Vec<Shot> {
             Shot {
                 index: i,
                 scene,
-                prompt: format!("{}, {camera}", scenes[scene].text),
+                prompt: scenes[scene].text.clone(),
+                camera: camera.to_owned(),
+                motion: String::new(),
                 duration_s: base + i32::from((i as i32) < extra),
             }
         })
         .collect()
 }
 
-/// The whole plan of a brief.
+/// The whole plan of a brief, with no cap but the length's.
 pub fn plan(prompt: &str, duration_s: i32) -> Plan {
     let scenes = scenes(prompt);
-    let shots = shots(&scenes, duration_s);
+    let shots = shots(&scenes, duration_s, usize::MAX);
     Plan { scenes, shots }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::{SHOT_MAX_S, SHOT_MIN_S};
 
     #[test]
     fn shot_durations_add_up_and_stay_in_range() {
@@ -122,6 +87,9 @@ mod tests {
                     "{brief} {d}: {p:?}"
                 );
                 assert!(p.shots.iter().all(|s| s.scene < p.scenes.len()));
+                let capped = shots(&p.scenes, d, 1);
+                assert_eq!(capped.iter().map(|s| s.duration_s).sum::<i32>(), d);
+                assert_eq!(capped.len() as i32, super::super::shot_range(d).0);
             }
         }
     }
