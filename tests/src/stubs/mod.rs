@@ -39,6 +39,11 @@ pub enum Step {
     Http(u16, Option<u64>, &'static str),
     /// No answer for this many milliseconds (a client with a shorter timeout gives up).
     Slow(u64),
+    /// The provider acts on the request (a prediction is created), but its answer arrives only
+    /// after this many milliseconds: the window in which a worker that dies has made the call
+    /// without learning its id. Image creates on the Replicate stub honour it; as a poll it is
+    /// a 500.
+    Late(u64),
 }
 
 fn canned(step: &Step) -> Option<ResponseTemplate> {

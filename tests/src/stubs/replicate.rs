@@ -122,7 +122,7 @@ impl Responder {
             ));
         }
         match self.next_poll() {
-            Some(step @ (Step::Http(..) | Step::Slow(_))) => canned(&step).unwrap_or_else(|| http(500, None, "")),
+            Some(step @ (Step::Http(..) | Step::Slow(_) | Step::Late(_))) => canned(&step).unwrap_or_else(|| http(500, None, "")),
             Some(Step::Status("running")) => {
                 ResponseTemplate::new(200).set_body_json(self.prediction(id, "processing", json!({})))
             }
@@ -156,9 +156,14 @@ impl Responder {
 
     /// `POST /v1/models/{owner}/{name}/predictions`: an official model, run by name.
     fn create_image(&self, req: &Request, model: &str) -> ResponseTemplate {
-        if let Some(t) = self.lock().submits.pop_front().as_ref().and_then(canned) {
+        let step = self.lock().submits.pop_front();
+        if let Some(t) = step.as_ref().and_then(canned) {
             return t;
         }
+        let late = match step {
+            Some(Step::Late(ms)) => std::time::Duration::from_millis(ms),
+            _ => std::time::Duration::ZERO,
+        };
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let input = &body["input"];
         if model.split('/').count() != 2 || !input["prompt"].is_string() {
@@ -169,12 +174,12 @@ impl Responder {
             .image_models
             .insert(id.clone(), model.to_owned());
         if self.hold.load(std::sync::atomic::Ordering::SeqCst) {
-            return ResponseTemplate::new(201).set_body_json(self.prediction(
-                &id,
-                "starting",
-                json!({}),
-            ));
+            return ResponseTemplate::new(201)
+                .set_body_json(self.prediction(&id, "starting", json!({})))
+                .set_delay(late);
         }
-        ResponseTemplate::new(201).set_body_json(self.image_done(&id))
+        ResponseTemplate::new(201)
+            .set_body_json(self.image_done(&id))
+            .set_delay(late)
     }
 }

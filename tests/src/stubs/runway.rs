@@ -54,7 +54,7 @@ impl Responder {
         }
         let created = "2026-11-22T00:00:00.000Z";
         match self.next_poll() {
-            Some(step @ (Step::Http(..) | Step::Slow(_))) => {
+            Some(step @ (Step::Http(..) | Step::Slow(_) | Step::Late(_))) => {
                 canned(&step).unwrap_or_else(|| http(500, None, ""))
             }
             Some(Step::Status("running")) => ResponseTemplate::new(200).set_body_json(

@@ -70,7 +70,7 @@ impl Responder {
             }
         };
         match self.next_poll() {
-            Some(step @ (Step::Http(..) | Step::Slow(_))) => {
+            Some(step @ (Step::Http(..) | Step::Slow(_) | Step::Late(_))) => {
                 canned(&step).unwrap_or_else(|| http(500, None, ""))
             }
             Some(Step::Status(_)) => {

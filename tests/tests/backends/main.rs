@@ -5,9 +5,12 @@
 
 #![allow(missing_docs)]
 
+mod caching;
 mod clients;
 mod images;
+mod judging;
 mod models;
+mod planning;
 mod protocol;
 mod qa;
 

@@ -22,9 +22,9 @@ use crate::{client, settings_for, shot};
 
 /// A worker over a database of its own, with real clients pointed at stubs.
 pub(crate) struct Rig {
-    ctx: WorkerContext,
+    pub(crate) ctx: WorkerContext,
     pub(crate) pool: PgPool,
-    queue: Arc<PgQueue>,
+    pub(crate) queue: Arc<PgQueue>,
     _artifacts: tempfile::TempDir,
     _db: TestDb,
 }
@@ -58,17 +58,35 @@ impl Rig {
     }
 
     pub(crate) async fn run(&self, body: Value) -> anyhow::Result<(JobId, String, Option<String>)> {
+        let id = self.submit(body).await?;
+        self.drain().await?;
+        let (status, error) = self.status(id).await?;
+        Ok((id, status, error))
+    }
+
+    /// Accepts a job and puts its message on the queue.
+    pub(crate) async fn submit(&self, body: Value) -> anyhow::Result<JobId> {
         let spec = JobSpec::parse(&body).map_err(|e| anyhow::anyhow!("bad spec: {e:?}"))?;
         let id = JobId::new();
         insert_job(&self.pool, TenantId::DEFAULT, id, &spec, None).await?;
         aiprod_scheduler::relay_once(&self.pool, self.queue.as_ref()).await?;
+        Ok(id)
+    }
+
+    /// Runs jobs until the queue is empty.
+    pub(crate) async fn drain(&self) -> anyhow::Result<()> {
         while !matches!(run_once(&self.ctx).await?, Outcome::Idle) {}
-        let (status, error): (String, Option<String>) =
+        Ok(())
+    }
+
+    /// A job's status and error.
+    pub(crate) async fn status(&self, id: JobId) -> anyhow::Result<(String, Option<String>)> {
+        Ok(
             sqlx::query_as("select status::text, error from job where id = $1")
                 .bind(id)
                 .fetch_one(&self.pool)
-                .await?;
-        Ok((id, status, error))
+                .await?,
+        )
     }
 
     async fn tries(

@@ -52,8 +52,11 @@ fn runway_then_veo(runway: &Stub, veo: &Stub) -> aiprod_platform::Settings {
 }
 
 /// A 5 s shot's job, routed to Runway first (speed), with Veo behind it.
+/// The same shot, every time a test asks: rendered afresh (`cache: false`), since each test
+/// serves a different clip for it.
 fn job() -> Value {
-    json!({"prompt": "A fox runs through snow.", "duration_s": 5, "speed_priority": true, "quality_min": 0})
+    json!({"prompt": "A fox runs through snow.", "duration_s": 5, "speed_priority": true,
+           "quality_min": 0, "cache": false})
 }
 
 #[tokio::test]
