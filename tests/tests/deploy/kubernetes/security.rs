@@ -190,10 +190,11 @@ const NEEDED: [(&str, &[&str]); 3] = [
 ];
 
 /// Provider credentials, which only the components that call providers may hold.
-const PROVIDER_SECRETS: [&str; 3] = [
+const PROVIDER_SECRETS: [&str; 4] = [
     "AIPROD_RUNWAY_API_KEY",
     "AIPROD_REPLICATE_API_TOKEN",
     "AIPROD_VEO_ACCESS_TOKEN",
+    "AIPROD_VERTEX_ACCESS_TOKEN",
 ];
 
 #[test]
