@@ -25,7 +25,8 @@ create table model_call (
     id                    uuid primary key,
     job_id                uuid not null references job (id) on delete cascade,
     kind                  model_call_kind not null,
-    -- Which call of the job: `plan`, `plan-repair`, `keyframe-03`, `judge-02-1`…
+    -- Which call of the job: `analysis`, `creative` (and their `-repair`), `keyframe-03`,
+    -- `judge-02-1` (shot 2, try 1)…
     step                  text not null,
     attempt               integer not null,
     provider              text not null,

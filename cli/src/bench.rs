@@ -125,10 +125,13 @@ async fn measure(args: &BenchArgs, settings: Settings) -> anyhow::Result<serde_j
                 async move {
                     let r = http
                     .post(endpoint.as_str())
-                    // One prompt for all: the simulated clips come from the cache after the
-                    // first job, so the run measures the pipeline, not the clip generator.
+                    // One prompt for all: the simulated clips come from the media cache after
+                    // the first job, so the run measures the pipeline, not the clip generator.
+                    // The render cache is off: every job renders its shots, as distinct
+                    // prompts would.
                     .json(&json!({"prompt": "A fox runs through snow.", "duration_s": BENCH_SECONDS,
-                                  "backend": "runway", "metadata": {"bench": i}}))
+                                  "backend": "runway", "cache": false,
+                                  "metadata": {"bench": i}}))
                     .send()
                     .await?;
                     anyhow::ensure!(

@@ -78,16 +78,26 @@ pub async fn claim_cache(
     })
 }
 
-/// Fills the entry this job claimed; it lives for `ttl` (`None`: as long as its artifact).
+/// What fills an entry.
+#[derive(Clone, Debug)]
+pub struct CacheFill<'a> {
+    /// The value.
+    pub value: Option<&'a Value>,
+    /// The artifact.
+    pub artifact_uri: Option<&'a str>,
+    /// What making it cost.
+    pub cost: Money,
+    /// How long it lives; `None`: as long as its artifact.
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// Fills the entry this job claimed.
 pub async fn fill_cache(
     db: impl PgExecutor<'_>,
     job: JobId,
     tier: CacheTier,
     key: &str,
-    value: Option<&Value>,
-    artifact_uri: Option<&str>,
-    cost: Money,
-    ttl: Option<std::time::Duration>,
+    f: &CacheFill<'_>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"update cache_entry e
@@ -101,10 +111,10 @@ pub async fn fill_cache(
         job as JobId,
         tier as CacheTier,
         key,
-        value,
-        artifact_uri,
-        cost.micros(),
-        ttl.map(millis),
+        f.value,
+        f.artifact_uri,
+        f.cost.micros(),
+        f.ttl.map(millis),
     )
     .execute(db)
     .await?;

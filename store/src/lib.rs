@@ -50,7 +50,7 @@ pub use books::{
     set_tenant_budget_limit, tenant_headroom,
 };
 pub use budget_wait::{count_budget_waiters, park_for_budget, wake_budget_waiters};
-pub use cache::{CacheClaim, claim_cache, fill_cache, release_cache};
+pub use cache::{CacheClaim, CacheFill, claim_cache, fill_cache, release_cache};
 pub use checkpoint::{
     Checkpoint, CheckpointOutcome, JobPatch, fail_job, save_checkpoint, save_checkpoints,
 };

@@ -20,7 +20,7 @@ pub struct ModelCall {
     pub job_id: JobId,
     /// What it was for.
     pub kind: ModelCallKind,
-    /// Which call of the job (`plan`, `keyframe-03`, `judge-02-1`…).
+    /// Which call of the job (`analysis`, `creative-repair`, `keyframe-03`, `judge-02-1`…).
     pub step: String,
     /// The try of this step, from 1.
     pub attempt: i32,

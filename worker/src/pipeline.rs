@@ -92,6 +92,7 @@ async fn run_stages(
     }
     let mut state = JobState {
         id: job_id,
+        tenant: claim.job.tenant_id,
         lease_epoch: epoch,
         deadline_from: claim.job.created_at + chrono::Duration::milliseconds(claim.job.waited_ms),
         spec: claim.job.spec.clone(),

@@ -68,6 +68,12 @@ pub(crate) struct Repair {
 pub(crate) struct JobQa {
     /// Technical QA.
     technical: TechnicalQa,
+    /// Semantic QA, once `qa_semantic` has run: `scored` (false when no judge is configured
+    /// or no shot could be scored), `score` (0–1), `scorer`, `flagged` shots, and each shot's
+    /// `scores` (visual_quality, prompt_adherence, technical_excellence, overall, 0–10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    semantic: Option<serde_json::Value>,
 }
 
 /// Technical QA: each shot's clip, and the final video.
@@ -106,6 +112,11 @@ pub(crate) struct QaReport {
     verdict: Verdict,
     /// The checks, in a fixed order.
     checks: Vec<QaCheck>,
+    /// A delivered clip's semantic QA verdict (a render try's only, when a judge is
+    /// configured): its scores, average, threshold, and whether it passed or was kept flagged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    semantic: Option<serde_json::Value>,
 }
 
 /// One technical check.

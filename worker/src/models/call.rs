@@ -17,9 +17,9 @@ use aiprod_domain::{
 };
 use aiprod_platform::metrics::Metrics;
 use aiprod_store::{
-    CacheClaim, Gate, ModelCall, ModelHit, ModelIntent, ModelIntentOutcome, ModelUpdate, Shortfall,
-    claim_cache, fill_cache, insert_model_call, insert_model_hit, model_calls, model_gate,
-    record_model_failure, record_model_success, release_cache, release_model_probe,
+    CacheClaim, CacheFill, Gate, ModelCall, ModelHit, ModelIntent, ModelIntentOutcome, ModelUpdate,
+    Shortfall, claim_cache, fill_cache, insert_model_call, insert_model_hit, model_calls,
+    model_gate, record_model_failure, record_model_success, release_cache, release_model_probe,
     update_model_call,
 };
 use backon::Retryable;
@@ -383,17 +383,13 @@ impl ModelCaller<'_> {
             tracing::warn!(service = c.service, error = %e, "cannot record a model success");
         }
         if let (true, Some((tier, ttl))) = (claimed, c.cache) {
-            let r = fill_cache(
-                self.pool,
-                self.job_id,
-                tier,
-                &c.hash,
-                Some(&answer.value),
-                answer.artifact_uri.as_deref(),
+            let fill = CacheFill {
+                value: Some(&answer.value),
+                artifact_uri: answer.artifact_uri.as_deref(),
                 cost,
                 ttl,
-            )
-            .await;
+            };
+            let r = fill_cache(self.pool, self.job_id, tier, &c.hash, &fill).await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "cannot fill a cache entry; the next job makes it again");
             }

@@ -36,8 +36,16 @@ impl Models {
     /// The clients the settings configure. Fails when credentials cannot be found (ADC), so a
     /// worker's start says so in one line instead of failing every job.
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Models> {
+        let m = &settings.models;
+        let wanted = m.planner == aiprod_platform::config::PlannerKind::Gemini
+            || m.qa_semantic == aiprod_platform::config::SemanticQaKind::Gemini;
+        let gemini = if wanted {
+            aiprod_backends::models::gemini(settings)?.map(Arc::new)
+        } else {
+            None
+        };
         Ok(Models {
-            gemini: aiprod_backends::models::gemini(settings)?.map(Arc::new),
+            gemini,
             images: aiprod_backends::models::image_model(settings)?,
         })
     }
@@ -99,7 +107,7 @@ impl ModelCaller<'_> {
             text_tokens + images * IMAGE_TOKENS,
             u64::from(req.max_output_tokens),
         );
-        let ttl = Some(settings.model_cache_ttl).filter(|t| !t.is_zero());
+        let ttl = Some(settings.model_cache_ttl).filter(|t| !t.is_zero() && self.spec.cache());
         let spec = CallSpec {
             kind,
             step,

@@ -87,7 +87,7 @@ mod tests {
             for n in 1..=d / 2 {
                 let s = even_split(d, n);
                 assert_eq!(s.iter().sum::<i64>(), i64::from(d));
-                assert!(s.iter().max().unwrap() - s.iter().min().unwrap() <= 1);
+                assert!(s.iter().max().expect("shots") - s.iter().min().expect("shots") <= 1);
             }
         }
     }

@@ -38,7 +38,9 @@ pub fn scenes(prompt: &str) -> Vec<Scene> {
 /// budget's cap, `super::budget`), never fewer than the length needs.
 pub fn shots(scenes: &[Scene], duration_s: i32, cap: usize) -> Vec<Shot> {
     let (min_shots, max_shots) = super::shot_range(duration_s);
-    let max_shots = max_shots.min(cap as i32).max(min_shots);
+    let max_shots = max_shots
+        .min(i32::try_from(cap).unwrap_or(i32::MAX))
+        .max(min_shots);
     let n = (scenes.len() as i32).clamp(min_shots, max_shots);
     let (base, extra) = (duration_s / n, duration_s % n);
     (0..n as usize)

@@ -23,6 +23,8 @@ const WAIT_POLL: Duration = Duration::from_millis(500);
 
 /// A shot's full specification, as the cache keys it.
 pub(super) struct ShotSpec<'a> {
+    /// The tenant: its seeds are its own (see `seed`).
+    pub tenant: &'a str,
     pub backend: BackendName,
     pub model: &'a str,
     pub prompt: &'a str,
@@ -32,10 +34,13 @@ pub(super) struct ShotSpec<'a> {
 }
 
 impl ShotSpec<'_> {
-    /// The seed the shot is rendered with: the same specification always gets the same seed,
-    /// so that the same shot is the same render (31 bits: every provider takes that).
+    /// The seed the shot is rendered with: the same specification always gets the same seed
+    /// within a tenant, so that the same shot is the same render (31 bits: every provider takes
+    /// that). The tenant is in it so that the orphan reconciler, which finds a render by its
+    /// seed, never finds another tenant's.
     pub fn seed(&self) -> i64 {
         let h = digest(&[
+            self.tenant.as_bytes(),
             self.backend.as_str().as_bytes(),
             self.model.as_bytes(),
             self.prompt.as_bytes(),

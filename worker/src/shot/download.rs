@@ -1,10 +1,10 @@
 //! A finished render's output copied into our artifact store at once (provider URLs expire),
 //! recorded as its own step, then its cost.
 //!
-//! The output is streamed into a scratch file under the size cap, never held in memory, and
-//! checked by technical QA before it is stored: a clip QA rejects (`Verdict::Rerender`) closes
-//! the try as `qa_rejected`, paid, and the next backend renders the shot; a clip that only needs
-//! repair is stored, and assembly repairs it (README, "Technical QA").
+//! The output is streamed into a scratch file under the size cap, never held in memory, and checked
+//! by technical QA before it is stored: a clip QA rejects (`Verdict::Rerender`) closes the try as
+//! `qa_rejected`, paid, and the next backend renders the shot; a clip that only needs repair is
+//! stored, and assembly repairs it (README, "Media: clips, technical QA and the final video").
 
 use aiprod_backends::{Backend, BackendError, Output, RemoteHandle, RenderedShot};
 use aiprod_domain::{FailureClass, Money, RenderState, StepError};

@@ -83,6 +83,8 @@ pub(crate) struct ShotRenderer<'a> {
     pub worker_id: &'a str,
     /// The job.
     pub job_id: JobId,
+    /// Its tenant.
+    pub tenant: aiprod_domain::TenantId,
     /// Its lease.
     pub lease_epoch: i64,
     /// When its renders must be done.
@@ -189,7 +191,9 @@ impl ShotRenderer<'_> {
                 .prices
                 .estimate(BackendName::Runway, &[i64::from(shot.duration_s)]);
             let prompt = shot.render_prompt();
+            let tenant = self.tenant.to_string();
             let spec = ShotSpec {
+                tenant: &tenant,
                 backend: name,
                 model: &self.backends.prices.profile(name).model,
                 prompt: &prompt,

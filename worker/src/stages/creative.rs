@@ -46,7 +46,10 @@ pub(crate) async fn run(
     }
     let cap = purse.cap(s.duration_s);
     let (min, max) = shot_range(s.duration_s);
-    let range = (min, max.min(cap as i32).max(min));
+    let range = (
+        min,
+        max.min(i32::try_from(cap).unwrap_or(i32::MAX)).max(min),
+    );
     let mut note = a.note.clone();
     let ask = ask.filter(|_| a.planner == "gemini");
     if let Some(ask) = ask {

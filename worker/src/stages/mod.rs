@@ -35,6 +35,9 @@ use backon::Retryable;
 #[derive(Debug, Clone)]
 pub(crate) struct JobState {
     pub id: JobId,
+    /// Its tenant: seeds are the tenant's own, so that no provider listing searched by seed
+    /// finds another tenant's work.
+    pub tenant: aiprod_domain::TenantId,
     pub lease_epoch: i64,
     /// Where the job's deadline counts from: acceptance, moved on by any time it waited
     /// for budget.
@@ -163,6 +166,7 @@ pub(crate) async fn run(
                 retry: &settings.worker.retry,
                 worker_id: &ctx.worker_id,
                 job_id: job.id,
+                tenant: job.tenant,
                 lease_epoch: job.lease_epoch,
                 deadline: job.deadline_from
                     + chrono::Duration::from_std(settings.worker.job_deadline)

@@ -74,7 +74,12 @@ pub(crate) async fn run(job: &JobState, d: &Drawer<'_>) -> Result<StageOutput, S
         let a = &a;
         async move {
             if let Some(uri) = client {
-                let sha = digest(&[uri.as_bytes()]);
+                // A stored copy is hashed by its bytes (the render cache keys the picture); a
+                // data URI carries its bytes.
+                let sha = match d.store.get(&uri).await {
+                    Ok(bytes) if !uri.starts_with("data:") => digest(&[&bytes]),
+                    _ => digest(&[uri.as_bytes()]),
+                };
                 return Ok(VisualShot {
                     shot,
                     keyframe_uri: uri,
@@ -87,7 +92,7 @@ pub(crate) async fn run(job: &JobState, d: &Drawer<'_>) -> Result<StageOutput, S
                 .filter(|s| !s.trim().is_empty())
                 .collect::<Vec<_>>()
                 .join(". ");
-            let seed = seed_of(&prompt);
+            let seed = seed_of(job.tenant, &prompt);
             let req = ImageRequest {
                 prompt,
                 negative_prompt: Some(a.negative_prompt.clone()).filter(|n| !n.is_empty()),
@@ -124,10 +129,11 @@ pub(crate) async fn run(job: &JobState, d: &Drawer<'_>) -> Result<StageOutput, S
     Ok(StageOutput::of(&Visual { shots }))
 }
 
-/// A seed the same prompt always gets, so the same shot draws the same picture (31 bits:
-/// every provider takes that).
-fn seed_of(prompt: &str) -> u32 {
-    let h = digest(&[prompt.as_bytes()]);
+/// A seed the same prompt always gets within a tenant, so the same shot draws the same picture
+/// (31 bits: every provider takes that). The tenant is in it so that finding a crashed call's
+/// prediction by its seed never finds another tenant's.
+fn seed_of(tenant: aiprod_domain::TenantId, prompt: &str) -> u32 {
+    let h = digest(&[tenant.to_string().as_bytes(), prompt.as_bytes()]);
     u32::from_str_radix(&h[..8], 16).unwrap_or(0) >> 1
 }
 

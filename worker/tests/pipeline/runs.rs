@@ -26,16 +26,17 @@ async fn a_job_runs_all_nine_stages_and_leaves_real_artifacts() -> anyhow::Resul
             .all(|s| s.status == "succeeded" && s.attempts == 1),
         "{stages:?}"
     );
-    let (backend, est, cost, score, uri): (String, i64, i64, f64, String) = sqlx::query_as(
+    let (backend, est, cost, score, uri): (String, i64, i64, Option<f64>, String) = sqlx::query_as(
         "select backend::text, estimated_cost_micros, cost_micros, quality_score, result_uri from job where id = $1",
     )
     .bind(id)
     .fetch_one(&rig.pool)
     .await?;
-    // Three 3-second shots on replicate: 3 × (0.01 + 0.05 × 3) = 0.48 exactly.
+    // Three 3-second shots on replicate: 3 × (0.01 + 0.05 × 3) = 0.48 exactly. No judge is
+    // configured: the job is unscored, not given Replicate's prior.
     assert_eq!(
         (backend.as_str(), est, cost, score),
-        ("replicate", 480_000, 480_000, 0.75)
+        ("replicate", 480_000, 480_000, None)
     );
     // The result is one assembled video of the asked length, with sound, and a poster.
     assert!(uri.ends_with("/final.mp4"), "{uri}");
