@@ -1,8 +1,9 @@
 //! Technical QA: the ten checks of the seed and three more (black frames, frozen frames, a full
-//! decode), each recorded with its measured value, its limit, and whether it passed. What a
-//! failed check means for a provider's clip is decided here, once (README, "Technical QA"):
-//! repaired when the output profile's normalisation fixes it honestly, re-rendered on the next
-//! backend when no transcode can, and for the final video, which is our own work, the job fails.
+//! decode), each recorded with its measured value, its limit, and whether it passed. What a failed
+//! check means for a provider's clip is decided here, once (README, "Media: clips, technical QA and
+//! the final video"): repaired when the output profile's normalisation fixes it honestly,
+//! re-rendered on the next backend when no transcode can, and for the final video, which is our own
+//! work, the job fails.
 
 use aiprod_platform::config::MediaSettings;
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! Gemini on Vertex AI: `:generateContent` with a response schema, so the model writes JSON we
-//! parse (BACKENDS.md, "Gemini on Vertex AI"). The answer's text is joined, parsed, and counted
+//! parse (ARCHITECTURE.md, "The providers"). The answer's text is joined, parsed, and counted
 //! in tokens; a blocked prompt, a safety stop and a truncated answer are told apart, because the
 //! worker retries none of them the same way.
 

@@ -1,6 +1,6 @@
-//! Imagen on Vertex AI: `:predict` draws one image and answers with its bytes (BACKENDS.md,
-//! "Imagen on Vertex AI"). It is synchronous: there is no id to save and nothing to poll, and a
-//! filtered image comes back missing or with only its reason.
+//! Imagen on Vertex AI: `:predict` draws one image and answers with its bytes (ARCHITECTURE.md,
+//! "The providers"; "Imagen on Vertex AI"). It is synchronous: there is no id to save and nothing
+//! to poll, and a filtered image comes back missing or with only its reason.
 
 use std::time::Duration;
 

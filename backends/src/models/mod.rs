@@ -3,7 +3,8 @@
 //! on Replicate, or the simulation). A client only speaks its provider's API and classifies its
 //! answers into `ModelError`; caching, ledger entries and fallbacks are the worker's.
 //!
-//! Model ids and prices come from `ModelSettings` (BACKENDS.md: keep them in config).
+//! Model ids and prices come from `ModelSettings` (ARCHITECTURE.md, "The providers": keep them in
+//! config).
 
 mod call;
 mod gemini;

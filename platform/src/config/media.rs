@@ -1,5 +1,6 @@
-//! Media work: where ffmpeg and ffprobe are, how many run at once, the output profile every
-//! final video is made to, and the limits of technical QA (README, "Technical QA").
+//! Media work: where ffmpeg and ffprobe are, how many run at once, the output profile every final
+//! video is made to, and the limits of technical QA (README, "Media: clips, technical QA and the
+//! final video").
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
-//! Vertex AI, shared by every Google model we call (Veo, Gemini, Imagen), and the models that
-//! plan, draw keyframes and judge shots: which one does each job, its id, its limits and its
-//! price. Model ids and prices stay in settings (BACKENDS.md): providers rename and reprice.
+//! Vertex AI, shared by every Google model we call (Veo, Gemini, Imagen), and the models that plan,
+//! draw keyframes and judge shots: which one does each job, its id, its limits and its price. Model
+//! ids and prices stay in settings (ARCHITECTURE.md, "The providers"): providers rename and
+//! reprice.
 //!
 //! The Vertex variables were Veo's alone (`AIPROD_VEO_PROJECT`…); the old names still work,
 //! and setting an old name beside its new one stops the start, so nobody wonders which won.

@@ -1,7 +1,7 @@
-//! Gemini on Vertex AI, inside the Vertex stub: `:generateContent` answers as BACKENDS.md
-//! documents it, with candidates, `usageMetadata` and `modelVersion`. A test queues answers
-//! (`GeminiStep`) or sets an answerer for every request (`Stub::on_generate`); with neither,
-//! the model fails with a 500, so a test never passes on an answer it did not choose.
+//! Gemini on Vertex AI, inside the Vertex stub: `:generateContent` answers as ARCHITECTURE.md ("The
+//! providers") describes it, with candidates, `usageMetadata` and `modelVersion`. A test queues
+//! answers (`GeminiStep`) or sets an answerer for every request (`Stub::on_generate`); with
+//! neither, the model fails with a 500, so a test never passes on an answer it did not choose.
 
 use std::sync::Arc;
 

@@ -10,6 +10,9 @@ use crate::planning::{asks_for, gemini_settings, output};
 use crate::protocol::Rig;
 use crate::settings_for;
 
+/// A render try: backend, state, failure class, cost, error.
+type Try = (String, String, Option<String>, i64, Option<String>);
+
 fn scores(v: f64) -> Value {
     json!({"visual_quality": v, "prompt_adherence": v, "technical_excellence": v, "overall": v,
            "reasoning": "stub"})
@@ -40,7 +43,7 @@ async fn a_shot_scored_4_is_rendered_again_on_the_next_backend_and_the_ledger_sh
         .run(json!({"prompt": "A fox runs through snow.", "duration_s": 5, "quality_min": 0}))
         .await?;
     assert_eq!(status, "succeeded", "{error:?}");
-    let tries: Vec<(String, String, Option<String>, i64, Option<String>)> = sqlx::query_as(
+    let tries: Vec<Try> = sqlx::query_as(
         "select backend::text, state::text, failure_class, cost_micros, error from render_task
           where job_id = $1 order by attempt",
     )

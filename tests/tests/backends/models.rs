@@ -1,7 +1,7 @@
-//! The model clients called directly against the stubs: Gemini and Imagen on the Vertex stub,
-//! an image model on the Replicate stub, and the simulated image model with the real ffmpeg
-//! (`images`). Each sends what BACKENDS.md documents and sorts every answer into the
-//! `ModelError` the worker acts on.
+//! The model clients called directly against the stubs: Gemini and Imagen on the Vertex stub, an
+//! image model on the Replicate stub, and the simulated image model with the real ffmpeg
+//! (`images`). Each sends what ARCHITECTURE.md ("The providers") describes and sorts every answer
+//! into the `ModelError` the worker acts on.
 
 mod images;
 
