@@ -134,21 +134,7 @@ impl ShotRenderer<'_> {
                 .inc();
             let why = format!("{QA_REJECTED}: {}", report.failures());
             tracing::warn!(backend = %name, shot = task.shot, %why, "clip rejected");
-            let recorded = self
-                .update(
-                    task.id,
-                    task.state,
-                    RenderUpdate {
-                        state: Some(RenderState::Failed),
-                        failure: Some(FailureClass::QaRejected),
-                        error: Some(why.clone()),
-                        cost: Some(cost),
-                        qa: Some(qa),
-                        ..RenderUpdate::default()
-                    },
-                )
-                .await
-                .map(|_| ());
+            let recorded = self.reject(&task, &why, cost, qa).await;
             return TryEnd::next_after(recorded, why, false);
         }
         if let Some(judge) = &self.judge {
@@ -182,21 +168,7 @@ impl ShotRenderer<'_> {
                             Err(e) => return TryEnd::halt(e),
                         };
                         qa["semantic"] = serde_json::to_value(&verdict).expect("serialises");
-                        let recorded = self
-                            .update(
-                                task.id,
-                                task.state,
-                                RenderUpdate {
-                                    state: Some(RenderState::Failed),
-                                    failure: Some(FailureClass::QaRejected),
-                                    error: Some(why.clone()),
-                                    cost: Some(cost),
-                                    qa: Some(qa),
-                                    ..RenderUpdate::default()
-                                },
-                            )
-                            .await
-                            .map(|_| ());
+                        let recorded = self.reject(&task, &why, cost, qa).await;
                         let cap = judge.settings.qa_semantic_max_rerenders;
                         tracing::warn!(shot = task.shot, %why, rejections = before + 1, cap, "clip rejected by semantic QA");
                         if on_fail == OnSemanticFail::Fail || before >= cap {
@@ -254,5 +226,32 @@ impl ShotRenderer<'_> {
             duration_s: task.duration_s as u32,
             cost,
         })
+    }
+}
+
+impl ShotRenderer<'_> {
+    /// Closes a try whose clip QA rejected: failed as `qa_rejected`, paid (the provider billed
+    /// it), with its checks.
+    async fn reject(
+        &self,
+        task: &RenderTask,
+        why: &str,
+        cost: Money,
+        qa: Value,
+    ) -> Result<(), StepError> {
+        self.update(
+            task.id,
+            task.state,
+            RenderUpdate {
+                state: Some(RenderState::Failed),
+                failure: Some(FailureClass::QaRejected),
+                error: Some(why.to_owned()),
+                cost: Some(cost),
+                qa: Some(qa),
+                ..RenderUpdate::default()
+            },
+        )
+        .await
+        .map(|_| ())
     }
 }

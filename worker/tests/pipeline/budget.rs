@@ -15,17 +15,17 @@ async fn a_job_the_budget_cannot_cover_waits_then_runs_when_the_limit_is_raised(
     let today = settings.budget.calendar().day_at(chrono::Utc::now());
     let rig = Rig::new(settings).await?;
     // A first job takes $0.26 of today's $0.30.
-    rig.submit(json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0}))
+    rig.submit(json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0, "cache": false}))
         .await?;
     assert_eq!(
         rig.drain().await?,
         vec![Outcome::Worked(Some(JobOutcome::Succeeded))]
     );
     let waits = rig
-        .submit(json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0}))
+        .submit(json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0, "cache": false}))
         .await?;
     let fails = rig
-        .submit(json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0, "over_budget": "fail"}))
+        .submit(json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0, "over_budget": "fail", "cache": false}))
         .await?;
     let outcomes = rig.drain().await?;
     assert!(

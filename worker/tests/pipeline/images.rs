@@ -82,13 +82,18 @@ async fn a_client_image_is_copied_in_once_and_every_shot_starts_from_our_copy() 
             .await?;
     let shots = visual["shots"].as_array().expect("shots");
     assert!(shots.len() >= 2);
-    for s in shots {
+    // The client's image is the first shot's keyframe; the others are drawn for their shots.
+    let first = shots[0]["keyframe_uri"].as_str().expect("a keyframe");
+    assert!(
+        first.starts_with("file://") && first.ends_with("/client-image.png"),
+        "{first}"
+    );
+    assert_eq!(std::fs::read(super::path_of(first))?, png());
+    assert_eq!(shots[0]["keyframe_source"], "client");
+    for s in &shots[1..] {
         let uri = s["keyframe_uri"].as_str().expect("a keyframe");
-        assert!(
-            uri.starts_with("file://") && uri.ends_with("/client-image.png"),
-            "{uri}"
-        );
-        assert_eq!(std::fs::read(super::path_of(uri))?, png());
+        assert!(uri.contains("/keyframe-"), "{uri}");
+        assert_eq!(s["keyframe_source"], "simulated");
     }
     Ok(())
 }

@@ -141,7 +141,8 @@ async fn a_job_its_tenants_day_cannot_cover_waits_naming_it_while_others_run() -
         .bind(capped)
         .execute(&rig.pool)
         .await?;
-    let body = |_| json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0});
+    let body =
+        |_| json!({"prompt": "A fox runs.", "duration_s": 5, "quality_min": 0, "cache": false});
     // A first job takes $0.26 of the tenant's $0.30; the fleet's $100 is far from spent.
     let first = insert_for_body(&rig.pool, capped, body(1)).await?;
     rig.relay().await?;
