@@ -7,6 +7,7 @@
 
 mod call;
 pub(crate) mod judge;
+mod settle;
 
 use std::sync::Arc;
 use std::time::Duration;
