@@ -6,7 +6,7 @@
 
 use aiprod_domain::JobId;
 use aiprod_platform::Settings;
-use aiprod_platform::config::PlannerKind;
+use aiprod_platform::config::{KeyframeKind, PlannerKind};
 use aiprod_tests::stubs::{GeminiStep, Provider, Stub};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -83,11 +83,16 @@ async fn three_sentences_become_the_stubs_three_shots_and_each_prompt_reaches_th
     vertex.on_generate(|body| {
         if asks_for(body, "shots") {
             shots([3, 3, 3])
+        } else if asks_for(body, "keyframes") {
+            json!({"keyframes": (0..3).map(|i| json!({"shot": i,
+                "prompt": format!("KEYFRAME {i}: a red fox, still, 35mm")})).collect::<Vec<_>>()})
         } else {
             brief()
         }
     });
-    let rig = Rig::new(gemini_settings(&vertex, &runway)).await?;
+    let mut settings = gemini_settings(&vertex, &runway);
+    settings.models.keyframes = KeyframeKind::Imagen;
+    let rig = Rig::new(settings).await?;
     let (id, status, error) = rig
         .run(
             json!({"prompt": "A fox crosses a meadow. It leaps a stream. It rests under a pine.",
@@ -113,13 +118,39 @@ async fn three_sentences_become_the_stubs_three_shots_and_each_prompt_reaches_th
     assert_eq!(creative["planner"], "gemini");
     assert_eq!(creative["shots"].as_array().map(Vec::len), Some(3));
 
-    // Both planning calls were paid rows, settled in the ledger with their tokens' cost.
+    // Gemini wrote each keyframe's prompt, a still's description, and Imagen drew each one,
+    // at its price, once.
+    let visual = output(&rig, id, "visual").await?;
+    assert_eq!(visual["prompts_by"], "gemini");
+    let mut drawn: Vec<String> = vertex
+        .bodies(":predict")
+        .await
+        .into_iter()
+        .map(|(_, b)| {
+            b["instances"][0]["prompt"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    drawn.sort();
+    let expected: Vec<String> = (0..3)
+        .map(|i| format!("KEYFRAME {i}: a red fox, still, 35mm"))
+        .collect();
+    assert_eq!(drawn, expected);
     let rows = calls(&rig, id).await?;
+    let keyframes: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.0.starts_with("keyframe"))
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(keyframes, [20_000; 3], "three Imagen images at $0.02");
+    // The three planning calls were paid rows, settled in the ledger with their tokens' cost.
     let plans: Vec<_> = rows
         .iter()
-        .filter(|r| r.0 == "analysis" || r.0 == "creative")
+        .filter(|r| ["analysis", "creative", "visual"].contains(&r.0.as_str()))
         .collect();
-    assert_eq!(plans.len(), 2, "{rows:?}");
+    assert_eq!(plans.len(), 3, "{rows:?}");
     assert!(plans.iter().all(|r| r.1 == "done" && r.2 > 0), "{rows:?}");
     let settled: i64 = sqlx::query_scalar(
         "select coalesce(sum(spent_delta_micros), 0)::bigint from budget_entry
@@ -165,12 +196,9 @@ async fn a_plan_that_breaks_the_rules_is_repaired_once() -> anyhow::Result<()> {
     assert_eq!(status, "succeeded", "{error:?}");
     let steps: Vec<String> = calls(&rig, id).await?.into_iter().map(|r| r.0).collect();
     assert_eq!(steps[..3], ["analysis", "creative", "creative-repair"]);
-    let repair = vertex
-        .bodies(":generateContent")
-        .await
-        .pop()
-        .expect("the repair")
-        .1;
+    // The third call is the repair (Gemini then wrote no keyframe prompts: the rules did).
+    let repair = vertex.bodies(":generateContent").await.swap_remove(2).1;
+    assert!(asks_for(&repair, "shots"));
     assert!(
         repair.to_string().contains("add up to 10 s"),
         "the repair must say what broke: {repair}"

@@ -1,4 +1,4 @@
-//! The Gemini planner: two calls with structured output (a response schema), each read into
+//! The Gemini planner: three calls with structured output (a response schema), each read into
 //! typed values and checked against the rules of `super`; a broken answer is sent back once
 //! with what it broke (`ModelCaller::ask_checked`), and a second broken answer fails the stage.
 //!
@@ -6,6 +6,8 @@
 //!    and a negative prompt.
 //! 2. `creative`: scenes → shots, each with its own prompt, camera, motion and length, between
 //!    the fewest shots the length needs and the most the job can pay for.
+//! 3. `visual`: each shot's keyframe prompt, a still image's description for the image model
+//!    (a shot's prompt describes motion; its first frame does not move).
 
 use std::time::Duration;
 
@@ -214,6 +216,100 @@ pub(crate) async fn creative(
             a.settings,
             ModelCallKind::Plan,
             "creative",
+            req,
+            a.throttle_max,
+            read,
+        )
+        .await
+}
+
+const VISUAL: &str = "You are the art director of a video studio. For each shot, write the \
+prompt of its keyframe: one still image, the shot's first frame, for an image model. Describe \
+what is in the frame, its composition, light and style; no camera moves, no motion, no text \
+overlays. Keep what the consistency note says the same in every keyframe.";
+
+/// Each shot's keyframe prompt: a still image's description, where the shot's prompt
+/// describes motion. One answer for all shots, so that they share one look.
+pub(crate) async fn keyframes(
+    a: &Ask<'_>,
+    shots: &[Shot],
+    style: &str,
+    consistency: &str,
+) -> Result<Vec<String>, CallError> {
+    let n = shots.len();
+    let schema = json!({
+        "type": "OBJECT",
+        "properties": {
+            "keyframes": {"type": "ARRAY", "minItems": n, "maxItems": n, "items": {
+                "type": "OBJECT",
+                "properties": {"shot": {"type": "INTEGER"}, "prompt": {"type": "STRING"}},
+                "required": ["shot", "prompt"],
+            }},
+        },
+        "required": ["keyframes"],
+    });
+    let listed: Vec<String> = shots
+        .iter()
+        .map(|s| format!("{}: {}", s.index, s.render_prompt()))
+        .collect();
+    let req = GenerateRequest {
+        system: VISUAL.into(),
+        parts: vec![Part::Text(format!(
+            "Shots:\n{}\nStyle: {style}\nKeep consistent: {consistency}\n\nRules: exactly one \
+             keyframe per shot, {n} in all, each naming its shot.",
+            listed.join("\n")
+        ))],
+        schema,
+        temperature: 0.4,
+        max_output_tokens: 4096,
+    };
+    let read = |v: Value| {
+        let mut prompts = vec![None::<String>; n];
+        let mut broken = Vec::new();
+        for k in v["keyframes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let prompt = text(k, "prompt");
+            match k["shot"].as_u64().map(|i| i as usize) {
+                Some(i)
+                    if i < n
+                        && prompts[i].is_none()
+                        && !prompt.is_empty()
+                        && prompt.len() <= 2000 =>
+                {
+                    prompts[i] = Some(prompt);
+                }
+                Some(i) if i < n && prompts[i].is_some() => {
+                    broken.push(format!("shot {i} has more than one keyframe"));
+                }
+                Some(i) if i < n => broken.push(format!(
+                    "shot {i}'s keyframe needs a prompt of 1 to 2000 characters"
+                )),
+                other => broken.push(format!(
+                    "there is no shot {other:?}; the shots are 0 to {}",
+                    n - 1
+                )),
+            }
+        }
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_none() && !broken.iter().any(|b| b.contains(&format!("shot {i}"))) {
+                broken.push(format!("shot {i} has no keyframe"));
+            }
+        }
+        if broken.is_empty() {
+            Ok(prompts.into_iter().flatten().collect())
+        } else {
+            Err(broken)
+        }
+    };
+    a.caller
+        .ask_checked(
+            a.gemini,
+            a.settings,
+            ModelCallKind::Plan,
+            "visual",
             req,
             a.throttle_max,
             read,

@@ -116,6 +116,7 @@ pub(crate) async fn run(
         }
         Stage::Visual => {
             let drawer = visual::Drawer {
+                planner,
                 caller: self::caller(ctx, job),
                 model: ctx.models.images.as_ref(),
                 store: &ctx.store,

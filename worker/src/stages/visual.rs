@@ -1,5 +1,8 @@
-//! `visual`: gives every shot a keyframe drawn from that shot's own prompt (with the plan's
-//! style and consistency note) by the image model `AIPROD_KEYFRAMES` names: Imagen on Vertex
+//! `visual`: gives every shot a keyframe drawn from that shot's own keyframe prompt by the
+//! image model `AIPROD_KEYFRAMES` names. When Gemini planned the shots, it writes those prompts
+//! (one call for all shots, `planner::gemini::keyframes`: a still's description, where the
+//! shot's prompt describes motion); otherwise they are the shot's prompt with the plan's style
+//! and consistency note. The image models are Imagen on Vertex
 //! AI, a Replicate image model, or the simulation, which draws the shot's text on a frame.
 //! Image-to-video backends then animate the right picture. Each keyframe is a paid model call
 //! through `crate::models` (intent, ledger line, cache, breaker): it is never paid for twice.
@@ -19,12 +22,12 @@ use aiprod_platform::storage::ArtifactStore;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::analysis::Analysis;
+use super::analysis::{Analysis, fallback};
 use super::creative::Creative;
 use super::{JobState, StageOutput};
 use crate::image_fetch::ImageFetcher;
 use crate::models::{CallError, ModelCaller, digest};
-use crate::planner::Shot;
+use crate::planner::{Shot, gemini};
 
 /// A keyframe's size: 16:9, what every backend renders.
 const KEYFRAME_SIZE: (u32, u32) = (1280, 720);
@@ -49,10 +52,19 @@ pub(crate) struct VisualShot {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Visual {
     pub shots: Vec<VisualShot>,
+    /// Who wrote the keyframes' prompts: `gemini`, or `rules` (the shot's prompt with the
+    /// plan's style and consistency note).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts_by: Option<String>,
+    /// Why the rules stood in for Gemini.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What drawing keyframes takes.
 pub(crate) struct Drawer<'a> {
+    /// Gemini, which writes the keyframes' prompts when it planned the shots.
+    pub planner: Option<gemini::Ask<'a>>,
     pub caller: ModelCaller<'a>,
     pub model: &'a dyn ImageModel,
     pub store: &'a ArtifactStore,
@@ -69,9 +81,11 @@ pub(crate) async fn run(job: &JobState, d: &Drawer<'_>) -> Result<StageOutput, S
         }
         other => other.map(str::to_owned),
     };
+    let (written, prompts_by, note) = keyframe_prompts(d, &c, &a).await?;
     let shots = futures::stream::iter(c.shots.into_iter().map(|shot| {
         let client = client_image.clone().filter(|_| shot.index == 0);
         let a = &a;
+        let written = written.as_ref().and_then(|w| w.get(shot.index).cloned());
         async move {
             if let Some(uri) = client {
                 // A stored copy is hashed by its bytes (the render cache keys the picture); a
@@ -87,11 +101,13 @@ pub(crate) async fn run(job: &JobState, d: &Drawer<'_>) -> Result<StageOutput, S
                     keyframe_source: "client".into(),
                 });
             }
-            let prompt = [shot.render_prompt(), a.style.clone(), a.consistency.clone()]
-                .into_iter()
-                .filter(|s| !s.trim().is_empty())
-                .collect::<Vec<_>>()
-                .join(". ");
+            let prompt = written.unwrap_or_else(|| {
+                [shot.render_prompt(), a.style.clone(), a.consistency.clone()]
+                    .into_iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join(". ")
+            });
             let seed = seed_of(job.tenant, &prompt);
             let req = ImageRequest {
                 prompt,
@@ -126,7 +142,27 @@ pub(crate) async fn run(job: &JobState, d: &Drawer<'_>) -> Result<StageOutput, S
     .buffered(AT_ONCE)
     .try_collect::<Vec<_>>()
     .await?;
-    Ok(StageOutput::of(&Visual { shots }))
+    Ok(StageOutput::of(&Visual {
+        shots,
+        prompts_by: Some(prompts_by.into()),
+        note,
+    }))
+}
+
+/// The keyframes' prompts Gemini writes, when it planned the shots; `None` where the rules
+/// compose them. Gemini out of reach leaves the rules to it, and the output says so.
+async fn keyframe_prompts(
+    d: &Drawer<'_>,
+    c: &Creative,
+    a: &Analysis,
+) -> Result<(Option<Vec<String>>, &'static str, Option<String>), StepError> {
+    let Some(ask) = d.planner.as_ref().filter(|_| c.planner == "gemini") else {
+        return Ok((None, "rules", None));
+    };
+    match gemini::keyframes(ask, &c.shots, &a.style, &a.consistency).await {
+        Ok(prompts) => Ok((Some(prompts), "gemini", None)),
+        Err(e) => Ok((None, "rules", Some(fallback(Stage::Visual, e)?))),
+    }
 }
 
 /// A seed the same prompt always gets within a tenant, so the same shot draws the same picture
