@@ -259,3 +259,62 @@ comment on view model_spend_daily is 'Calls, tokens and dollars per UTC day, mod
 alter table job add column use_cache boolean not null default true;
 
 comment on column job.use_cache is 'The job may reuse identical renders, keyframes and model answers (the request''s `cache`, default true).';
+
+-- The audits prove spent equals what was bought: render tries and, now, model calls.
+create or replace view budget_audit as
+with l as (
+    select day, sum(reserved_delta_micros) as reserved, sum(spent_delta_micros) as spent
+      from budget_entry group by day
+), c as (
+    select j.budget_day as day, sum(r.cost_micros) as cost
+      from render_task r join job j on j.id = r.job_id
+     where j.budget_day is not null and r.cost_micros is not null
+     group by 1
+), m as (
+    select j.budget_day as day, sum(mc.cost_micros) as cost
+      from model_call mc join job j on j.id = mc.job_id
+     where j.budget_day is not null and mc.cost_micros is not null
+     group by 1
+)
+select d.day,
+       d.reserved_micros, coalesce(l.reserved, 0) as ledger_reserved_micros,
+       d.spent_micros, coalesce(l.spent, 0) as ledger_spent_micros,
+       coalesce(c.cost, 0) as render_cost_micros,
+       d.reserved_micros = coalesce(l.reserved, 0) and d.spent_micros = coalesce(l.spent, 0)
+           and d.spent_micros = coalesce(c.cost, 0) + coalesce(m.cost, 0) as balanced,
+       coalesce(m.cost, 0) as model_cost_micros
+  from budget_day d
+  left join l on l.day = d.day
+  left join c on c.day = d.day
+  left join m on m.day = d.day;
+
+comment on view budget_audit is 'Proof that the books balance: each day''s reserved and spent equal the sums of its ledger entries, and spent equals the cost of its render tries plus its model calls. balanced is false if anything ever disagrees.';
+
+create or replace view tenant_budget_audit as
+with l as (
+    select tenant_id, day, sum(reserved_delta_micros) as reserved, sum(spent_delta_micros) as spent
+      from budget_entry where tenant_id is not null group by tenant_id, day
+), c as (
+    select j.tenant_id, j.budget_day as day, sum(r.cost_micros) as cost
+      from render_task r join job j on j.id = r.job_id
+     where j.tenant_budget and j.budget_day is not null and r.cost_micros is not null
+     group by 1, 2
+), m as (
+    select j.tenant_id, j.budget_day as day, sum(mc.cost_micros) as cost
+      from model_call mc join job j on j.id = mc.job_id
+     where j.tenant_budget and j.budget_day is not null and mc.cost_micros is not null
+     group by 1, 2
+)
+select d.tenant_id, d.day, d.limit_micros,
+       d.reserved_micros, coalesce(l.reserved, 0) as ledger_reserved_micros,
+       d.spent_micros, coalesce(l.spent, 0) as ledger_spent_micros,
+       coalesce(c.cost, 0) as render_cost_micros,
+       d.reserved_micros = coalesce(l.reserved, 0) and d.spent_micros = coalesce(l.spent, 0)
+           and d.spent_micros = coalesce(c.cost, 0) + coalesce(m.cost, 0) as balanced,
+       coalesce(m.cost, 0) as model_cost_micros
+  from tenant_budget_day d
+  left join l on l.tenant_id = d.tenant_id and l.day = d.day
+  left join c on c.tenant_id = d.tenant_id and c.day = d.day
+  left join m on m.tenant_id = d.tenant_id and m.day = d.day;
+
+comment on view tenant_budget_audit is 'Proof that each tenant''s books balance: its day''s reserved and spent equal the sums of the ledger entries that moved it, and spent equals the cost of the render tries and model calls booked on it.';

@@ -21,7 +21,9 @@ pub struct BudgetAudit {
     pub ledger_spent_micros: i64,
     /// The sum of the costs of the day's render tries.
     pub render_cost_micros: i64,
-    /// All three agree.
+    /// The sum of the costs of the day's model calls (plans, keyframes, judgements).
+    pub model_cost_micros: i64,
+    /// All three agree: spent is the renders' and model calls' costs.
     pub balanced: bool,
 }
 
@@ -36,7 +38,8 @@ pub async fn audit_budget_day(
                   ledger_reserved_micros::bigint as "ledger_reserved_micros!",
                   spent_micros as "spent_micros!",
                   ledger_spent_micros::bigint as "ledger_spent_micros!",
-                  render_cost_micros::bigint as "render_cost_micros!", balanced as "balanced!"
+                  render_cost_micros::bigint as "render_cost_micros!",
+                  model_cost_micros::bigint as "model_cost_micros!", balanced as "balanced!"
              from budget_audit where day = $1"#,
         day
     )
@@ -139,7 +142,8 @@ pub async fn set_tenant_budget_limit(
 }
 
 /// The audit of one tenant's day (the `tenant_budget_audit` view): its counters against the
-/// ledger entries that moved it and the costs of the render tries booked on it.
+/// ledger entries that moved it and the costs of the render tries and model calls booked on
+/// it.
 pub async fn audit_tenant_budget_day(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
@@ -151,7 +155,8 @@ pub async fn audit_tenant_budget_day(
                   ledger_reserved_micros::bigint as "ledger_reserved_micros!",
                   spent_micros as "spent_micros!",
                   ledger_spent_micros::bigint as "ledger_spent_micros!",
-                  render_cost_micros::bigint as "render_cost_micros!", balanced as "balanced!"
+                  render_cost_micros::bigint as "render_cost_micros!",
+                  model_cost_micros::bigint as "model_cost_micros!", balanced as "balanced!"
              from tenant_budget_audit where tenant_id = $1 and day = $2"#,
         tenant as TenantId,
         day

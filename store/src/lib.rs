@@ -72,7 +72,7 @@ pub use ledger::{
 };
 pub use model_call::{
     ModelCall, ModelHit, ModelIntent, ModelIntentOutcome, ModelUpdate, insert_model_call,
-    insert_model_hit, model_calls, update_model_call,
+    insert_model_hit, model_calls, settle_abandoned_model_calls, update_model_call,
 };
 pub use model_health::{
     model_gate, record_model_failure, record_model_success, release_model_probe,

@@ -271,3 +271,36 @@ pub async fn insert_model_hit(db: impl PgExecutor<'_>, h: &ModelHit<'_>) -> sqlx
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Settles the calls a job left unanswered when it ended (a worker died mid-call and the job
+/// was then canceled or failed, so no worker resumed the call): each is `lost` and charged its
+/// estimate, since the provider may have billed it, which moves its reservation to spent. One
+/// statement per call, oldest first, so the days are locked in the usual order. Returns the
+/// calls settled.
+pub async fn settle_abandoned_model_calls(pool: &PgPool, limit: i64) -> sqlx::Result<u64> {
+    let rows = sqlx::query!(
+        r#"select m.id, m.state as "state: ModelCallState" from model_call m
+             join job j on j.id = m.job_id
+            where m.state in ('intent', 'submitted') and job_status_is_terminal(j.status)
+            order by m.id
+            limit $1"#,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut settled = 0;
+    for r in rows {
+        let done = sqlx::query!(
+            "update model_call
+                set state = 'lost', cost_micros = estimated_cost_micros, finished_at = now(),
+                    error = 'its job ended before the answer was saved; charged its estimate'
+              where id = $1 and state = $2 and cost_micros is null",
+            r.id,
+            r.state as ModelCallState,
+        )
+        .execute(pool)
+        .await?;
+        settled += done.rows_affected();
+    }
+    Ok(settled)
+}

@@ -4,6 +4,10 @@
 //! the seed we sent and its creation time, cancels it if it still runs, and records its id and
 //! cost, so that the books show what was paid. Runway and Vertex list nothing: their orphans
 //! stay visible as rows with no id.
+//!
+//! The same duty settles the model calls a job left unanswered when it ended
+//! (`settle_abandoned_model_calls`): charged their estimate, so their reservations do not
+//! hold the day's money for ever.
 
 use std::time::Duration;
 
@@ -113,8 +117,13 @@ impl Duty for ReconcileOrphans {
     }
 
     async fn run(&self) -> anyhow::Result<()> {
-        reconcile_orphans(&self.pool, &self.fleet, self.settle)
-            .await
-            .map(drop)
+        reconcile_orphans(&self.pool, &self.fleet, self.settle).await?;
+        // Model calls (plans, keyframes, judgements) a job left unanswered when it ended hold
+        // their reservation until settled here.
+        let settled = aiprod_store::settle_abandoned_model_calls(&self.pool, 500).await?;
+        if settled > 0 {
+            tracing::warn!(settled, "charged model calls their jobs left unanswered");
+        }
+        Ok(())
     }
 }

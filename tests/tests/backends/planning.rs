@@ -161,6 +161,16 @@ async fn three_sentences_become_the_stubs_three_shots_and_each_prompt_reaches_th
     .await?;
     let paid: i64 = rows.iter().map(|r| r.2.max(0)).sum();
     assert_eq!(settled, paid);
+    // And the day's books balance with renders and model calls both.
+    let day: chrono::NaiveDate = sqlx::query_scalar("select budget_day from job where id = $1")
+        .bind(id)
+        .fetch_one(&rig.pool)
+        .await?;
+    let audit = aiprod_store::audit_budget_day(&rig.pool, day)
+        .await?
+        .expect("the day is open");
+    assert!(audit.balanced, "{audit:?}");
+    assert_eq!(audit.model_cost_micros, paid);
     // The analysis call carried the brief; the creative call the rules of the length.
     let asked = vertex.bodies(":generateContent").await;
     let creative_ask = asked
