@@ -1,7 +1,7 @@
 //! Model calls in the ledger over a real PostgreSQL: an intent takes its estimate from what the
 //! job holds (and is refused what it does not hold), its cost settles into spent with an entry
 //! naming it, a call a job left unanswered when it ended is charged its estimate, and the books
-//! balance with renders and model calls both.
+//! balance with renders and model calls both; and a model service's fleet-wide circuit breaker.
 
 #![allow(missing_docs)]
 
@@ -127,5 +127,50 @@ async fn a_model_call_is_reserved_settled_and_audited_like_a_render() -> anyhow:
     let audit = audit_budget_day(&pool, day()).await?.expect("audited");
     assert!(audit.balanced, "{audit:?}");
     assert_eq!(audit.model_cost_micros, 33_000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_model_services_circuit_opens_at_the_threshold_and_one_probe_closes_it()
+-> anyhow::Result<()> {
+    use aiprod_domain::{CircuitPolicy, CircuitState};
+    use aiprod_store::{Gate, model_gate, record_model_failure, record_model_success};
+
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let policy = CircuitPolicy {
+        threshold: 3,
+        cooldown: Duration::from_millis(200),
+        cooldown_max: Duration::from_secs(5),
+    };
+    let ttl = Duration::from_secs(30);
+    for i in 0..3 {
+        assert_eq!(model_gate(&pool, "gemini", "job-a", ttl).await?, Gate::Pass);
+        let state = record_model_failure(&pool, "gemini", "job-a", "503", policy).await?;
+        let want = if i < 2 {
+            CircuitState::Closed
+        } else {
+            CircuitState::Open
+        };
+        assert_eq!(state, Some(want));
+    }
+    // Open for every worker of the fleet; Imagen's circuit is its own.
+    assert!(matches!(
+        model_gate(&pool, "gemini", "job-b", ttl).await?,
+        Gate::Blocked(_)
+    ));
+    assert_eq!(model_gate(&pool, "imagen", "job-b", ttl).await?, Gate::Pass);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // After the cooldown exactly one caller holds the half-open probe.
+    assert_eq!(
+        model_gate(&pool, "gemini", "job-b", ttl).await?,
+        Gate::Probe
+    );
+    assert!(matches!(
+        model_gate(&pool, "gemini", "job-c", ttl).await?,
+        Gate::Blocked(_)
+    ));
+    record_model_success(&pool, "gemini").await?;
+    assert_eq!(model_gate(&pool, "gemini", "job-c", ttl).await?, Gate::Pass);
     Ok(())
 }
