@@ -1,14 +1,19 @@
 //! What every model client shares: one HTTP client with a timeout, and the mapping of HTTP
-//! answers onto `ModelError`. Like `crate::http` for the video backends, every error text is
-//! built through `aiprod_platform::redact`: it never carries a URL or a token.
+//! answers onto `ModelError`, whether they came through reqwest (Replicate) or through Google's
+//! client library (Gemini and Imagen). Like `crate::http` for the video backends, every error
+//! text is built through `aiprod_platform::redact`: it never carries a URL or a token.
 
 use std::time::Duration;
 
 use aiprod_platform::redact::{error_text, redact_urls};
+use google_cloud_auth::errors::CredentialsError;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use super::ModelError;
+
+/// How every model call names us to the provider, through reqwest or Google's client.
+pub(crate) const USER_AGENT: &str = concat!("aiprod-fleet/", env!("CARGO_PKG_VERSION"));
 
 /// An HTTP client for one model provider; `who` starts every error text.
 #[derive(Clone)]
@@ -23,7 +28,7 @@ impl Call {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("aiprod-fleet/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()?;
         Ok(Call { client, who })
     }
@@ -133,6 +138,62 @@ pub(crate) fn classify(
         401 | 403 => ModelError::Unauthorized(message),
         408 | 500..=599 => ModelError::Transient(message),
         _ => ModelError::Rejected(message),
+    }
+}
+
+/// Maps an error of Google's client library (Gemini, Imagen) the way `classify` maps a reqwest
+/// answer: an HTTP error keeps its status, its `Retry-After` and Google's words, and what never
+/// reached Vertex is told apart from what may have.
+pub(crate) fn google(who: &str, e: &google_cloud_gax::error::Error) -> ModelError {
+    if let Some(code) = e.http_status_code() {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = e
+            .http_headers()
+            .and_then(|h| h.get(reqwest::header::RETRY_AFTER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // The library parsed Google's `{error:{code, message, status}}` into a status, or kept
+        // the body when it was something else (a proxy's page): `classify` reads either.
+        let body = match (e.status(), e.http_payload()) {
+            (Some(s), _) => serde_json::json!({"error": {
+                "status": s.code.name(),
+                "message": s.message,
+            }})
+            .to_string(),
+            (None, Some(p)) => String::from_utf8_lossy(p).into_owned(),
+            (None, None) => String::new(),
+        };
+        return classify(who, status, &body, retry_after);
+    }
+    let why = error_text(e);
+    // Through the error's public surface only: the library's `is_connect`/`is_authentication`
+    // are hidden from its API, so the causes are read from the source instead.
+    let source = std::error::Error::source(e);
+    let no_token = source.and_then(|s| s.downcast_ref::<CredentialsError>());
+    let no_connection = source
+        .and_then(|s| s.downcast_ref::<reqwest::Error>())
+        .is_some_and(reqwest::Error::is_connect);
+    if e.is_timeout() {
+        ModelError::Timeout(format!("{who}: timed out: {why}"))
+    } else if let Some(c) = no_token {
+        // The metadata server may answer later; wrong credentials will not.
+        let message = format!("{who}: cannot get a Google token: {why}");
+        if c.is_transient() {
+            ModelError::Transient(message)
+        } else {
+            ModelError::Unauthorized(message)
+        }
+    } else if no_connection {
+        ModelError::Transient(format!("{who}: cannot connect: {why}"))
+    } else if e.is_deserialization() {
+        ModelError::Malformed(format!("{who}: unreadable answer: {why}"))
+    } else if e.is_serialization() {
+        // Nothing was sent: the request itself cannot be made.
+        ModelError::Rejected(format!("{who}: cannot send the request: {why}"))
+    } else {
+        // Cut off mid-answer: Vertex may have acted on it, as after a timeout.
+        ModelError::Timeout(format!("{who}: request failed: {why}"))
     }
 }
 

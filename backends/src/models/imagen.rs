@@ -1,6 +1,8 @@
 //! Imagen on Vertex AI: `:predict` draws one image and answers with its bytes (ARCHITECTURE.md,
 //! "The providers"; "Imagen on Vertex AI"). It is synchronous: there is no id to save and nothing
-//! to poll, and a filtered image comes back missing or with only its reason.
+//! to poll, and a filtered image comes back missing or with only its reason. The call goes through
+//! Google's `PredictionService` client (`crate::vertex::Predictions`); `instances` and
+//! `parameters` are free-form JSON there, so what it sends is `Imagen::body` as it is.
 
 use std::time::Duration;
 
@@ -9,12 +11,14 @@ use aiprod_platform::config::VertexSettings;
 use async_trait::async_trait;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use google_cloud_aiplatform_v1::model::PredictRequest;
+use google_cloud_gax::options::RequestOptionsBuilder as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::call::Call;
+use super::call;
 use super::{GeneratedImage, ImageModel, ImageRequest, ImageStart, ModelError};
-use crate::vertex::Vertex;
+use crate::vertex::{Predictions, Vertex};
 
 /// The aspect ratios Imagen draws, as (name, width, height).
 const RATIOS: [(&str, u32, u32); 5] = [
@@ -39,10 +43,10 @@ pub(crate) fn aspect_ratio(width: u32, height: u32) -> &'static str {
 
 /// The Imagen client for one model.
 pub struct Imagen {
-    call: Call,
-    vertex: Vertex,
+    predictions: Predictions,
     model: String,
-    url: String,
+    /// `projects/…/publishers/google/models/{model}`: where `:predict` goes.
+    name: String,
     price: Money,
 }
 
@@ -56,9 +60,8 @@ impl Imagen {
     ) -> anyhow::Result<Imagen> {
         let vertex = Vertex::new(vertex)?;
         Ok(Imagen {
-            call: Call::new("imagen", timeout)?,
-            url: format!("{}:predict", vertex.model_url(model)),
-            vertex,
+            name: vertex.model_name(model),
+            predictions: Predictions::new(vertex, timeout),
             model: model.to_owned(),
             price,
         })
@@ -84,12 +87,6 @@ impl Imagen {
 }
 
 #[derive(Deserialize)]
-struct Answer {
-    #[serde(default)]
-    predictions: Vec<Prediction>,
-}
-
-#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Prediction {
     bytes_base64_encoded: Option<String>,
@@ -97,26 +94,27 @@ struct Prediction {
     rai_filtered_reason: Option<String>,
 }
 
-impl Answer {
-    fn image(self) -> Result<GeneratedImage, ModelError> {
-        let Some(p) = self.predictions.into_iter().next() else {
-            return Err(ModelError::Blocked(
-                "imagen: no image came back (filtered)".into(),
-            ));
-        };
-        match (p.bytes_base64_encoded, p.rai_filtered_reason) {
-            (Some(b64), _) => {
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_bytes())
-                    .map_err(|e| ModelError::Malformed(format!("imagen: bad image bytes: {e}")))?;
-                Ok(GeneratedImage {
-                    mime: p.mime_type.unwrap_or_else(|| "image/png".into()),
-                    data,
-                })
-            }
-            (None, Some(reason)) => Err(ModelError::Blocked(format!("imagen: {reason}"))),
-            (None, None) => Err(ModelError::Blocked("imagen: the image was filtered".into())),
+/// The image of `:predict`'s first prediction, or why there is none.
+fn image(predictions: Vec<Value>) -> Result<GeneratedImage, ModelError> {
+    let Some(first) = predictions.into_iter().next() else {
+        return Err(ModelError::Blocked(
+            "imagen: no image came back (filtered)".into(),
+        ));
+    };
+    let p: Prediction = serde_json::from_value(first)
+        .map_err(|e| ModelError::Malformed(format!("imagen: unreadable prediction: {e}")))?;
+    match (p.bytes_base64_encoded, p.rai_filtered_reason) {
+        (Some(b64), _) => {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| ModelError::Malformed(format!("imagen: bad image bytes: {e}")))?;
+            Ok(GeneratedImage {
+                mime: p.mime_type.unwrap_or_else(|| "image/png".into()),
+                data,
+            })
         }
+        (None, Some(reason)) => Err(ModelError::Blocked(format!("imagen: {reason}"))),
+        (None, None) => Err(ModelError::Blocked("imagen: the image was filtered".into())),
     }
 }
 
@@ -135,23 +133,25 @@ impl ImageModel for Imagen {
     }
 
     async fn start(&self, req: &ImageRequest) -> Result<ImageStart, ModelError> {
-        let token = self.vertex.bearer().await.map_err(|e| {
-            if e.transient {
-                ModelError::Transient(format!("imagen: {}", e.message))
-            } else {
-                ModelError::Unauthorized(format!("imagen: {}", e.message))
-            }
-        })?;
-        let request = self
-            .call
-            .http()
-            .post(&self.url)
-            .bearer_auth(token)
-            .json(&self.body(req));
-        let answer: Answer = self.call.json(request).await?;
+        let client = self
+            .predictions
+            .client()
+            .await
+            .map_err(|m| ModelError::Unauthorized(format!("imagen: {m}")))?;
+        // `body` is `{instances, parameters}` in the request's own JSON form.
+        let mut request: PredictRequest = serde_json::from_value(self.body(req))
+            .map_err(|e| ModelError::Rejected(format!("imagen: cannot build the request: {e}")))?;
+        request.endpoint.clone_from(&self.name);
+        let answer = client
+            .predict()
+            .with_request(request)
+            .with_user_agent(call::USER_AGENT)
+            .send()
+            .await
+            .map_err(|e| call::google("imagen", &e))?;
         Ok(ImageStart {
             id: None,
-            image: Some(answer.image()?),
+            image: Some(image(answer.predictions)?),
         })
     }
 

@@ -93,7 +93,9 @@ async fn gemini_sends_the_documented_request_and_parses_a_structured_answer() {
     );
     let config = &body["generationConfig"];
     assert_eq!(config["responseMimeType"], "application/json");
-    assert_eq!(config["responseSchema"]["type"], "OBJECT");
+    // Google's client sends proto enums as numbers (`$alt=json;enum-encoding=int`, which Vertex
+    // reads as it reads the names): OBJECT is 6.
+    assert_eq!(config["responseSchema"]["type"], 6);
     assert_eq!(config["maxOutputTokens"], 1024);
     assert_eq!(stub.count("POST", GEMINI_PATH).await, 1);
 }
