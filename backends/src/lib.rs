@@ -196,6 +196,19 @@ pub(crate) async fn write_inline(
     Ok(bytes.len() as u64)
 }
 
+/// An image's type from its link's file name (PNG when it does not say): for a `gs://`
+/// keyframe Veo reads, or an image model's output whose answer names no type.
+pub(crate) fn guess_mime(url: &str) -> &'static str {
+    let path = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
+    if path.ends_with(".jpg") || path.ends_with(".jpeg") {
+        "image/jpeg"
+    } else if path.ends_with(".webp") {
+        "image/webp"
+    } else {
+        "image/png"
+    }
+}
+
 /// The answer to an output over the size cap.
 pub(crate) fn too_large(backend: BackendName, cap: u64) -> BackendError {
     BackendError::Rejected(format!(

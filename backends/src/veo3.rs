@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::{
     Api, Backend, BackendError, FailureClass, Image, Output, Poll, RemoteHandle, ShotRequest,
 };
+use crate::guess_mime;
 use crate::vertex::Vertex;
 
 /// The Veo 3 client.
@@ -109,17 +110,6 @@ impl Veo3 {
             "bytesBase64Encoded": base64::engine::general_purpose::STANDARD.encode(data),
             "mimeType": mime,
         }))
-    }
-}
-
-fn guess_mime(url: &str) -> &'static str {
-    let path = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
-    if path.ends_with(".jpg") || path.ends_with(".jpeg") {
-        "image/jpeg"
-    } else if path.ends_with(".webp") {
-        "image/webp"
-    } else {
-        "image/png"
     }
 }
 

@@ -218,34 +218,50 @@ impl Media {
         if there {
             return Ok(path);
         }
-        let dir = cache_dir(&root);
-        tokio::fs::create_dir_all(&dir)
+        let what = format!("make a {:.2} s clip", spec.seconds());
+        self.make_cached(&path, &key, "mp4", &spec.text, &what, |text_file, tmp| {
+            args(spec, &self.settings, text_file, tmp)
+        })
+        .await?;
+        Ok(path)
+    }
+}
+
+impl Media {
+    /// Makes the cached file `path` (`key`, `ext`): `text` written beside it for drawtext, then
+    /// ffmpeg run with `args(text_file, tmp)` into a temporary name, renamed into place, so two
+    /// makers of one file never see half of it.
+    async fn make_cached(
+        &self,
+        path: &Path,
+        key: &str,
+        ext: &str,
+        text: &str,
+        what: &str,
+        args: impl FnOnce(&str, &str) -> Vec<String>,
+    ) -> Result<(), MediaError> {
+        let dir = path.parent().unwrap_or(path);
+        tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|e| MediaError::io(&dir, e))?;
+            .map_err(|e| MediaError::io(dir, e))?;
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let text_file = format!(".{key}-{nonce}.txt");
-        let tmp = format!(".{key}-{nonce}.mp4");
-        tokio::fs::write(dir.join(&text_file), wrap(&spec.text))
+        let tmp = format!(".{key}-{nonce}.{ext}");
+        tokio::fs::write(dir.join(&text_file), wrap(text))
             .await
-            .map_err(|e| MediaError::io(&dir, e))?;
-        let what = format!("make a {:.2} s clip", spec.seconds());
+            .map_err(|e| MediaError::io(dir, e))?;
         let made = self
-            .ffmpeg(
-                &what,
-                args(spec, &self.settings, &text_file, &tmp),
-                Some(&dir),
-            )
+            .ffmpeg(what, args(&text_file, &tmp), Some(dir))
             .await
-            .and_then(|r| r.ok("ffmpeg", &what));
+            .and_then(|r| r.ok("ffmpeg", what));
         let _ = tokio::fs::remove_file(dir.join(&text_file)).await;
         if let Err(e) = made {
             let _ = tokio::fs::remove_file(dir.join(&tmp)).await;
             return Err(e);
         }
-        tokio::fs::rename(dir.join(&tmp), &path)
+        tokio::fs::rename(dir.join(&tmp), path)
             .await
-            .map_err(|e| MediaError::io(&path, e))?;
-        Ok(path)
+            .map_err(|e| MediaError::io(path, e))
     }
 }
 
@@ -267,52 +283,35 @@ impl Media {
         if let Ok(bytes) = tokio::fs::read(&path).await {
             return Ok(bytes);
         }
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| MediaError::io(&dir, e))?;
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let text_file = format!(".{key}-{nonce}.txt");
-        let tmp = format!(".{key}-{nonce}.png");
-        tokio::fs::write(dir.join(&text_file), wrap(text))
-            .await
-            .map_err(|e| MediaError::io(&dir, e))?;
-        let source = format!(
-            "color=0x336699:size={width}x{height}:rate=1,{}",
-            drawtext(&text_file, height)
-        );
-        let args: Vec<String> = [
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            &source,
-            "-frames:v",
-            "1",
-            "-c:v",
-            "png",
-            "-f",
-            "image2",
-            &tmp,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
         let what = format!("draw a {width}x{height} still");
-        let made = self
-            .ffmpeg(&what, args, Some(&dir))
-            .await
-            .and_then(|r| r.ok("ffmpeg", &what));
-        let _ = tokio::fs::remove_file(dir.join(&text_file)).await;
-        if let Err(e) = made {
-            let _ = tokio::fs::remove_file(dir.join(&tmp)).await;
-            return Err(e);
-        }
-        tokio::fs::rename(dir.join(&tmp), &path)
-            .await
-            .map_err(|e| MediaError::io(&path, e))?;
+        self.make_cached(&path, &key, "png", text, &what, |text_file, tmp| {
+            let source = format!(
+                "color=0x336699:size={width}x{height}:rate=1,{}",
+                drawtext(text_file, height)
+            );
+            let args: Vec<String> = [
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                &source,
+                "-frames:v",
+                "1",
+                "-c:v",
+                "png",
+                "-f",
+                "image2",
+                tmp,
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args
+        })
+        .await?;
         tokio::fs::read(&path)
             .await
             .map_err(|e| MediaError::io(&path, e))

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::call::Call;
 use super::{GeneratedImage, ImageModel, ImageRequest, ImageStart, ModelError};
+use crate::guess_mime;
 
 /// The largest image downloaded: a keyframe is a few megabytes at most.
 const IMAGE_CAP: u64 = 20 * 1024 * 1024;
@@ -132,17 +133,6 @@ impl ReplicateImage {
             .map_or_else(|| guess_mime(url).to_owned(), str::to_owned);
         let data = self.call.bytes_capped(resp, IMAGE_CAP).await?;
         Ok(GeneratedImage { mime, data })
-    }
-}
-
-fn guess_mime(url: &str) -> &'static str {
-    let path = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
-    if path.ends_with(".jpg") || path.ends_with(".jpeg") {
-        "image/jpeg"
-    } else if path.ends_with(".webp") {
-        "image/webp"
-    } else {
-        "image/png"
     }
 }
 
