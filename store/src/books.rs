@@ -76,8 +76,9 @@ pub async fn get_tenant_budget_day(
     day: NaiveDate,
 ) -> sqlx::Result<Option<TenantBudgetDay>> {
     Ok(sqlx::query!(
-        r#"select tenant_id as "tenant_id: TenantId", day, limit_micros, reserved_micros,
-                  spent_micros
+        r#"select tenant_id as "tenant_id!: TenantId", day as "day!",
+                  limit_micros as "limit_micros!", reserved_micros as "reserved_micros!",
+                  spent_micros as "spent_micros!"
              from tenant_budget_day where tenant_id = $1 and day = $2"#,
         tenant as TenantId,
         day
@@ -106,12 +107,17 @@ pub async fn set_tenant_budget_limit(
 ) -> sqlx::Result<Option<TenantBudgetDay>> {
     let row = sqlx::query!(
         r#"with prev as (
-               select limit_micros from tenant_budget_day where tenant_id = $1 and day = $2
+               select limit_micros from tenant_budget_limit where tenant_id = $1 and day = $2
            ), s as (
-               insert into tenant_budget_day (tenant_id, day, limit_micros)
-               select $1, $2, $3 where exists (select 1 from budget_day where day = $2)
+               insert into tenant_budget_limit (tenant_id, day, limit_micros)
+               select $1, $2, $3 where exists (select 1 from budget_limit where day = $2)
                on conflict (tenant_id, day) do update set limit_micros = $3, updated_at = now()
-               returning tenant_id, day, limit_micros, reserved_micros, spent_micros
+               returning tenant_id, day, limit_micros, (xmax = 0) as fresh
+           ), o as (
+               select budget_open_stripes(day, tenant_id, limit_micros) from s where fresh
+           ), r as (
+               -- The stripes' shares follow the new limit.
+               select budget_rebalance(day, tenant_id, 0, 0, limit_micros) from s where not fresh
            ), e as (
                insert into budget_entry (day, kind, tenant_id, limit_micros, actor, note)
                select s.day, 'limit', s.tenant_id, $3, $4,
@@ -121,10 +127,15 @@ pub async fn set_tenant_budget_limit(
                              ($3::numeric / 1000000)::text)
                  from s
            )
-           select tenant_id as "tenant_id!: TenantId", day as "day!",
-                  limit_micros as "limit_micros!", reserved_micros as "reserved_micros!",
-                  spent_micros as "spent_micros!"
-             from s"#,
+           select s.tenant_id as "tenant_id!: TenantId", s.day as "day!",
+                  s.limit_micros as "limit_micros!",
+                  coalesce(sum(b.reserved_micros), 0)::bigint as "reserved_micros!",
+                  coalesce(sum(b.spent_micros), 0)::bigint as "spent_micros!"
+             from s
+             left join budget_stripe b on b.tenant_id = s.tenant_id and b.day = s.day
+            cross join (select count(*) from o) as opened
+            cross join (select count(*) from r) as rebalanced
+            group by s.tenant_id, s.day, s.limit_micros"#,
         tenant as TenantId,
         day,
         limit.micros(),

@@ -121,102 +121,89 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
     let seed = intent.seed.unwrap_or_else(|| {
         i64::from(u32::from_be_bytes(id.as_bytes()[12..16].try_into().expect("four bytes")) >> 1)
     });
-    let written = sqlx::query_as!(
-        RenderTask,
-        r#"with j as (
-               select id, tenant_id, budget_day, tenant_budget, budget_held_micros as held from job
-                where id = $2 and lease_epoch = $3 and locked_by = $10 and status = 'running'
-                  for update
-           ), a as (
-               select j.*, least($9, held) as take, $9 - least($9, held) as extra from j
-           ), lt as (
-               select tb.limit_micros - tb.reserved_micros - tb.spent_micros as left_micros
-                 from tenant_budget_day tb
-                 join a on tb.tenant_id = a.tenant_id and tb.day = a.budget_day
-                where a.tenant_budget and a.extra > 0
-                  for no key update of tb
-           ), lf as (
-               select b.limit_micros - b.reserved_micros - b.spent_micros as left_micros
-                 from budget_day b join a on b.day = a.budget_day left join lt on true
-                where a.extra > 0
-                  for no key update of b
-           ), ok as (
-               select a.* from a
-                where a.budget_day is null or a.extra = 0
-                   or (exists (select 1 from lf where lf.left_micros >= a.extra)
-                       and (not a.tenant_budget
-                            or exists (select 1 from lt where lt.left_micros >= a.extra)))
-           ), ins as (
-               insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
-                                        estimated_cost_micros, reserved_micros, baseline_micros,
-                                        spec_key)
-               select $1, ok.id, $4, $5, $6, $7, $8, $9,
-                      case when ok.budget_day is null then 0 else $9 end, $11, $12
-                 from ok
-               returning *
-           ), t as (
-               update tenant_budget_day tb
-                  set reserved_micros = tb.reserved_micros + ok.extra, updated_at = now()
-                 from ok
-                where tb.tenant_id = ok.tenant_id and tb.day = ok.budget_day and ok.tenant_budget
-                  and ok.extra > 0 and exists (select 1 from ins)
-           ), d as (
-               update budget_day b set reserved_micros = b.reserved_micros + ok.extra, updated_at = now()
-                 from ok
-                where b.day = ok.budget_day and ok.extra > 0 and exists (select 1 from ins)
-           ), ju as (
-               update job set budget_held_micros = budget_held_micros - ok.take
-                 from ok
-                where job.id = ok.id and ok.budget_day is not null and ok.take > 0
-                  and exists (select 1 from ins)
-           ), e as (
-               insert into budget_entry (day, kind, job_id, render_task_id, tenant_id,
-                                         reserved_delta_micros, note)
-               select ok.budget_day, 'reserve', ok.id, $1,
-                      case when ok.tenant_budget then ok.tenant_id end, ok.extra,
-                      format('%s shot %s try %s beyond the job''s reservation', $6::text, $4, $5)
-                 from ok
-                where ok.budget_day is not null and ok.extra > 0 and exists (select 1 from ins)
-           )
-           select id as "id!", job_id as "job_id!: JobId", shot as "shot!", attempt as "attempt!",
-                  backend as "backend!: BackendName", state as "state!: RenderState", remote_id,
-                  seed as "seed!", duration_s as "duration_s!",
-                  estimated_cost_micros as "estimated_cost_micros!", cost_micros, outputs,
-                  artifact_uri, failure as "failure: FailureClass", error, qa,
-                  created_at as "created_at!", submitted_at, finished_at
-             from ins"#,
-        id,
-        intent.job_id as JobId,
-        intent.lease_epoch,
-        intent.shot,
-        intent.attempt,
-        intent.backend as BackendName,
-        seed,
-        intent.duration_s,
-        intent.estimate.micros(),
-        intent.worker_id,
-        intent.baseline.map(Money::micros),
-        intent.spec_key,
-    )
-    .fetch_optional(pool)
-    .await?;
-    if let Some(task) = written {
-        return Ok(IntentOutcome::Written(Box::new(task)));
+    // First on the job's stripe of its days; when that is short, on the whole of each day
+    // (`budget_take(…, whole)`, as `reserve_budget` does).
+    for whole in [false, true] {
+        let written = sqlx::query_as!(
+            RenderTask,
+            r#"with j as (
+                   select id, tenant_id, budget_day, tenant_budget, budget_stripe,
+                          budget_held_micros as held
+                     from job
+                    where id = $2 and lease_epoch = $3 and locked_by = $10 and status = 'running'
+                      for update
+               ), a as (
+                   select j.*, least($9, held) as take, $9 - least($9, held) as extra from j
+               ), ok as (
+                   -- Materialized (a volatile call): the stripes move once, or not at all.
+                   select a.* from a
+                    where a.budget_day is null
+                       or budget_take(a.budget_day, a.tenant_id, a.tenant_budget, a.budget_stripe,
+                                      a.extra, $13)
+               ), ins as (
+                   insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
+                                            estimated_cost_micros, reserved_micros,
+                                            baseline_micros, spec_key)
+                   select $1, ok.id, $4, $5, $6, $7, $8, $9,
+                          case when ok.budget_day is null then 0 else $9 end, $11, $12
+                     from ok
+                   returning *
+               ), ju as (
+                   update job set budget_held_micros = budget_held_micros - ok.take
+                     from ok
+                    where job.id = ok.id and ok.budget_day is not null and ok.take > 0
+                      and exists (select 1 from ins)
+               ), e as (
+                   insert into budget_entry (day, kind, job_id, render_task_id, tenant_id,
+                                             reserved_delta_micros, note)
+                   select ok.budget_day, 'reserve', ok.id, $1,
+                          case when ok.tenant_budget then ok.tenant_id end, ok.extra,
+                          format('%s shot %s try %s beyond the job''s reservation', $6::text, $4, $5)
+                     from ok
+                    where ok.budget_day is not null and ok.extra > 0 and exists (select 1 from ins)
+               )
+               select id as "id!", job_id as "job_id!: JobId", shot as "shot!",
+                      attempt as "attempt!", backend as "backend!: BackendName",
+                      state as "state!: RenderState", remote_id, seed as "seed!",
+                      duration_s as "duration_s!",
+                      estimated_cost_micros as "estimated_cost_micros!", cost_micros, outputs,
+                      artifact_uri, failure as "failure: FailureClass", error, qa,
+                      created_at as "created_at!", submitted_at, finished_at
+                 from ins"#,
+            id,
+            intent.job_id as JobId,
+            intent.lease_epoch,
+            intent.shot,
+            intent.attempt,
+            intent.backend as BackendName,
+            seed,
+            intent.duration_s,
+            intent.estimate.micros(),
+            intent.worker_id,
+            intent.baseline.map(Money::micros),
+            intent.spec_key,
+            whole,
+        )
+        .fetch_optional(pool)
+        .await?;
+        if let Some(task) = written {
+            return Ok(IntentOutcome::Written(Box::new(task)));
+        }
+        let leased = sqlx::query_scalar!(
+            r#"select exists (select 1 from job
+                               where id = $1 and lease_epoch = $2 and locked_by = $3
+                                 and status = 'running') as "leased!""#,
+            intent.job_id as JobId,
+            intent.lease_epoch,
+            intent.worker_id,
+        )
+        .fetch_one(pool)
+        .await?;
+        if !leased {
+            return Ok(IntentOutcome::LeaseLost);
+        }
     }
-    let leased = sqlx::query_scalar!(
-        r#"select exists (select 1 from job where id = $1 and lease_epoch = $2 and locked_by = $3
-                                               and status = 'running') as "leased!""#,
-        intent.job_id as JobId,
-        intent.lease_epoch,
-        intent.worker_id,
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(if leased {
-        IntentOutcome::OverBudget
-    } else {
-        IntentOutcome::LeaseLost
-    })
+    Ok(IntentOutcome::OverBudget)
 }
 
 /// A step forward of one render. `None` fields keep their value.

@@ -374,14 +374,14 @@ async fn money_movements_lock_the_tenants_days_before_the_fleets() -> anyhow::Re
     let (a, b, ids) = jobs_of_two_tenants(&pool).await?;
     let tenant_day = |t: TenantId| {
         format!(
-            "select 1 from tenant_budget_day where tenant_id = '{t}' and day = '{}' for no key update nowait",
+            "select 1 from budget_stripe where tenant_id = '{t}' and day = '{}' for no key update nowait",
             day()
         )
     };
-    // A statement ending jobs of both tenants, while the fleet's day is held elsewhere: it
-    // waits there with both tenants' days already locked.
+    // A statement ending jobs of both tenants, while the fleet's day (every stripe of it) is
+    // held elsewhere: it waits there with both tenants' stripes already locked.
     let mut holder = pool.begin().await?;
-    sqlx::query("select 1 from budget_day where day = $1 for update")
+    sqlx::query("select 1 from budget_stripe where day = $1 and tenant_id is null for update")
         .bind(day())
         .execute(&mut *holder)
         .await?;
@@ -401,10 +401,10 @@ async fn money_movements_lock_the_tenants_days_before_the_fleets() -> anyhow::Re
     holder.commit().await?;
     assert_eq!(ending.await??.rows_affected(), 4);
 
-    // A reservation: the job, then its tenant's day, then the fleet's.
+    // A reservation: the job, then its tenant's stripe, then the fleet's.
     let job = leased_job(&pool, a).await?;
     let mut holder = pool.begin().await?;
-    sqlx::query("select 1 from budget_day where day = $1 for update")
+    sqlx::query("select 1 from budget_stripe where day = $1 and tenant_id is null for update")
         .bind(day())
         .execute(&mut *holder)
         .await?;

@@ -90,8 +90,9 @@ async fn budget_audit_balances_a_consistent_day_and_flags_a_day_that_disagrees()
            ('2026-03-04', 'UTC', 20000000, 0, 700000),
            ('2026-03-05', 'UTC', 20000000, 2500000, 0);
          insert into job (id, prompt, duration_s, quality_min, request_hash, status, budget_day,
-                          budget_held_micros)
-         select pg_temp.jid(n), 'fixture', 10, 0.5, 'h' || n, status::job_status, day::date, held
+                          budget_held_micros, budget_stripe)
+         select pg_temp.jid(n), 'fixture', 10, 0.5, 'h' || n, status::job_status, day::date, held,
+                case when day is not null then 0 end
            from (values (1, 'running', '2026-03-01', 0),
                         (2, 'succeeded', '2026-03-02', 0),
                         (3, 'succeeded', null, 0),

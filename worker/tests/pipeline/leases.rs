@@ -254,9 +254,9 @@ async fn a_job_whose_lease_keeps_expiring_fails_as_poison_and_gives_its_money_ba
     // `financial` reserved went to their tries; the fixture puts one dollar back on the job).
     sqlx::query(
         "with j as (update job set budget_held_micros = budget_held_micros + 1000000
-                     where id = $1 returning budget_day)
-         update budget_day set reserved_micros = reserved_micros + 1000000
-          where day = (select budget_day from j)",
+                     where id = $1 returning budget_day, budget_stripe)
+         update budget_stripe s set reserved_micros = reserved_micros + 1000000
+           from j where s.day = j.budget_day and s.tenant_id is null and s.stripe = j.budget_stripe",
     )
     .bind(id)
     .execute(&rig.pool)
