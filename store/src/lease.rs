@@ -40,7 +40,7 @@ pub enum ClaimOutcome {
 /// Takes the lease on `id` as `try_claim_job` does; `None` for a duplicate delivery and for a
 /// job whose tenant is at its in-flight limit alike.
 pub async fn claim_job(
-    db: impl PgExecutor<'_> + Copy,
+    db: &PgPool,
     id: JobId,
     worker: &str,
     ttl: Duration,
@@ -59,7 +59,59 @@ pub async fn claim_job(
 /// has at most one `running` stage row) is closed as `canceled` in the same statement.
 #[tracing::instrument(skip_all, fields(job_id = %id))]
 pub async fn try_claim_job(
-    db: impl PgExecutor<'_> + Copy,
+    db: &PgPool,
+    id: JobId,
+    worker: &str,
+    ttl: Duration,
+) -> sqlx::Result<ClaimOutcome> {
+    claim_on(&mut *db.acquire().await?, id, worker, ttl).await
+}
+
+/// Claims several jobs in one transaction, one commit for all: each as `try_claim_job` does, in
+/// the order their claims take the tenants' advisory locks (`tenant_has_room()`: by the hash of
+/// the tenant, then by job), so two workers' batches wait for each other instead of
+/// deadlocking. The outcomes come in the order of `ids`. A batch that fails is rolled back as a
+/// whole: no job of it is claimed, and every message is redelivered.
+#[tracing::instrument(skip_all, fields(jobs = ids.len()))]
+pub async fn try_claim_jobs(
+    db: &PgPool,
+    ids: &[JobId],
+    worker: &str,
+    ttl: Duration,
+) -> sqlx::Result<Vec<ClaimOutcome>> {
+    let mut tx = db.begin().await?;
+    let order = sqlx::query_scalar!(
+        r#"select d.id as "id!: JobId"
+             from unnest($1::uuid[]) with ordinality as d(id, n)
+             left join job j on j.id = d.id
+            order by hashtext(j.tenant_id::text), d.id, d.n"#,
+        ids as &[JobId],
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut outcomes: Vec<Option<ClaimOutcome>> = ids.iter().map(|_| None).collect();
+    for id in order {
+        let outcome = claim_on(&mut tx, id, worker, ttl).await?;
+        // A job delivered twice in one batch: the first delivery claims, the next is the
+        // duplicate it would have been in two batches.
+        if let Some(slot) = ids
+            .iter()
+            .zip(outcomes.iter_mut())
+            .find_map(|(i, o)| (*i == id && o.is_none()).then_some(o))
+        {
+            *slot = Some(outcome);
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(ClaimOutcome::Duplicate))
+        .collect())
+}
+
+/// One claim, on a connection of the caller's (a transaction for a batch).
+async fn claim_on(
+    db: &mut sqlx::PgConnection,
     id: JobId,
     worker: &str,
     ttl: Duration,
@@ -111,7 +163,7 @@ pub async fn try_claim_job(
         worker,
         millis(ttl),
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut *db)
     .await?;
     if let Some(row) = row {
         let lease_epoch = row.lease_epoch;
@@ -133,7 +185,7 @@ pub async fn try_claim_job(
               and (j.locked_until is null or j.locked_until < now())"#,
         id as JobId,
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut *db)
     .await?;
     Ok(match free {
         Some(f) => ClaimOutcome::TenantAtLimit {

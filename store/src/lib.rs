@@ -65,6 +65,7 @@ pub use job::{
 pub use job_view::{StageOutputs, StageRecord, get_media_outputs, get_routing, get_stages};
 pub use lease::{
     Claim, ClaimOutcome, claim_job, load_outputs, release_lease, renew_leases, try_claim_job,
+    try_claim_jobs,
 };
 pub use ledger::{
     BudgetDay, Reservation, ReserveOutcome, Shortfall, get_budget_day, open_budget_day,

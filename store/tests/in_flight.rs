@@ -10,7 +10,7 @@ use std::time::Duration;
 use aiprod_domain::{JobId, JobSpec, Priority, Stage, TenantId};
 use aiprod_store::{
     ClaimOutcome, defer_messages, enqueue_messages, fail_job, insert_job, receive_messages,
-    release_lease, try_claim_job,
+    release_lease, try_claim_job, try_claim_jobs,
 };
 use aiprod_testkit::TestDb;
 use serde_json::json;
@@ -219,5 +219,60 @@ async fn messages_of_a_tenant_at_its_limit_wait_in_the_queue_and_a_deferred_one_
     let after = receive_messages(&pool, 10, TTL).await?;
     let back = after.iter().find(|m| m.id == again[0].id).expect("back");
     assert_eq!(back.deliveries, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn batched_claims_from_several_workers_keep_each_tenants_limit_and_drop_duplicates()
+-> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let a = tenant(&pool, "a", 3).await?;
+    let b = tenant(&pool, "b", 1000).await?;
+    let mut all = jobs(&pool, a, 12).await?;
+    all.extend(jobs(&pool, b, 12).await?);
+    // Four workers each claim a batch of twelve (each job is in two batches: every delivery is
+    // duplicated), the batches interleaving tenants so that their lock orders would cross.
+    let batches: Vec<Vec<JobId>> = (0..4)
+        .map(|w| {
+            (0..12)
+                .map(|k| all[(w * 6 + k * 2 + w % 2) % all.len()])
+                .collect()
+        })
+        .collect();
+    let results = futures::future::join_all(batches.iter().enumerate().map(|(w, ids)| {
+        let pool = pool.clone();
+        async move { try_claim_jobs(&pool, ids, &format!("w{w}"), TTL).await }
+    }))
+    .await;
+    let mut claimed = std::collections::HashMap::new();
+    for (ids, outcomes) in batches.iter().zip(results) {
+        let outcomes = outcomes?;
+        assert_eq!(
+            outcomes.len(),
+            ids.len(),
+            "one outcome per delivery, in order"
+        );
+        for (id, o) in ids.iter().zip(outcomes) {
+            if let ClaimOutcome::Claimed(c) = o {
+                assert_eq!(c.job.id, *id);
+                *claimed.entry(*id).or_insert(0) += 1;
+            }
+        }
+    }
+    assert!(claimed.values().all(|n| *n == 1), "no job claimed twice");
+    let running: Vec<(TenantId, i64)> = sqlx::query_as(
+        "select tenant_id, count(*) from job where status = 'running' group by 1 order by 1",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let of = |t: TenantId| running.iter().find(|r| r.0 == t).map_or(0, |r| r.1);
+    assert_eq!(of(a), 3, "tenant a at its limit, never past it");
+    let delivered_b = all[12..]
+        .iter()
+        .filter(|id| batches.iter().flatten().any(|d| d == *id))
+        .count() as i64;
+    assert_eq!(of(b), delivered_b, "every delivered job of b started");
+    assert_eq!(claimed.len() as i64, 3 + delivered_b);
     Ok(())
 }

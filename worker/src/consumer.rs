@@ -1,5 +1,6 @@
-//! The receive loop: pull as many messages as there are free job slots, lease each job, ack the
-//! message once the lease is held, and run the job. A duplicate delivery finds the lease taken
+//! The receive loop: pull as many messages as there are free job slots, lease their jobs in one
+//! transaction (one commit for the batch), ack each message once its lease is held, and run the
+//! job. A duplicate delivery finds the lease taken
 //! (or the job ended) and is acked and dropped. A job whose tenant already runs its
 //! `max_in_flight` jobs is not claimed: its message is deferred, to come back later, with a
 //! delay that grows with its deliveries so that a long wait costs few refusals.
@@ -13,7 +14,7 @@ use std::time::Duration;
 use aiprod_domain::JobStatus;
 use aiprod_platform::metrics::Metrics;
 use aiprod_platform::queue::{AckPoint, Delivery};
-use aiprod_store::{ClaimOutcome, try_claim_job};
+use aiprod_store::{ClaimOutcome, try_claim_job, try_claim_jobs};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,10 +81,26 @@ pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Res
             }
             continue;
         }
-        for d in deliveries {
+        // Every job received is claimed in one transaction: one commit for the batch.
+        let ids: Vec<_> = deliveries.iter().map(|d| d.job_id).collect();
+        let claims: Vec<Claimed> = match try_claim_jobs(
+            &ctx.pool,
+            &ids,
+            &ctx.worker_id,
+            ctx.settings.worker.lease_ttl,
+        )
+        .await
+        {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let e = e.to_string();
+                ids.iter().map(|_| Err(e.clone())).collect()
+            }
+        };
+        for (d, claim) in deliveries.into_iter().zip(claims) {
             let permit = permits.clone().acquire_owned().await?;
             let (ctx, stops) = (ctx.clone(), stops.clone());
-            tracker.spawn(async move { handle(&ctx, d, &stops, permit).await });
+            tracker.spawn(async move { handle(&ctx, d, claim, &stops, permit).await });
         }
     }
     // Stop pulling at once, and give back what was received but never started, so another
@@ -112,9 +129,18 @@ pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Res
     Ok(())
 }
 
-async fn handle(ctx: &WorkerContext, d: Delivery, stops: &Stops, _permit: OwnedSemaphorePermit) {
-    process_delivery(ctx, d, stops).await;
+async fn handle(
+    ctx: &WorkerContext,
+    d: Delivery,
+    claim: Claimed,
+    stops: &Stops,
+    _permit: OwnedSemaphorePermit,
+) {
+    run_claimed(ctx, d, claim, stops).await;
 }
+
+/// What claiming a delivery's job gave: the outcome, or why the claim could not run.
+type Claimed = Result<ClaimOutcome, String>;
 
 /// Receives one message and handles it to the end of its job. `Idle` when none was waiting.
 pub async fn run_once(ctx: &WorkerContext) -> anyhow::Result<Outcome> {
@@ -133,15 +159,26 @@ pub(crate) async fn process_delivery(
     d: Delivery,
     stops: &Stops,
 ) -> Option<JobOutcome> {
-    let metrics = Metrics::global();
-    let claim = match try_claim_job(
+    let claim = try_claim_job(
         &ctx.pool,
         d.job_id,
         &ctx.worker_id,
         ctx.settings.worker.lease_ttl,
     )
     .await
-    {
+    .map_err(|e| e.to_string());
+    run_claimed(ctx, d, claim, stops).await
+}
+
+/// Handles a delivery whose job's claim ran: ack, run the job, or hand the message back.
+async fn run_claimed(
+    ctx: &WorkerContext,
+    d: Delivery,
+    claim: Claimed,
+    stops: &Stops,
+) -> Option<JobOutcome> {
+    let metrics = Metrics::global();
+    let claim = match claim {
         Ok(ClaimOutcome::Claimed(c)) => Some(*c),
         Ok(ClaimOutcome::Duplicate) => None,
         Ok(ClaimOutcome::TenantAtLimit { in_flight, limit }) => {
