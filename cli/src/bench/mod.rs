@@ -92,7 +92,13 @@ pub async fn run(
             config,
         },
     };
-    let result = measure(&args, settings, drainer, &server, &name).await;
+    // SIGTERM or Ctrl-C ends the run as a failure does: the worker processes are killed (on
+    // drop) and the database and artifacts removed, rather than left behind.
+    let interrupted = aiprod_platform::shutdown::on_signal();
+    let result = tokio::select! {
+        r = measure(&args, settings, drainer, &server, &name) => r,
+        () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
     let _ = std::fs::remove_dir_all(&artifacts);
     if let Err(e) = database::drop_database(&server, &name).await {
         tracing::warn!(error = %e, "cannot drop the bench database {name}");
