@@ -115,6 +115,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config = cli.config;
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Jobs { command, api_url } => {
@@ -140,7 +141,7 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Bench(args) => bench::run(args, settings).await,
+            Command::Bench(args) => bench::run(args, settings, config).await,
             Command::Dev { listen, ops_listen } => {
                 commands::dev(settings, listen, ops_listen).await
             }

@@ -1,0 +1,275 @@
+//! `aiprod bench`: end-to-end throughput on a fresh database of its own (dropped afterwards).
+//! It enqueues N jobs over HTTP with zero simulated latency, then drains them with W job slots,
+//! in this process or in P worker processes, and prints one JSON line.
+//!
+//! Every job runs the whole pipeline with real media: simulated Runway clips (cached by what
+//! they show, so every job asks for the same shots), technical QA of each clip, and assembly,
+//! which takes the fast path (the clips match the output profile, so they are joined without
+//! re-encoding). The CPU time of every ffmpeg and ffprobe the run waited for is reported per
+//! minute of video produced.
+
+mod drain;
+mod figures;
+mod processes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aiprod_platform::Settings;
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use self::drain::Drainer;
+use self::figures::{CommitCounter, Settle, round};
+use crate::commands::{Parts, parts, worker_context};
+use crate::database;
+
+/// Benchmark sizes.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Jobs to enqueue and drain.
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    /// Concurrent job slots of the worker (of each worker process with --processes).
+    #[arg(long, default_value_t = 8)]
+    workers: u32,
+    /// Drain with this many `aiprod worker` processes (each with --workers slots) instead of a
+    /// worker inside the bench process. The API and scheduler stay in the bench process.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    processes: Option<u32>,
+    /// Concurrent HTTP clients while enqueueing.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Where the run's artifacts go (a fresh directory below it, removed afterwards). Default:
+    /// the system temp directory. A tmpfs such as /dev/shm takes the file system out of the
+    /// measurement.
+    #[arg(long)]
+    artifact_dir: Option<std::path::PathBuf>,
+}
+
+/// Runs the benchmark; `config` is the settings file given to this command, which worker
+/// processes read too.
+pub async fn run(
+    args: BenchArgs,
+    mut settings: Settings,
+    config: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.jobs > 0 && args.workers > 0,
+        "--jobs and --workers must be at least 1"
+    );
+    // Kept until the end: a private cluster is stopped when this is dropped (unless a `dev`
+    // uses it too).
+    let base = database::resolve(&settings, true).await?;
+    let server = base.server();
+    let name = format!("aiprod_bench_{}", uuid::Uuid::new_v4().simple());
+    database::ensure_database(&server, &name).await?;
+    let artifacts = args
+        .artifact_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(&name);
+    let url = aiprod_store::db::with_database(&server, &name);
+    settings.database_url = Some(SecretString::from(url.clone()));
+    settings.worker.worker_concurrency = args.workers;
+    settings.backends.sim_latency = Duration::ZERO;
+    // The ledger is on the measured path, but the run must never wait for money.
+    settings.budget.daily_budget_usd = aiprod_domain::Money::from_usd(1_000_000_000);
+    settings.artifact_dir = artifacts.clone();
+    settings.db_max_connections = settings.db_max_connections.max(args.workers + 16);
+    let drainer = match args.processes {
+        None => Drainer::InProcess,
+        Some(count) => Drainer::Processes {
+            count,
+            env: processes::worker_env(&settings, &url),
+            config,
+        },
+    };
+    // SIGTERM or Ctrl-C ends the run as a failure does: the worker processes are killed (on
+    // drop) and the database and artifacts removed, rather than left behind.
+    let interrupted = aiprod_platform::shutdown::on_signal();
+    let result = tokio::select! {
+        r = measure(&args, settings, drainer, &server, &name) => r,
+        () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let _ = std::fs::remove_dir_all(&artifacts);
+    if let Err(e) = database::drop_database(&server, &name).await {
+        tracing::warn!(error = %e, "cannot drop the bench database {name}");
+    }
+    println!("{}", result?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure(
+    args: &BenchArgs,
+    settings: Settings,
+    drainer: Drainer,
+    server: &str,
+    name: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let artifact_root = settings
+        .artifact_dir
+        .parent()
+        .map(|p| p.display().to_string());
+    let mut commits = CommitCounter::connect(server, name).await?;
+    let p = parts(settings, false, true).await?;
+    let ctx = worker_context(&p, true).await?;
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let api = tokio::spawn(aiprod_api::serve(
+        listener,
+        p.app_state(Some(ctx.store.clone())),
+        stop.clone(),
+    ));
+    let sched = tokio::spawn(aiprod_scheduler::run(
+        p.leader_parts(aiprod_backends::Fleet::empty()),
+        stop.clone(),
+    ));
+
+    // Phase 1: enqueue over HTTP.
+    let t0 = Instant::now();
+    enqueue(&p, addr, args).await?;
+    let enqueue_s = t0.elapsed().as_secs_f64();
+
+    // Phase 2: drain with W slots, here or in P processes.
+    let commits0 = commits.settled(Settle::Idle).await?;
+    let t1 = Instant::now();
+    let mut drain = drainer.start(ctx)?;
+    let total = args.jobs as i64;
+    // Each poll is one commit on the bench database: the harness's, taken out of the figure.
+    let mut polls = 0i64;
+    loop {
+        // The terminal statuses once per poll, not once per job row: the poll runs every 20 ms
+        // beside the measured work and must stay out of its way.
+        let done = sqlx::query_scalar!(
+            r#"select count(*) as "done!" from job
+                where status in (select s from unnest(enum_range(null::job_status)) s
+                                  where job_status_is_terminal(s))"#
+        )
+        .fetch_one(&p.pool)
+        .await?;
+        polls += 1;
+        if done >= total {
+            break;
+        }
+        drain.check_running().await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_s = t1.elapsed().as_secs_f64();
+    let usage = drain.stop().await?;
+    stop.cancel();
+    let _ = tokio::join!(api, sched);
+
+    let r = sqlx::query!(
+        r#"select (select count(*) from job where status = 'succeeded') as "succeeded!",
+                  (select count(*) from job_stage where status = 'succeeded') as "checkpoints!",
+                  (select count(*) from job_stage
+                    where stage = 'finalize' and output->'assembly'->>'path' = 'copy')
+                      as "copied!",
+                  coalesce(percentile_cont(0.5) within group (
+                      order by extract(epoch from finished_at - started_at)::float8 * 1000), 0)
+                      as "p50!",
+                  coalesce(percentile_cont(0.99) within group (
+                      order by extract(epoch from finished_at - started_at)::float8 * 1000), 0)
+                      as "p99!"
+             from job"#
+    )
+    .fetch_one(&p.pool)
+    .await?;
+    p.close().await;
+    // The query above is one more commit of the harness.
+    let engine_commits = commits.settled(Settle::Closed).await? - commits0 - polls - 1;
+    anyhow::ensure!(
+        r.succeeded == total,
+        "only {} of {total} jobs succeeded",
+        r.succeeded
+    );
+    let output_min = total as f64 * f64::from(BENCH_SECONDS) / 60.0;
+    let processes = args.processes.unwrap_or(0);
+    Ok(json!({
+        "jobs": total,
+        "workers": args.workers,
+        // 0: the worker ran inside the bench process.
+        "processes": processes,
+        "slots": args.workers * processes.max(1),
+        "enqueue_per_s": round(total as f64 / enqueue_s, 1),
+        "drain_s": round(drain_s, 2),
+        "jobs_per_s": round(total as f64 / drain_s, 1),
+        "checkpoints_per_s": round(r.checkpoints as f64 / drain_s, 1),
+        "commits_per_job": round(engine_commits as f64 / total as f64, 2),
+        "p50_ms": round(r.p50, 1),
+        "p99_ms": round(r.p99, 1),
+        "worker_rss_mib": round(usage.rss_peak_mib, 1),
+        "worker_rss_mib_sum": round(usage.rss_sum_mib, 1),
+        // Jobs whose shots were joined without re-encoding (the fast path).
+        "assembled_by_copy": r.copied,
+        "worker_cpu_s_per_output_min": round(usage.worker_cpu_s / output_min, 1),
+        // ffmpeg and ffprobe (the workers' only child processes) per minute of final video.
+        "media_cpu_s_per_output_min": round(usage.media_cpu_s / output_min, 1),
+        "artifact_dir": artifact_root,
+    }))
+}
+
+/// Enqueues `args.jobs` jobs through the API at `addr`, as a tenant whose limits are far above
+/// the run's.
+async fn enqueue(p: &Parts, addr: SocketAddr, args: &BenchArgs) -> anyhow::Result<()> {
+    let unlimited = aiprod_store::TenantLimits {
+        rate_per_minute: 1_000_000,
+        max_in_flight: 1_000_000,
+        ..aiprod_store::TenantLimits::default()
+    };
+    let tenant = aiprod_store::create_tenant(&p.pool, "bench", &unlimited)
+        .await?
+        .context("the bench database already has a bench tenant")?;
+    let key = aiprod_store::keys::NewKey::generate();
+    let scopes = [aiprod_domain::Scope::JobsWrite];
+    aiprod_store::insert_api_key(&p.pool, tenant.id, &key.prefix, &key.hash, "bench", &scopes)
+        .await?;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", key.secret.expose_secret()).parse()?,
+    );
+    let http = reqwest::Client::builder().default_headers(auth).build()?;
+    let endpoint = Arc::new(format!("http://{addr}/v1/jobs"));
+    let results: Vec<anyhow::Result<()>> =
+        futures::stream::iter(0..args.jobs)
+            .map(|i| {
+                let (http, endpoint) = (http.clone(), endpoint.clone());
+                async move {
+                    let r = http
+                    .post(endpoint.as_str())
+                    // One prompt for all: the simulated clips come from the media cache after
+                    // the first job, so the run measures the pipeline, not the clip generator.
+                    // The render cache is off: every job renders its shots, as distinct
+                    // prompts would.
+                    .json(&json!({"prompt": "A fox runs through snow.", "duration_s": BENCH_SECONDS,
+                                  "backend": "runway", "cache": false,
+                                  "metadata": {"bench": i}}))
+                    .send()
+                    .await?;
+                    anyhow::ensure!(
+                        r.status().as_u16() == 202,
+                        "enqueue answered {}",
+                        r.status()
+                    );
+                    Ok(())
+                }
+            })
+            .buffer_unordered(args.clients)
+            .collect()
+            .await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(())
+}
+
+/// The length of every bench job, seconds.
+const BENCH_SECONDS: u32 = 5;
