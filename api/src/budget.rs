@@ -140,6 +140,9 @@ pub(crate) async fn put(
         )
         .await?;
     let woken = wake_budget_waiters(&s.pool, day, 500).await?;
+    if !woken.is_empty() {
+        s.dispatched.poke();
+    }
     tracing::info!(%day, limit = %d.limit, woken = woken.len(), "today's budget limit changed");
     Ok(Json(view(&s).await?))
 }

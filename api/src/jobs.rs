@@ -73,6 +73,8 @@ pub(crate) async fn create(
     let id = JobId::new();
     let (id, replayed) = match store::insert_job(&s.pool, tenant.id, id, &spec, idem).await? {
         InsertOutcome::Created(id) => {
+            // Committed: now the relay may look.
+            s.dispatched.poke();
             Metrics::global().jobs_created.inc();
             (id, false)
         }

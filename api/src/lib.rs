@@ -70,6 +70,21 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The artifact store, to sign result URLs; `None`: job views carry no `result_url`.
     pub store: Option<ArtifactStore>,
+    /// Wakes the outbox relay after a handler's dispatch commits (the statement itself
+    /// notifies no one).
+    pub dispatched: aiprod_store::Wake,
+}
+
+impl AppState {
+    /// The state of one API process over `pool`, with its own wake-up of the relay.
+    pub fn new(pool: PgPool, settings: Arc<Settings>, store: Option<ArtifactStore>) -> AppState {
+        AppState {
+            dispatched: aiprod_store::Wake::outbox(pool.clone()),
+            pool,
+            settings,
+            store,
+        }
+    }
 }
 
 /// The API's public routes, with its edge: body size, request timeout, the in-flight limit

@@ -36,11 +36,7 @@ pub struct Parts {
 impl Parts {
     /// What the API's handlers need; `store` signs result URLs.
     pub fn app_state(&self, store: Option<ArtifactStore>) -> AppState {
-        AppState {
-            pool: self.pool.clone(),
-            settings: self.settings.clone(),
-            store,
-        }
+        AppState::new(self.pool.clone(), self.settings.clone(), store)
     }
 
     /// What the scheduler's leader works with; `fleet` holds the clients the orphan
@@ -240,11 +236,7 @@ pub async fn api(
     let store = ArtifactStore::from_settings(&settings)
         .await
         .context("while opening the artifact store")?;
-    let state = AppState {
-        pool,
-        settings: Arc::new(settings),
-        store: Some(store),
-    };
+    let state = AppState::new(pool, Arc::new(settings), Some(store));
     let stop = shutdown::on_signal();
     let ops = tokio::spawn(aiprod_api::serve_ops(ops, state.clone(), stop.clone()));
     let served = aiprod_api::serve(listener, state, stop.clone()).await;

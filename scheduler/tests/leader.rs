@@ -10,7 +10,7 @@ use aiprod_domain::{JobId, JobSpec, TenantId};
 use aiprod_platform::Settings;
 use aiprod_platform::queue::{PgQueue, Queue};
 use aiprod_scheduler::{LEADER_LOCK_KEY, LeaderParts, reap_once, redispatch_once, relay_once};
-use aiprod_store::{claim_job, insert_job};
+use aiprod_store::{Wake, claim_job, insert_job};
 use aiprod_testkit::TestDb;
 use serde_json::json;
 use sqlx::PgPool;
@@ -252,6 +252,58 @@ async fn the_leader_runs_the_sweep() -> anyhow::Result<()> {
         .unwrap_or(false)
     })
     .await;
+    stop.cancel();
+    leader.await??;
+    Ok(())
+}
+
+/// The relay and the worker's queue are woken after the commit, well before either polls: a
+/// job accepted as the API accepts it (its statement, then a wake of the relay) is relayed and
+/// wakes a waiting consumer within a few seconds, with both fallback polls a minute long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_job_wakes_the_relay_and_the_consumer_long_before_they_poll()
+-> anyhow::Result<()> {
+    const POLL: Duration = Duration::from_secs(60);
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let mut settings = Settings::default();
+    settings.scheduler.relay_interval = POLL;
+    settings.validate()?;
+    let stop = CancellationToken::new();
+    let leader = start(&db.url, &Arc::new(settings), stop.clone()).await?;
+    wait_for("the leader to listen", || async {
+        sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from pg_stat_activity
+                             where datname = current_database() and query ilike 'listen%')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await;
+    // The consumer's side, as a worker has it: its first idle wait opens its LISTEN.
+    let consumer = PgQueue::new(pool.clone(), Duration::from_secs(30));
+    consumer.wait(Duration::from_millis(1)).await;
+    assert!(consumer.receive(1).await?.is_empty(), "nothing queued yet");
+
+    let started = Instant::now();
+    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let id = JobId::new();
+    insert_job(&pool, TenantId::DEFAULT, id, &spec, None).await?;
+    Wake::outbox(pool.clone()).poke();
+    consumer.wait(POLL).await;
+    let woken = started.elapsed();
+    let got: Vec<JobId> = consumer
+        .receive(1)
+        .await?
+        .iter()
+        .map(|d| d.job_id)
+        .collect();
+    assert_eq!(got, vec![id], "the wake-up was for the job");
+    assert!(
+        woken < Duration::from_secs(5),
+        "relayed and received in {woken:?}, against polls of {POLL:?}"
+    );
     stop.cancel();
     leader.await??;
     Ok(())

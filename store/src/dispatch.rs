@@ -22,7 +22,8 @@ pub struct OutboxRow {
     pub priority: Priority,
 }
 
-/// The name of the channel `dispatch_job()` notifies, as the database defines it.
+/// The name of the channel that wakes the relay, as the database defines it. `dispatch_job()`
+/// does not notify it: the dispatcher's `Wake::outbox` does, after the commit.
 pub async fn outbox_channel(db: impl PgExecutor<'_>) -> sqlx::Result<String> {
     sqlx::query_scalar!(r#"select outbox_channel() as "channel!""#)
         .fetch_one(db)

@@ -6,7 +6,8 @@
 //!
 //! The rules of the data live in SQL, once each (see ARCHITECTURE.md): a job is dispatched only
 //! by `dispatch_job()`, its status moves only along `job_transition`, and a backend's
-//! availability is `backend_availability()`.
+//! availability is `backend_availability()`. No statement here sends NOTIFY: whoever commits
+//! work for a listener pokes a [`Wake`] after the commit (`wake`).
 
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ mod rate_limit;
 mod render_task;
 mod report;
 mod tenant;
+mod wake;
 
 /// A duration as whole milliseconds for SQL (`$n::bigint * interval '1 millisecond'`), saturating.
 pub(crate) fn millis(d: Duration) -> i64 {
@@ -96,3 +98,4 @@ pub use tenant::{
     insert_api_key, job_entitlements, list_api_keys, list_tenants, revoke_api_key, tenant_by_name,
     touch_api_key, valid_tenant_name,
 };
+pub use wake::{WAKE_WINDOW, Wake};

@@ -23,7 +23,9 @@ pub struct ReceivedMessage {
     pub deliveries: i32,
 }
 
-/// Appends one message per `(job, attempt, priority)` and notifies `channel` once, at commit.
+/// Appends one message per `(job, attempt, priority)`. It notifies no one: the caller wakes
+/// the queue's listeners after the commit (`Wake`), so no enqueue waits for the cluster-wide
+/// lock a notifying commit takes.
 /// Each message carries its job's tenant and its rank among that tenant's messages: how many
 /// the tenant already had in the queue, plus its place in this batch. Ranks are fixed here, at
 /// enqueue, whatever order the relay publishes in, so a tenant's burst cannot push another
@@ -33,7 +35,6 @@ pub async fn enqueue_messages(
     jobs: &[JobId],
     attempts: &[i32],
     priorities: &[Priority],
-    channel: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"with d as (
@@ -44,21 +45,17 @@ pub async fn enqueue_messages(
            ), p as (
                select q.tenant_id, count(*) as pending from queue_message q
                 where q.tenant_id in (select tenant_id from d) group by q.tenant_id
-           ), ins as (
-               insert into queue_message (job_id, attempt, priority, tenant_id, tenant_rank)
-               select d.job_id, d.attempt, d.priority, d.tenant_id,
-                      least(coalesce(p.pending, 0)
-                            + row_number() over (partition by d.tenant_id order by d.n) - 1,
-                            2147483647)::int
-                 from d left join p on p.tenant_id = d.tenant_id
-                order by d.n
-               returning 1
            )
-           select pg_notify($4, '') as "notified" from (select 1 from ins limit 1) s"#,
+           insert into queue_message (job_id, attempt, priority, tenant_id, tenant_rank)
+           select d.job_id, d.attempt, d.priority, d.tenant_id,
+                  least(coalesce(p.pending, 0)
+                        + row_number() over (partition by d.tenant_id order by d.n) - 1,
+                        2147483647)::int
+             from d left join p on p.tenant_id = d.tenant_id
+            order by d.n"#,
         jobs as &[JobId],
         attempts,
         priorities as &[Priority],
-        channel,
     )
     .execute(db)
     .await?;

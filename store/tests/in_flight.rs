@@ -141,7 +141,7 @@ async fn concurrent_claims_start_no_more_of_a_tenants_jobs_than_its_limit() -> a
 async fn enqueue(pool: &PgPool, ids: &[JobId]) -> anyhow::Result<()> {
     let attempts = vec![1; ids.len()];
     let priorities = vec![Priority::Normal; ids.len()];
-    enqueue_messages(pool, ids, &attempts, &priorities, "aiprod_test_queue").await?;
+    enqueue_messages(pool, ids, &attempts, &priorities).await?;
     Ok(())
 }
 
@@ -170,7 +170,7 @@ async fn a_tenants_lone_message_is_received_before_another_tenants_burst() -> an
     assert_eq!(got, vec![burst[0], lone[0]]);
     // A higher priority still goes first.
     let urgent = jobs(&pool, a, 1).await?;
-    enqueue_messages(&pool, &urgent, &[1], &[Priority::High], "aiprod_test_queue").await?;
+    enqueue_messages(&pool, &urgent, &[1], &[Priority::High]).await?;
     let next = receive_messages(&pool, 1, TTL).await?;
     assert_eq!(next[0].job_id, urgent[0]);
     Ok(())

@@ -37,6 +37,8 @@ pub struct WorkerContext {
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
     pub worker_id: Arc<str>,
     pub(crate) leases: Arc<Leases>,
+    /// Wakes the outbox relay after a released job's dispatch commits.
+    pub(crate) dispatched: aiprod_store::Wake,
     /// Batches acks while the receive loop runs; `None` acks at once (step-by-step tests).
     pub(crate) acker: Option<Acker>,
     /// Group-commits checkpoints while the receive loop runs; `None` writes each at once.
@@ -58,6 +60,7 @@ impl WorkerContext {
         let worker_id = format!("{}-{}-{suffix}", host.trim(), std::process::id());
         WorkerContext {
             pool: pool.clone(),
+            dispatched: aiprod_store::Wake::outbox(pool.clone()),
             queue,
             store,
             backends,

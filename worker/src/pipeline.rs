@@ -55,9 +55,13 @@ pub(crate) async fn run_job(ctx: &WorkerContext, claim: Claim, stops: &Stops) ->
     let outcome = run_stages(ctx, claim, stops, &lost).instrument(span).await;
     ctx.leases.forget(job_id);
     if matches!(outcome, JobOutcome::Released) {
-        let released = release_lease(&ctx.pool, job_id, epoch, &ctx.worker_id).await;
-        if let Err(e) = released {
-            tracing::warn!(%job_id, error = %e, "cannot hand the job back; it resumes once its lease expires");
+        match release_lease(&ctx.pool, job_id, epoch, &ctx.worker_id).await {
+            // If this process exits before the wake-up goes out, the relay's poll finds it.
+            Ok(true) => ctx.dispatched.poke(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "cannot hand the job back; it resumes once its lease expires")
+            }
         }
     }
     outcome

@@ -77,11 +77,7 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr()?);
         let ops_base = format!("http://{}", ops.local_addr()?);
         let stop = CancellationToken::new();
-        let state = AppState {
-            pool: pool.clone(),
-            settings: Arc::new(settings),
-            store: None,
-        };
+        let state = AppState::new(pool.clone(), Arc::new(settings), None);
         tokio::spawn(aiprod_api::serve_ops(ops, state.clone(), stop.clone()));
         tokio::spawn(aiprod_api::serve(listener, state, stop.clone()));
         let key = make_key(

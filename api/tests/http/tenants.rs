@@ -248,11 +248,7 @@ async fn the_rate_limit_holds_across_two_api_processes() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let second = format!("http://{}", listener.local_addr()?);
     let stop = CancellationToken::new();
-    let state = AppState {
-        pool: app.pool.clone(),
-        settings: Arc::new(Settings::default()),
-        store: None,
-    };
+    let state = AppState::new(app.pool.clone(), Arc::new(Settings::default()), None);
     tokio::spawn(aiprod_api::serve(listener, state, stop.clone()));
     let mut accepted = 0;
     let mut refused = Vec::new();

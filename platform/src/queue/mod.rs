@@ -17,8 +17,8 @@ pub mod pubsub;
 
 pub use pubsub::{PubSubQueue, ensure_pubsub};
 
-/// The channel that wakes idle workers when messages arrive: notified by the publish, listened
-/// to by `wait`, named only here.
+/// The channel that wakes idle workers when messages arrive: notified after the publish
+/// commits, listened to by `wait`, named only here.
 pub const QUEUE_CHANNEL: &str = "aiprod_queue";
 
 /// A request to run a job, as the outbox relays it.
@@ -90,17 +90,21 @@ pub trait Queue: Send + Sync + 'static {
     }
 }
 
-/// The Postgres queue: `FOR UPDATE SKIP LOCKED` to receive, LISTEN/NOTIFY to wake.
+/// The Postgres queue: `FOR UPDATE SKIP LOCKED` to receive, LISTEN/NOTIFY to wake. The
+/// publish commits its messages without notifying and then pokes `woken`, which sends one
+/// coalesced NOTIFY; `wait` never sleeps longer than its timeout, so a lost wake-up only delays.
 pub struct PgQueue {
     pool: PgPool,
     ack_deadline: Duration,
     listener: Mutex<Option<PgListener>>,
+    woken: store::Wake,
 }
 
 impl PgQueue {
     /// A queue over `pool`; received messages are redelivered after `ack_deadline` unless acked.
     pub fn new(pool: PgPool, ack_deadline: Duration) -> PgQueue {
         PgQueue {
+            woken: store::Wake::channel(pool.clone(), QUEUE_CHANNEL),
             pool,
             ack_deadline,
             listener: Mutex::new(None),
@@ -117,7 +121,8 @@ impl Queue for PgQueue {
         let jobs: Vec<JobId> = dispatches.iter().map(|d| d.job_id).collect();
         let attempts: Vec<i32> = dispatches.iter().map(|d| d.attempt).collect();
         let priorities: Vec<Priority> = dispatches.iter().map(|d| d.priority).collect();
-        store::enqueue_messages(&self.pool, &jobs, &attempts, &priorities, QUEUE_CHANNEL).await?;
+        store::enqueue_messages(&self.pool, &jobs, &attempts, &priorities).await?;
+        self.woken.poke();
         Ok(())
     }
 

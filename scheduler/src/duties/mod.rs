@@ -13,6 +13,7 @@ use std::sync::Arc;
 use aiprod_backends::Fleet;
 use aiprod_platform::Settings;
 use aiprod_platform::queue::Queue;
+use aiprod_store::Wake;
 use sqlx::PgPool;
 
 use crate::alerts::Notifier;
@@ -40,6 +41,8 @@ pub struct LeaderParts {
 /// Every duty of the leader: adding one is a file here and a line in this list.
 pub(crate) fn all(p: &LeaderParts) -> Vec<Box<dyn Duty>> {
     let s = &p.settings;
+    // The duties that dispatch wake the relay after their commit, like every other process.
+    let dispatched = Wake::outbox(p.pool.clone());
     vec![
         Box::new(relay_outbox::RelayOutbox {
             pool: p.pool.clone(),
@@ -50,15 +53,18 @@ pub(crate) fn all(p: &LeaderParts) -> Vec<Box<dyn Duty>> {
             pool: p.pool.clone(),
             every: s.scheduler.reaper_interval,
             max_reaps: s.scheduler.max_reaps,
+            dispatched: dispatched.clone(),
         }),
         Box::new(redispatch_stranded::RedispatchStranded {
             pool: p.pool.clone(),
             after: s.queue.redispatch_after,
+            dispatched: dispatched.clone(),
         }),
         Box::new(roll_budget_day::RollBudgetDay {
             pool: p.pool.clone(),
             calendar: s.budget.calendar(),
             every: s.budget.budget_tick,
+            dispatched,
         }),
         Box::new(evaluate_alerts::EvaluateAlerts {
             pool: p.pool.clone(),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use aiprod_platform::metrics::Metrics;
-use aiprod_store::{fail_poison_jobs, requeue_expired_leases};
+use aiprod_store::{Wake, fail_poison_jobs, requeue_expired_leases};
 use async_trait::async_trait;
 use sqlx::PgPool;
 
@@ -38,6 +38,7 @@ pub(crate) struct ReapLeases {
     pub pool: PgPool,
     pub every: Duration,
     pub max_reaps: u32,
+    pub dispatched: Wake,
 }
 
 #[async_trait]
@@ -51,6 +52,10 @@ impl Duty for ReapLeases {
     }
 
     async fn run(&self) -> anyhow::Result<()> {
-        reap_once(&self.pool, self.max_reaps).await.map(drop)
+        // Poisoned jobs are counted too; a spare wake-up costs one empty relay run.
+        if reap_once(&self.pool, self.max_reaps).await? > 0 {
+            self.dispatched.poke();
+        }
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aiprod_platform::metrics::Metrics;
-use aiprod_store::redispatch_stranded;
+use aiprod_store::{Wake, redispatch_stranded};
 use async_trait::async_trait;
 use sqlx::PgPool;
 
@@ -34,6 +34,7 @@ pub async fn redispatch_once(pool: &PgPool, after: Duration) -> anyhow::Result<u
 pub(crate) struct RedispatchStranded {
     pub pool: PgPool,
     pub after: Duration,
+    pub dispatched: Wake,
 }
 
 #[async_trait]
@@ -47,6 +48,9 @@ impl Duty for RedispatchStranded {
     }
 
     async fn run(&self) -> anyhow::Result<()> {
-        redispatch_once(&self.pool, self.after).await.map(drop)
+        if redispatch_once(&self.pool, self.after).await? > 0 {
+            self.dispatched.poke();
+        }
+        Ok(())
     }
 }

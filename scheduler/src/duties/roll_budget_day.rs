@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aiprod_domain::{BudgetCalendar, JobId};
-use aiprod_store::{open_budget_day, wake_budget_waiters};
+use aiprod_store::{Wake, open_budget_day, wake_budget_waiters};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
@@ -54,6 +54,7 @@ pub(crate) struct RollBudgetDay {
     pub pool: PgPool,
     pub calendar: BudgetCalendar,
     pub every: Duration,
+    pub dispatched: Wake,
 }
 
 #[async_trait]
@@ -67,8 +68,10 @@ impl Duty for RollBudgetDay {
     }
 
     async fn run(&self) -> anyhow::Result<()> {
-        roll_budget(&self.pool, &self.calendar, Utc::now())
-            .await
-            .map(drop)
+        let tick = roll_budget(&self.pool, &self.calendar, Utc::now()).await?;
+        if !tick.woken.is_empty() {
+            self.dispatched.poke();
+        }
+        Ok(())
     }
 }
