@@ -37,6 +37,8 @@ pub struct WorkerContext {
     /// This process's name in `locked_by`: host, pid and a random suffix, unique per process.
     pub worker_id: Arc<str>,
     pub(crate) leases: Arc<Leases>,
+    /// One poll scheduler per backend, shared by every render this process follows.
+    pub(crate) pollers: Arc<crate::shot::Pollers>,
     /// Batches acks while the receive loop runs; `None` acks at once (step-by-step tests).
     pub(crate) acker: Option<Acker>,
     /// Group-commits checkpoints while the receive loop runs; `None` writes each at once.
@@ -72,6 +74,7 @@ impl WorkerContext {
             settings,
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),
+            pollers: Arc::default(),
             acker: None,
             writer: None,
         }
@@ -79,6 +82,11 @@ impl WorkerContext {
 }
 
 impl WorkerContext {
+    /// How this process's leases have been kept.
+    pub fn lease_stats(&self) -> crate::lease::LeaseStats {
+        self.leases.stats()
+    }
+
     /// The same context with these content models (built and checked by the caller).
     pub fn with_models(mut self, models: crate::models::Models) -> WorkerContext {
         self.models = Arc::new(models);
