@@ -238,7 +238,8 @@ mod tests {
     #[test]
     fn a_handle_carries_its_render() {
         let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("Shot 1 · veo3: a-b");
-        let r = parse(&format!("sim-veo3-1700-6-0-abc-{text}")).expect("parses");
+        let handle = format!("sim-veo3-1700-6-0-abc-{text}");
+        let r = parse(&handle).expect("parses");
         assert_eq!((r.ready_at_ms, r.seconds, r.fails), (1700, 6, false));
         assert_eq!(r.text(), "Shot 1 · veo3: a-b");
     }
