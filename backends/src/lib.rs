@@ -255,6 +255,21 @@ pub trait Backend: Send + Sync + 'static {
     async fn submit(&self, shot: &ShotRequest) -> Result<RemoteHandle, BackendError>;
     /// Asks how a render is going.
     async fn poll(&self, handle: &RemoteHandle) -> Result<Poll, BackendError>;
+    /// Asks how several renders are going, one answer per handle in the order given. The
+    /// default polls them one after another; a backend that can poll several in one call
+    /// overrides it, and says how many with `poll_batch`.
+    async fn poll_many(&self, handles: &[&RemoteHandle]) -> Vec<Result<Poll, BackendError>> {
+        let mut answers = Vec::with_capacity(handles.len());
+        for h in handles {
+            answers.push(self.poll(h).await);
+        }
+        answers
+    }
+    /// The most renders one `poll_many` call should carry (1: the provider polls one at a
+    /// time, so each is its own request).
+    fn poll_batch(&self) -> usize {
+        1
+    }
     /// Asks the provider to stop a render.
     async fn cancel(&self, handle: &RemoteHandle) -> Result<(), BackendError>;
     /// Fresh output locations of a finished render, where the provider gives them again.

@@ -24,6 +24,8 @@ use super::{Backend, BackendError, FailureClass, Output, Poll, RemoteHandle, Sho
 const TEXT_MAX: usize = 120;
 /// The scheme of a simulated output's URL.
 const SCHEME: &str = "sim://";
+/// Renders answered by one `poll_many`.
+const POLL_BATCH: usize = 1024;
 
 /// One simulated backend.
 pub struct Simulated {
@@ -77,37 +79,63 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// What a handle says about its render.
-struct Render {
+/// What a handle says about its render; the text stays encoded until a clip is drawn, since
+/// every poll reads the handle and only the download needs it.
+struct Render<'a> {
     ready_at_ms: i64,
     seconds: u32,
     fails: bool,
-    text: String,
+    text: &'a str,
+}
+
+impl Render<'_> {
+    /// The text to draw on the clip.
+    fn text(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(self.text)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// `sim-{backend}-{ready_at_ms}-{seconds}-{fails}-{uuid}-{text, base64url}`.
-fn parse(handle: &str) -> Option<Render> {
+fn parse(handle: &str) -> Option<Render<'_>> {
     let mut parts = handle.splitn(7, '-');
     let (_sim, _backend) = (parts.next()?, parts.next()?);
     let ready_at_ms = parts.next()?.parse().ok()?;
     let seconds = parts.next()?.parse().ok()?;
     let fails = parts.next()? == "1";
     let _id = parts.next()?;
-    let text = parts
-        .next()
-        .and_then(|t| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-        })
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
     Some(Render {
         ready_at_ms,
         seconds,
         fails,
-        text,
+        text: parts.next().unwrap_or_default(),
     })
+}
+
+impl Simulated {
+    /// A poll, answered from the handle alone: no I/O, so any number are answered in one call.
+    fn check(&self, handle: &RemoteHandle, now: i64) -> Result<Poll, BackendError> {
+        let r = parse(&handle.0).ok_or_else(|| {
+            BackendError::Expired(format!("{}: unknown render {}", self.name, handle.0))
+        })?;
+        if now < r.ready_at_ms {
+            let total = self.latency.as_millis().max(1) as i64;
+            let pct = (100 - (r.ready_at_ms - now) * 100 / total).clamp(0, 99) as u8;
+            return Ok(Poll::Pending(Some(pct)));
+        }
+        if r.fails {
+            return Ok(Poll::Failed(
+                FailureClass::Internal,
+                format!("simulated {} render failed", self.name),
+            ));
+        }
+        Ok(Poll::Done(vec![Output::Url(format!(
+            "{SCHEME}{}",
+            handle.0
+        ))]))
+    }
 }
 
 #[async_trait]
@@ -151,25 +179,16 @@ impl Backend for Simulated {
     }
 
     async fn poll(&self, handle: &RemoteHandle) -> Result<Poll, BackendError> {
-        let r = parse(&handle.0).ok_or_else(|| {
-            BackendError::Expired(format!("{}: unknown render {}", self.name, handle.0))
-        })?;
+        self.check(handle, now_ms())
+    }
+
+    async fn poll_many(&self, handles: &[&RemoteHandle]) -> Vec<Result<Poll, BackendError>> {
         let now = now_ms();
-        if now < r.ready_at_ms {
-            let total = self.latency.as_millis().max(1) as i64;
-            let pct = (100 - (r.ready_at_ms - now) * 100 / total).clamp(0, 99) as u8;
-            return Ok(Poll::Pending(Some(pct)));
-        }
-        if r.fails {
-            return Ok(Poll::Failed(
-                FailureClass::Internal,
-                format!("simulated {} render failed", self.name),
-            ));
-        }
-        Ok(Poll::Done(vec![Output::Url(format!(
-            "{SCHEME}{}",
-            handle.0
-        ))]))
+        handles.iter().map(|h| self.check(h, now)).collect()
+    }
+
+    fn poll_batch(&self) -> usize {
+        POLL_BATCH
     }
 
     async fn cancel(&self, _: &RemoteHandle) -> Result<(), BackendError> {
@@ -196,7 +215,7 @@ impl Backend for Simulated {
         })?;
         let clip = self
             .media
-            .clip(&self.clip(render.seconds, &render.text))
+            .clip(&self.clip(render.seconds, &render.text()))
             .await
             .map_err(|e| BackendError::Transient(format!("{}: {e}", self.name)))?;
         let size = tokio::fs::metadata(&clip)
@@ -219,8 +238,40 @@ mod tests {
     #[test]
     fn a_handle_carries_its_render() {
         let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("Shot 1 · veo3: a-b");
-        let r = parse(&format!("sim-veo3-1700-6-0-abc-{text}")).expect("parses");
+        let handle = format!("sim-veo3-1700-6-0-abc-{text}");
+        let r = parse(&handle).expect("parses");
         assert_eq!((r.ready_at_ms, r.seconds, r.fails), (1700, 6, false));
-        assert_eq!(r.text, "Shot 1 · veo3: a-b");
+        assert_eq!(r.text(), "Shot 1 · veo3: a-b");
+    }
+
+    #[tokio::test]
+    async fn a_batch_poll_answers_each_handle_in_order() {
+        let media = Media::new(&aiprod_platform::config::MediaSettings::default());
+        let sim = Simulated::new(BackendName::Runway, Duration::from_secs(60), 0.0, media);
+        let later = now_ms() + 60_000;
+        let handles = [
+            RemoteHandle(format!("sim-runway-{later}-5-0-a-")),
+            RemoteHandle("sim-runway-0-5-1-b-".into()),
+            RemoteHandle("not-a-handle".into()),
+            RemoteHandle("sim-runway-0-5-0-c-".into()),
+        ];
+        let refs: Vec<&RemoteHandle> = handles.iter().collect();
+        let answers = sim.poll_many(&refs).await;
+        assert!(
+            matches!(answers[0], Ok(Poll::Pending(Some(_)))),
+            "{answers:?}"
+        );
+        assert!(matches!(
+            answers[1],
+            Ok(Poll::Failed(FailureClass::Internal, _))
+        ));
+        assert!(matches!(answers[2], Err(BackendError::Expired(_))));
+        assert_eq!(
+            answers[3],
+            Ok(Poll::Done(vec![Output::Url(
+                "sim://sim-runway-0-5-0-c-".into()
+            )]))
+        );
+        assert_eq!(answers.len(), 4);
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod bench_inflight;
 mod client;
 mod commands;
 mod database;

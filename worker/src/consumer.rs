@@ -1,6 +1,7 @@
-//! The receive loop: pull as many messages as there are free job slots, lease their jobs in one
-//! transaction (one commit for the batch), ack each message once its lease is held, and run the
-//! job. A duplicate delivery finds the lease taken
+//! The receive loop: pull as many messages as there are free job slots (a batch at a time,
+//! while the database has a connection to spare), lease their jobs in one transaction (one
+//! commit for the batch), ack each message once its lease is held, and run the job. A duplicate
+//! delivery finds the lease taken
 //! (or the job ended) and is acked and dropped. A job whose tenant already runs its
 //! `max_in_flight` jobs is not claimed: its message is deferred, to come back later, with a
 //! delay that grows with its deliveries so that a long wait costs few refusals.
@@ -55,10 +56,17 @@ pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Res
     let beat = tokio::spawn(heartbeat(ctx.clone(), beat_stop.clone()));
     tracing::info!(worker = %ctx.worker_id, slots, "worker started");
     while !shutdown.is_cancelled() {
-        let free = permits.available_permits();
+        let free = permits.available_permits().min(START_BATCH);
         if free == 0 {
             tokio::select! {
                 p = permits.clone().acquire_owned() => drop(p),
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        if !db_has_room(&ctx.pool) {
+            tokio::select! {
+                _ = tokio::time::sleep(DB_BUSY_WAIT) => {}
                 _ = shutdown.cancelled() => break,
             }
             continue;
@@ -228,6 +236,19 @@ async fn run_claimed(
         ack(ctx, &d).await;
     }
     Some(outcome)
+}
+
+/// The most jobs started at once. With thousands of slots free (a worker starting up), the
+/// jobs start a batch at a time, each batch once the database has a connection to spare.
+const START_BATCH: usize = 64;
+/// How long the loop waits before it looks again for a connection to spare.
+const DB_BUSY_WAIT: Duration = Duration::from_millis(20);
+
+/// Whether the pool has a connection idle or room to open one. When it has neither, jobs
+/// already started are still at their statements: new ones would only queue behind them, past
+/// the pool's acquire timeout, and fail their first statement.
+fn db_has_room(pool: &sqlx::PgPool) -> bool {
+    pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections()
 }
 
 /// The first wait of a message whose tenant is at its in-flight limit.

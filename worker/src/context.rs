@@ -39,6 +39,8 @@ pub struct WorkerContext {
     pub(crate) leases: Arc<Leases>,
     /// Wakes the outbox relay after a released job's dispatch commits.
     pub(crate) dispatched: aiprod_store::Wake,
+    /// One poll scheduler per backend, shared by every render this process follows.
+    pub(crate) pollers: Arc<crate::shot::Pollers>,
     /// Batches acks while the receive loop runs; `None` acks at once (step-by-step tests).
     pub(crate) acker: Option<Acker>,
     /// Group-commits checkpoints while the receive loop runs; `None` writes each at once.
@@ -75,6 +77,7 @@ impl WorkerContext {
             settings,
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),
+            pollers: Arc::default(),
             acker: None,
             writer: None,
         }
@@ -82,6 +85,11 @@ impl WorkerContext {
 }
 
 impl WorkerContext {
+    /// How this process's leases have been kept.
+    pub fn lease_stats(&self) -> crate::lease::LeaseStats {
+        self.leases.stats()
+    }
+
     /// The same context with these content models (built and checked by the caller).
     pub fn with_models(mut self, models: crate::models::Models) -> WorkerContext {
         self.models = Arc::new(models);

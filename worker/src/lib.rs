@@ -31,6 +31,7 @@ mod writer;
 
 pub use consumer::{Outcome, run, run_once};
 pub use context::WorkerContext;
+pub use lease::LeaseStats;
 pub use models::Models;
 pub use ops::ops_router;
 pub use pipeline::JobOutcome;

@@ -55,7 +55,13 @@ pub(crate) async fn run_job(ctx: &WorkerContext, claim: Claim, stops: &Stops) ->
     let outcome = run_stages(ctx, claim, stops, &lost).instrument(span).await;
     ctx.leases.forget(job_id);
     if matches!(outcome, JobOutcome::Released) {
-        match release_lease(&ctx.pool, job_id, epoch, &ctx.worker_id).await {
+        // Retried: at shutdown every job hands its lease back at once, and the pool's queue
+        // can outlast one acquire.
+        let released = (|| release_lease(&ctx.pool, job_id, epoch, &ctx.worker_id))
+            .retry(db_retry())
+            .when(transient)
+            .await;
+        match released {
             // If this process exits before the wake-up goes out, the relay's poll finds it.
             Ok(true) => ctx.dispatched.poke(),
             Ok(false) => {}
@@ -86,7 +92,7 @@ async fn run_stages(
             .when(transient)
             .await
         {
-            Ok(rows) => outputs.extend(rows),
+            Ok(rows) => outputs.extend(rows.into_iter().map(|(s, v)| (s, v.to_string().into()))),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load earlier outputs; handing the job back");
                 return JobOutcome::Released;
@@ -206,7 +212,7 @@ async fn run_stages(
         };
         match saved {
             Ok(CheckpointOutcome::Advanced(next)) => {
-                state.outputs.insert(stage, output);
+                state.outputs.insert(stage, output.to_string().into());
                 stage = next;
                 if stops.soft.is_cancelled() {
                     tracing::info!(next = %stage, "shutting down; handing the job back after its checkpoint");

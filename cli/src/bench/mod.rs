@@ -52,6 +52,12 @@ pub struct BenchArgs {
     /// measurement.
     #[arg(long)]
     artifact_dir: Option<std::path::PathBuf>,
+    /// Instead: hold this many jobs in render at once in one worker (`bench_inflight`).
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// With --in-flight: how long each simulated render takes, in seconds.
+    #[arg(long, default_value_t = 60)]
+    render_s: u64,
 }
 
 /// Runs the benchmark; `config` is the settings file given to this command, which worker
@@ -61,6 +67,9 @@ pub async fn run(
     mut settings: Settings,
     config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.in_flight {
+        return crate::bench_inflight::run(n, args.render_s, settings).await;
+    }
     anyhow::ensure!(
         args.jobs > 0 && args.workers > 0,
         "--jobs and --workers must be at least 1"

@@ -52,7 +52,7 @@ impl WorkerSettings {
         within(
             "AIPROD_WORKER_CONCURRENCY",
             self.worker_concurrency,
-            1..=4096,
+            1..=20_000,
         )?;
         within_ms("AIPROD_LEASE_TTL_MS", self.lease_ttl, 300..=3_600_000)?;
         within_s("AIPROD_JOB_DEADLINE_S", self.job_deadline, 1..=7 * 86_400)?;

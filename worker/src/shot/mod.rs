@@ -4,7 +4,8 @@
 //! 1. an intent row (job, shot, backend, try) before the POST, reserving the try's money;
 //! 2. the POST (`submit`);
 //! 3. the provider's id saved at once;
-//! 4. polls at the provider's cadence, with jitter (`poll`);
+//! 4. polls at the provider's cadence, with jitter, by the backend's poll scheduler
+//!    (`pollers`), which the try awaits (`poll`);
 //! 5. the output downloaded into our artifact store as its own recorded step (`download`);
 //! 6. the actual cost recorded.
 //!
@@ -22,9 +23,11 @@ mod download;
 mod end;
 mod keyframe;
 mod poll;
+mod pollers;
 mod semantic;
 mod submit;
 
+pub(crate) use pollers::Pollers;
 pub(crate) use semantic::Judge;
 
 use std::collections::BTreeMap;
@@ -75,6 +78,8 @@ pub(crate) struct ShotRenderer<'a> {
     pub media: &'a aiprod_media::Media,
     /// The backends this worker can call.
     pub fleet: &'a Fleet,
+    /// The process's poll schedulers, one per backend.
+    pub pollers: &'a Pollers,
     /// Prices, the circuit's knobs, throttling.
     pub backends: &'a BackendSettings,
     /// Retries of a submit or a download within one try.
@@ -124,8 +129,9 @@ impl ShotRenderer<'_> {
                         )));
                     };
                     tracing::info!(shot = shot.index, backend = %last.backend, remote_id = ?last.remote_id, "resuming a render");
-                    let end = self.follow(backend.as_ref(), last.clone()).await;
-                    if let Some(result) = self.settle(last.backend, end, &mut left).await {
+                    let end = self.follow(backend, last.clone()).await;
+                    if let Some(result) = Box::pin(self.settle(last.backend, end, &mut left)).await
+                    {
                         return result;
                     }
                 }
@@ -152,13 +158,15 @@ impl ShotRenderer<'_> {
                 RenderState::Failed | RenderState::Canceled | RenderState::Orphaned => {}
             }
         }
-        let image = self.image(keyframe).await?;
         let holder = self.holder();
         for &name in candidates {
             let Some(backend) = self.fleet.get(name) else {
                 left.push(format!("{name}: not enabled on this worker"));
                 continue;
             };
+            // Read for each try and dropped once the POST is made: a job holds no keyframe in
+            // memory while its render runs.
+            let image = Box::pin(self.image(keyframe)).await?;
             let gate = (|| gate(self.pool, name, &holder, self.backends.circuit_probe_ttl))
                 .retry(db_retry())
                 .when(transient)
@@ -219,7 +227,7 @@ impl ShotRenderer<'_> {
                 spec_key: key.as_deref(),
             };
             if let Some(key) = &key
-                && let Cached::Hit(shot) = self.cached(key, &intent).await?
+                && let Cached::Hit(shot) = Box::pin(self.cached(key, &intent)).await?
             {
                 return Ok(shot);
             }
@@ -248,16 +256,20 @@ impl ShotRenderer<'_> {
                         ),
                         health: false,
                     };
-                    if let Some(result) = self.settle(name, end, &mut left).await {
+                    if let Some(result) = Box::pin(self.settle(name, end, &mut left)).await {
                         return result;
                     }
                     continue;
                 }
             };
-            let end = self
-                .submit_and_follow(backend.as_ref(), task, shot, &image)
-                .await;
-            if let Some(result) = self.settle(name, end, &mut left).await {
+            let end = match Box::pin(self.submit(backend.as_ref(), task, shot, &image)).await {
+                Ok(task) => {
+                    drop(image);
+                    self.follow(backend, task).await
+                }
+                Err(end) => end,
+            };
+            if let Some(result) = Box::pin(self.settle(name, end, &mut left)).await {
                 return result;
             }
         }
@@ -281,11 +293,13 @@ impl ShotRenderer<'_> {
         from: RenderState,
         u: RenderUpdate,
     ) -> Result<bool, StepError> {
-        (|| update_render(self.pool, id, from, &u))
-            .retry(db_retry())
-            .when(transient)
-            .await
-            .map_err(|e| StepError::Retryable(format!("cannot record a render step: {e}")))
+        Box::pin(
+            (|| update_render(self.pool, id, from, &u))
+                .retry(db_retry())
+                .when(transient),
+        )
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot record a render step: {e}")))
     }
 
     /// Closes a try as failed, with what it was charged.

@@ -15,13 +15,15 @@ use super::end::TryEnd;
 use crate::planner::Shot;
 
 impl ShotRenderer<'_> {
-    pub(super) async fn submit_and_follow(
+    /// POSTs the try and saves the provider's id: the task, now `submitted`, to follow; or
+    /// how the try ended before that.
+    pub(super) async fn submit(
         &self,
         backend: &dyn Backend,
         mut task: RenderTask,
         shot: &Shot,
         image: &Image,
-    ) -> TryEnd {
+    ) -> Result<RenderTask, TryEnd> {
         let name = backend.name();
         let req = ShotRequest {
             shot: shot.index,
@@ -37,12 +39,12 @@ impl ShotRenderer<'_> {
         let handle = loop {
             if self.left().is_none() {
                 let why = "the job's deadline passed before the shot could be submitted";
-                return TryEnd::stop_after(
+                return Err(TryEnd::stop_after(
                     self.fail(&task, FailureClass::Deadline, why, Money::ZERO)
                         .await,
                     StepError::Permanent(why.into()),
                     false,
-                );
+                ));
             }
             let result = backend.submit(&req).await;
             match result {
@@ -56,7 +58,11 @@ impl ShotRenderer<'_> {
                         let r = self
                             .fail(&task, FailureClass::Throttled, &message, Money::ZERO)
                             .await;
-                        return TryEnd::next_after(r, format!("throttled ({message})"), false);
+                        return Err(TryEnd::next_after(
+                            r,
+                            format!("throttled ({message})"),
+                            false,
+                        ));
                     }
                     tracing::info!(backend = %name, wait_ms = wait.as_millis() as u64, "provider throttled the submit; waiting");
                     throttled += wait;
@@ -75,7 +81,7 @@ impl ShotRenderer<'_> {
                         let r = self
                             .fail(&task, FailureClass::Unavailable, &m, Money::ZERO)
                             .await;
-                        return TryEnd::next_after(r, m, true);
+                        return Err(TryEnd::next_after(r, m, true));
                     }
                 },
                 Err(BackendError::Timeout(m)) => {
@@ -93,19 +99,19 @@ impl ShotRenderer<'_> {
                             },
                         )
                         .await;
-                    return TryEnd::next_after(r.map(|_| ()), note, true);
+                    return Err(TryEnd::next_after(r.map(|_| ()), note, true));
                 }
                 Err(BackendError::Rejected(m)) => {
                     let r = self
                         .fail(&task, FailureClass::Rejected, &m, Money::ZERO)
                         .await;
-                    return TryEnd::next_after(r, m, false);
+                    return Err(TryEnd::next_after(r, m, false));
                 }
                 Err(BackendError::Unauthorized(m) | BackendError::Expired(m)) => {
                     let r = self
                         .fail(&task, FailureClass::Unavailable, &m, Money::ZERO)
                         .await;
-                    return TryEnd::next_after(r, m, true);
+                    return Err(TryEnd::next_after(r, m, true));
                 }
             }
         };
@@ -123,19 +129,19 @@ impl ShotRenderer<'_> {
         match saved {
             Ok(true) => {}
             Ok(false) => {
-                return TryEnd::halt(StepError::Retryable(
+                return Err(TryEnd::halt(StepError::Retryable(
                     "another worker took over this render".into(),
-                ));
+                )));
             }
             Err(e) => {
                 tracing::error!(backend = %name, remote_id = %handle.0, "cannot save the provider's id: the render is an orphan");
-                return TryEnd::halt(e);
+                return Err(TryEnd::halt(e));
             }
         }
         tracing::info!(backend = %name, shot = task.shot, remote_id = %handle.0, "submitted");
         task.state = RenderState::Submitted;
         task.remote_id = Some(handle.0);
         task.submitted_at = Some(Utc::now());
-        self.follow(backend, task).await
+        Ok(task)
     }
 }

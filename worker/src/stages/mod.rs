@@ -43,7 +43,9 @@ pub(crate) struct JobState {
     /// for budget.
     pub deadline_from: chrono::DateTime<chrono::Utc>,
     pub spec: JobSpec,
-    pub outputs: BTreeMap<Stage, Value>,
+    /// The earlier stages' outputs as JSON text: a parsed `Value` takes several times the
+    /// memory, held by every job in flight, while a stage parses only the outputs it reads.
+    pub outputs: BTreeMap<Stage, Box<str>>,
 }
 
 impl JobState {
@@ -53,7 +55,7 @@ impl JobState {
         let v = self.outputs.get(&stage).ok_or_else(|| {
             StepError::Permanent(format!("the output of stage {stage} is missing"))
         })?;
-        serde_json::from_value(v.clone()).map_err(|e| {
+        serde_json::from_str(v).map_err(|e| {
             StepError::Permanent(format!("the output of stage {stage} is unreadable: {e}"))
         })
     }
@@ -80,7 +82,9 @@ impl StageOutput {
     }
 }
 
-/// Runs one try of `stage`, handing it what it uses.
+/// Runs one try of `stage`, handing it what it uses. Each stage's future is boxed on its own,
+/// so that a job holds the memory of the stage it runs, not of the largest stage (a job waits
+/// in `render` for minutes, thousands at once).
 #[tracing::instrument(skip_all, fields(job_id = %job.id, stage = %stage))]
 pub(crate) async fn run(
     stage: Stage,
@@ -103,7 +107,7 @@ pub(crate) async fn run(
         });
     match stage {
         Stage::Sanitize => sanitize::run(job, &settings.worker.forbidden_words),
-        Stage::Analysis => analysis::run(job, planner).await,
+        Stage::Analysis => Box::pin(analysis::run(job, planner)).await,
         Stage::Creative => {
             let (money, backends) = purse_of(ctx, job).await?;
             let purse = Purse {
@@ -112,7 +116,7 @@ pub(crate) async fn run(
                 backends: &backends,
                 keyframe: ctx.models.images.price(),
             };
-            creative::run(job, planner, &purse).await
+            Box::pin(creative::run(job, planner, &purse)).await
         }
         Stage::Visual => {
             let drawer = visual::Drawer {
@@ -123,7 +127,7 @@ pub(crate) async fn run(
                 media: &ctx.media,
                 throttle_max,
             };
-            visual::run(job, &drawer).await
+            Box::pin(visual::run(job, &drawer)).await
         }
         Stage::Financial => {
             let router = financial::Router {
@@ -133,7 +137,7 @@ pub(crate) async fn run(
                 backends: &settings.backends,
                 worker_id: &ctx.worker_id,
             };
-            financial::run(job, &router).await
+            Box::pin(financial::run(job, &router)).await
         }
         Stage::Render => {
             let judge = ctx
@@ -147,8 +151,9 @@ pub(crate) async fn run(
                     settings: &settings.models,
                     throttle_max,
                 });
-            let v: visual::Visual = job.output(Stage::Visual)?;
-            let prompts: BTreeMap<i32, String> = v
+            // Parsed here only for the prompts, and dropped before the renders start.
+            let prompts: BTreeMap<i32, String> = job
+                .output::<visual::Visual>(Stage::Visual)?
                 .shots
                 .iter()
                 .map(|s| (s.shot.index as i32, s.shot.render_prompt()))
@@ -163,6 +168,7 @@ pub(crate) async fn run(
                 store: &ctx.store,
                 media: &ctx.media,
                 fleet: &ctx.backends,
+                pollers: &ctx.pollers,
                 backends: &settings.backends,
                 retry: &settings.worker.retry,
                 worker_id: &ctx.worker_id,
@@ -173,11 +179,13 @@ pub(crate) async fn run(
                     + chrono::Duration::from_std(settings.worker.job_deadline)
                         .unwrap_or(chrono::TimeDelta::MAX),
             };
-            render::run(job, &renderer).await
+            Box::pin(render::run(job, &renderer)).await
         }
-        Stage::QaTechnical => qa_technical::run(job, &ctx.pool, &ctx.store, &ctx.media).await,
-        Stage::QaSemantic => qa_semantic::run(job, &ctx.pool, &settings.models).await,
-        Stage::Finalize => finalize::run(job, &ctx.store, &ctx.media).await,
+        Stage::QaTechnical => {
+            Box::pin(qa_technical::run(job, &ctx.pool, &ctx.store, &ctx.media)).await
+        }
+        Stage::QaSemantic => Box::pin(qa_semantic::run(job, &ctx.pool, &settings.models)).await,
+        Stage::Finalize => Box::pin(finalize::run(job, &ctx.store, &ctx.media)).await,
     }
 }
 
