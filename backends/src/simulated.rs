@@ -166,10 +166,11 @@ impl Backend for Simulated {
                 format!("simulated {} render failed", self.name),
             ));
         }
-        Ok(Poll::Done(vec![Output::Url(format!(
-            "{SCHEME}{}",
-            handle.0
-        ))]))
+        // The simulation reports no hardware time: its tries are charged their estimate.
+        Ok(Poll::Done(
+            vec![Output::Url(format!("{SCHEME}{}", handle.0))],
+            None,
+        ))
     }
 
     async fn cancel(&self, _: &RemoteHandle) -> Result<(), BackendError> {
@@ -178,7 +179,7 @@ impl Backend for Simulated {
 
     async fn fetch_output(&self, handle: &RemoteHandle) -> Result<Vec<Output>, BackendError> {
         match self.poll(handle).await? {
-            Poll::Done(o) => Ok(o),
+            Poll::Done(o, _) => Ok(o),
             other => Err(BackendError::Rejected(format!(
                 "{}: {} has no output ({other:?})",
                 self.name, handle.0

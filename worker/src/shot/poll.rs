@@ -24,7 +24,7 @@ impl ShotRenderer<'_> {
                 Some(Value::Array(items)) => items.iter().filter_map(Output::from_json).collect(),
                 _ => Vec::new(),
             };
-            return self.download(backend, task, &handle, outputs).await;
+            return self.download(backend, task, &handle, outputs, None).await;
         }
         let started = task.submitted_at.unwrap_or_else(Utc::now);
         let mut errors = 0u32;
@@ -57,13 +57,13 @@ impl ShotRenderer<'_> {
             wait = jitter(backend.poll_interval());
             match backend.poll(&handle).await {
                 Ok(Poll::Pending(_) | Poll::Throttled) => errors = 0,
-                Ok(Poll::Done(outputs)) => {
+                Ok(Poll::Done(outputs, used)) => {
                     let secs = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
                     Metrics::global()
                         .render_duration
                         .with_label_values(&[name.as_str()])
                         .observe(secs);
-                    return self.download(backend, task, &handle, outputs).await;
+                    return self.download(backend, task, &handle, outputs, used).await;
                 }
                 Ok(Poll::Failed(class, message)) => {
                     let cost = if backend.charged_on_failure(class) {
