@@ -21,7 +21,7 @@ pub mod vertex;
 use std::path::Path;
 use std::time::Duration;
 
-use aiprod_domain::{BackendName, Money};
+use aiprod_domain::{BackendName, HardwareSeconds, Money};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -145,8 +145,10 @@ pub enum Poll {
     Pending(Option<u8>),
     /// Queued over our concurrency limit: capacity, not ill health.
     Throttled,
-    /// Finished: where the video is.
-    Done(Vec<Output>),
+    /// Finished: where the video is, and the seconds of hardware the provider says it used,
+    /// where it says (Replicate's `metrics.predict_time`; `None` elsewhere, or when the figure
+    /// is missing or unreadable).
+    Done(Vec<Output>, Option<HardwareSeconds>),
     /// Failed at the provider.
     Failed(FailureClass, String),
 }

@@ -1,16 +1,19 @@
 //! Replicate: `POST /v1/predictions` with a model version and `Prefer: wait`, `GET` and
 //! `POST …/cancel`, and the paginated `GET /v1/predictions` that lets the reconciler find
-//! orphans. Outputs are deleted after about an hour, so they are downloaded at once.
+//! orphans. Outputs are deleted after about an hour, so they are downloaded at once. A finished
+//! prediction's `metrics.predict_time` (the seconds of hardware Replicate bills) is read from
+//! the number's own text and returned with the outputs.
 
 use std::time::Duration;
 
-use aiprod_domain::BackendName;
+use aiprod_domain::{BackendName, HardwareSeconds};
 use aiprod_platform::Settings;
 use aiprod_platform::config::ReplicateSettings;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{
@@ -87,9 +90,32 @@ struct Prediction {
     #[serde(default)]
     input: Value,
     created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    metrics: Option<Metrics>,
+}
+
+/// What Replicate measured of a prediction.
+#[derive(Deserialize)]
+struct Metrics {
+    /// Seconds of hardware time, as the provider wrote the number (a float would round it).
+    #[serde(default)]
+    predict_time: Option<Box<RawValue>>,
 }
 
 impl Prediction {
+    /// The hardware seconds billed, when the answer carries a usable figure. An unusable one
+    /// is logged and left out: the render is still good, and the try is charged its estimate.
+    fn hardware_seconds(&self) -> Option<HardwareSeconds> {
+        let raw = self.metrics.as_ref()?.predict_time.as_ref()?;
+        match HardwareSeconds::parse(raw.get()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(prediction = %self.id, error = %e, "replicate: unusable metrics.predict_time; charging the estimate");
+                None
+            }
+        }
+    }
+
     fn outputs(&self) -> Vec<Output> {
         match &self.output {
             Value::String(u) => vec![Output::Url(u.clone())],
@@ -178,7 +204,7 @@ impl Backend for Replicate {
         let p = self.prediction(handle).await?;
         Ok(match p.status.as_str() {
             "starting" | "processing" => Poll::Pending(None),
-            "succeeded" => Poll::Done(p.outputs()),
+            "succeeded" => Poll::Done(p.outputs(), p.hardware_seconds()),
             "canceled" => Poll::Failed(FailureClass::Canceled, "prediction was canceled".into()),
             "aborted" => Poll::Failed(
                 FailureClass::Aborted,

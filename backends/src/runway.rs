@@ -135,7 +135,7 @@ impl Backend for Runway {
             "PENDING" => Poll::Pending(None),
             "RUNNING" => Poll::Pending(t.progress.map(|p| (p.clamp(0.0, 1.0) * 100.0) as u8)),
             "THROTTLED" => Poll::Throttled,
-            "SUCCEEDED" => Poll::Done(t.output.into_iter().map(Output::Url).collect()),
+            "SUCCEEDED" => Poll::Done(t.output.into_iter().map(Output::Url).collect(), None),
             "CANCELLED" => Poll::Failed(FailureClass::Canceled, "task was cancelled".into()),
             "FAILED" => {
                 let code = t.failure_code.as_deref();

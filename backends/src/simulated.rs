@@ -131,10 +131,11 @@ impl Simulated {
                 format!("simulated {} render failed", self.name),
             ));
         }
-        Ok(Poll::Done(vec![Output::Url(format!(
-            "{SCHEME}{}",
-            handle.0
-        ))]))
+        // The simulation reports no hardware time: its tries are charged their estimate.
+        Ok(Poll::Done(
+            vec![Output::Url(format!("{SCHEME}{}", handle.0))],
+            None,
+        ))
     }
 }
 
@@ -197,7 +198,7 @@ impl Backend for Simulated {
 
     async fn fetch_output(&self, handle: &RemoteHandle) -> Result<Vec<Output>, BackendError> {
         match self.poll(handle).await? {
-            Poll::Done(o) => Ok(o),
+            Poll::Done(o, _) => Ok(o),
             other => Err(BackendError::Rejected(format!(
                 "{}: {} has no output ({other:?})",
                 self.name, handle.0
@@ -268,9 +269,10 @@ mod tests {
         assert!(matches!(answers[2], Err(BackendError::Expired(_))));
         assert_eq!(
             answers[3],
-            Ok(Poll::Done(vec![Output::Url(
-                "sim://sim-runway-0-5-0-c-".into()
-            )]))
+            Ok(Poll::Done(
+                vec![Output::Url("sim://sim-runway-0-5-0-c-".into())],
+                None
+            ))
         );
         assert_eq!(answers.len(), 4);
     }

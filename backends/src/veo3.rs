@@ -193,7 +193,7 @@ impl Operation {
                 ),
             ));
         }
-        Ok(Poll::Done(outputs))
+        Ok(Poll::Done(outputs, None))
     }
 }
 
@@ -255,7 +255,7 @@ impl Backend for Veo3 {
 
     async fn fetch_output(&self, handle: &RemoteHandle) -> Result<Vec<Output>, BackendError> {
         match self.operation(handle).await?.outcome()? {
-            Poll::Done(outputs) => Ok(outputs),
+            Poll::Done(outputs, _) => Ok(outputs),
             other => Err(BackendError::Rejected(format!(
                 "veo3: operation {} has no output ({other:?})",
                 handle.0

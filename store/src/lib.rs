@@ -27,6 +27,7 @@ mod lease;
 mod ledger;
 mod model_call;
 mod model_health;
+mod orphan;
 mod queue_message;
 mod rate_limit;
 mod render_task;
@@ -80,14 +81,15 @@ pub use model_call::{
 pub use model_health::{
     model_gate, record_model_failure, record_model_success, release_model_probe,
 };
+pub use orphan::{adopt_orphan, orphans};
 pub use queue_message::{
     ReceivedMessage, ack_messages, defer_messages, enqueue_messages, nack_messages,
     receive_messages,
 };
 pub use rate_limit::{RateDecision, check_rate};
 pub use render_task::{
-    Intent, IntentOutcome, RenderTask, RenderUpdate, adopt_orphan, insert_intent,
-    insert_render_hit, orphans, render_tasks, update_render,
+    Intent, IntentOutcome, RenderTask, RenderUpdate, insert_intent, insert_render_hit,
+    render_tasks, update_render,
 };
 pub use report::{
     SloStanding, SloTargets, StuckJob, WindowQuality, backend_errors_over, slo_report, stuck_jobs,

@@ -2,13 +2,11 @@
 //! provider's id right after it, then the outputs, our copy and the cost, each its own durable
 //! step. A worker that restarts reads these rows and resumes where the last step ended.
 
-use aiprod_domain::{BackendName, FailureClass, JobId, Money, RenderState};
+use aiprod_domain::{BackendName, FailureClass, HardwareSeconds, JobId, Money, RenderState};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
-
-use super::millis;
 
 /// One row of `render_task`: one try of one shot on one backend.
 #[derive(Clone, Debug)]
@@ -33,8 +31,13 @@ pub struct RenderTask {
     pub duration_s: i32,
     /// The estimate.
     pub estimated_cost_micros: i64,
-    /// What the provider charged.
+    /// What the try was charged: the provider's figure where it gave one, else the estimate
+    /// (0 for a failure nobody bills). Null until the try ends.
     pub cost_micros: Option<i64>,
+    /// What the provider's own measure of the try costs, where it reports one
+    /// (`provider_seconds`); kept from the moment the render finished, so a resumed download
+    /// charges it too.
+    pub provider_cost_micros: Option<i64>,
     /// Where the provider put the video.
     pub outputs: Option<Value>,
     /// Our copy.
@@ -60,8 +63,9 @@ pub async fn render_tasks(db: impl PgExecutor<'_>, job: JobId) -> sqlx::Result<V
         RenderTask,
         r#"select id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
                   state as "state: RenderState", remote_id, seed, duration_s, estimated_cost_micros,
-                  cost_micros, outputs, artifact_uri, failure as "failure: FailureClass", error,
-                  qa, created_at, submitted_at, finished_at
+                  cost_micros, provider_cost_micros, outputs, artifact_uri,
+                  failure as "failure: FailureClass", error, qa, created_at, submitted_at,
+                  finished_at
              from render_task where job_id = $1 order by shot, attempt"#,
         job as JobId
     )
@@ -166,8 +170,9 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
                       attempt as "attempt!", backend as "backend!: BackendName",
                       state as "state!: RenderState", remote_id, seed as "seed!",
                       duration_s as "duration_s!",
-                      estimated_cost_micros as "estimated_cost_micros!", cost_micros, outputs,
-                      artifact_uri, failure as "failure: FailureClass", error, qa,
+                      estimated_cost_micros as "estimated_cost_micros!", cost_micros,
+                      provider_cost_micros, outputs, artifact_uri,
+                      failure as "failure: FailureClass", error, qa,
                       created_at as "created_at!", submitted_at, finished_at
                  from ins"#,
             id,
@@ -225,6 +230,10 @@ pub struct RenderUpdate {
     pub error: Option<String>,
     /// Technical QA of the delivered clip.
     pub qa: Option<Value>,
+    /// The provider's own measure of the render (its hardware seconds).
+    pub provider_seconds: Option<HardwareSeconds>,
+    /// What that measure costs; the try's `cost` should then be the same figure.
+    pub provider_cost: Option<Money>,
 }
 
 /// Records a step of render `id` taken from state `from`. Deliberately not fenced on the job's
@@ -247,6 +256,8 @@ pub async fn update_render(
                   failure = coalesce($8, failure),
                   error = coalesce($9, error),
                   qa = coalesce($10, qa),
+                  provider_seconds = coalesce($11::text::numeric, provider_seconds),
+                  provider_cost_micros = coalesce($12, provider_cost_micros),
                   submitted_at = case when $4::text is not null then now() else submitted_at end,
                   finished_at = case when $3 in ('downloaded', 'failed', 'canceled', 'orphaned')
                                      then now() else finished_at end,
@@ -262,63 +273,8 @@ pub async fn update_render(
         u.failure as Option<FailureClass>,
         u.error.as_deref(),
         u.qa.as_ref(),
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Suspected orphans on `backend` older than `settle` (their POST may still be in flight):
-/// intents whose worker died, and intents a later try marked orphaned, with no remote id and
-/// not yet found missing at the provider.
-pub async fn orphans(
-    db: impl PgExecutor<'_>,
-    backend: BackendName,
-    settle: std::time::Duration,
-) -> sqlx::Result<Vec<RenderTask>> {
-    sqlx::query_as!(
-        RenderTask,
-        r#"select id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
-                  state as "state: RenderState", remote_id, seed, duration_s, estimated_cost_micros,
-                  cost_micros, outputs, artifact_uri, failure as "failure: FailureClass", error,
-                  qa, created_at, submitted_at, finished_at
-             from render_task r
-            where r.backend = $1 and r.remote_id is null
-              and r.created_at < now() - $2::bigint * interval '1 millisecond'
-              and r.created_at > now() - interval '1 day'
-              and r.failure is distinct from 'not_at_provider'
-              and (r.state = 'orphaned'
-                   or (r.state = 'intent' and not exists (
-                          select 1 from job j where j.id = r.job_id and j.status = 'running'
-                             and j.locked_until > now())))
-            order by r.created_at
-            limit 500"#,
-        backend as BackendName,
-        millis(settle),
-    )
-    .fetch_all(db)
-    .await
-}
-
-/// The reconciler found orphan `id` at the provider: records its id and what it cost, and
-/// closes it as orphaned (its job has moved on, so nobody downloads it).
-pub async fn adopt_orphan(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    remote_id: &str,
-    cost: Money,
-    note: &str,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        "update render_task
-            set state = 'orphaned', remote_id = $2, cost_micros = $3, error = $4,
-                submitted_at = coalesce(submitted_at, now()), finished_at = now(),
-                updated_at = now()
-          where id = $1 and remote_id is null and state in ('intent', 'orphaned')",
-        id,
-        remote_id,
-        cost.micros(),
-        note,
+        u.provider_seconds.as_ref().map(ToString::to_string),
+        u.provider_cost.map(Money::micros),
     )
     .execute(db)
     .await?;
@@ -348,8 +304,8 @@ pub async fn insert_render_hit(
             where j.id = $2 and j.lease_epoch = $3 and j.locked_by = $4 and j.status = 'running'
            returning id, job_id as "job_id: JobId", shot, attempt, backend as "backend: BackendName",
                      state as "state: RenderState", remote_id, seed, duration_s,
-                     estimated_cost_micros, cost_micros, outputs, artifact_uri,
-                     failure as "failure: FailureClass", error, qa, created_at, submitted_at,
+                     estimated_cost_micros, cost_micros, provider_cost_micros, outputs,
+                     artifact_uri, failure as "failure: FailureClass", error, qa, created_at, submitted_at,
                      finished_at"#,
         Uuid::now_v7(),
         intent.job_id as JobId,

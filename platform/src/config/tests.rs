@@ -134,3 +134,37 @@ fn a_bad_value_stops_the_start_with_one_line() {
         Ok(())
     });
 }
+
+#[test]
+fn how_a_backend_is_billed_comes_from_its_price_variables_and_is_checked_at_start() {
+    figment::Jail::expect_with(|jail| {
+        // A float in the environment is still an exact price.
+        jail.set_env(
+            "AIPROD_BACKENDS__REPLICATE__PER_HARDWARE_SECOND_USD",
+            "0.001525",
+        );
+        let s = Settings::load(None).expect("loads");
+        let replicate = s.backends.prices.profile(BackendName::Replicate);
+        assert_eq!(replicate.billing, aiprod_domain::Billing::HardwareSecond);
+        assert_eq!(replicate.per_hardware_second_usd.micros(), 1_525);
+        // The old variables still set the estimate beside it.
+        assert_eq!(replicate.per_second_usd.micros(), 50_000);
+
+        jail.set_env("AIPROD_BACKENDS__VEO3__BILLING", "hardware_second");
+        let e = Settings::load(None).expect_err("veo reports no hardware time");
+        assert!(
+            e.to_string().contains("AIPROD_BACKENDS__VEO3__BILLING"),
+            "{e}"
+        );
+        jail.set_env("AIPROD_BACKENDS__VEO3__BILLING", "video_second");
+        jail.set_env(
+            "AIPROD_BACKENDS__REPLICATE__PER_HARDWARE_SECOND_USD",
+            "-0.001",
+        );
+        let e = Settings::load(None).expect_err("a negative price");
+        assert!(e.to_string().contains("AIPROD_BACKENDS__REPLICATE"), "{e}");
+        jail.set_env("AIPROD_BACKENDS__REPLICATE__BILLING", "per_frame");
+        assert!(Settings::load(None).is_err(), "an unknown billing");
+        Ok(())
+    });
+}

@@ -64,6 +64,9 @@ struct State {
     polls: VecDeque<Step>,
     canceled: Vec<String>,
     expire_next_download: bool,
+    /// The text of `metrics.predict_time` in Replicate's finished video predictions, as the
+    /// provider would write it (`None`: 41.2).
+    predict_time: Option<String>,
     /// Replicate image predictions: id → the model that made it.
     image_models: HashMap<String, String>,
     gemini: VecDeque<GeminiStep>,
@@ -155,6 +158,12 @@ impl Stub {
     /// render's own clip: a flawed clip for technical QA.
     pub fn serve_next(&self, bytes: Vec<u8>) {
         self.lock().next_files.push_back(bytes);
+    }
+
+    /// Replicate reports `text`, verbatim, as the hardware seconds of each finished video
+    /// prediction from now on: any JSON value, number or not.
+    pub fn report_predict_time(&self, text: &str) {
+        self.lock().predict_time = Some(text.to_owned());
     }
 
     /// Renders canceled through the API.

@@ -17,7 +17,7 @@ async fn each_client_renders_polls_and_downloads_the_happy_path() {
         let want = b.render_seconds(5);
         let h = b.submit(&shot(5)).await.expect("submitted");
         let polls = poll_to_end(b.as_ref(), &h).await;
-        let Some(Poll::Done(outputs)) = polls.last() else {
+        let Some(Poll::Done(outputs, _)) = polls.last() else {
             panic!("{provider:?}: {polls:?}");
         };
         let dir = tempfile::tempdir().expect("a scratch directory");
@@ -68,7 +68,7 @@ async fn throttling_is_capacity_and_then_the_render_succeeds() {
     let h = b.submit(&shot(5)).await.expect("submitted");
     let polls = poll_to_end(b.as_ref(), &h).await;
     assert_eq!(polls[..2], [Poll::Throttled, Poll::Throttled]);
-    assert!(matches!(polls[2], Poll::Done(_)), "{polls:?}");
+    assert!(matches!(polls[2], Poll::Done(..)), "{polls:?}");
 
     // Replicate and Vertex throttle with a 429 on create; the next create goes through.
     for (provider, body) in [
@@ -104,7 +104,7 @@ async fn throttling_is_capacity_and_then_the_render_succeeds() {
             .expect("the next submit goes through");
         assert!(matches!(
             poll_to_end(b.as_ref(), &h).await.last(),
-            Some(Poll::Done(_))
+            Some(Poll::Done(..))
         ));
     }
 }

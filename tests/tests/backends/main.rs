@@ -13,6 +13,7 @@ mod models;
 mod planning;
 mod protocol;
 mod qa;
+mod true_costs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +93,7 @@ async fn poll_to_end(b: &dyn Backend, h: &RemoteHandle) -> Vec<Poll> {
     let mut seen = Vec::new();
     for _ in 0..20 {
         let p = b.poll(h).await.expect("a poll answer");
-        let end = matches!(p, Poll::Done(_) | Poll::Failed(..));
+        let end = matches!(p, Poll::Done(..) | Poll::Failed(..));
         seen.push(p);
         if end {
             break;

@@ -1,5 +1,7 @@
 //! A finished render's output copied into our artifact store at once (provider URLs expire),
-//! recorded as its own step, then its cost.
+//! recorded as its own step, then its cost: the provider's own figure where it gives one and the
+//! backend is billed by it (Replicate's hardware seconds), else the estimate. The figure is
+//! recorded with the outputs, so a download resumed after a crash charges it too.
 //!
 //! The output is streamed into a scratch file under the size cap, never held in memory, and checked
 //! by technical QA before it is stored: a clip QA rejects (`Verdict::Rerender`) closes the try as
@@ -7,7 +9,7 @@
 //! stored, and assembly repairs it (README, "Media: clips, technical QA and the final video").
 
 use aiprod_backends::{Backend, BackendError, Output, RemoteHandle, RenderedShot};
-use aiprod_domain::{FailureClass, Money, RenderState, StepError};
+use aiprod_domain::{FailureClass, HardwareSeconds, Money, RenderState, StepError};
 use aiprod_media::{Expect, Verdict};
 use aiprod_platform::metrics::Metrics;
 use aiprod_store::{RenderTask, RenderUpdate};
@@ -26,28 +28,41 @@ impl ShotRenderer<'_> {
         mut task: RenderTask,
         handle: &RemoteHandle,
         mut outputs: Vec<Output>,
+        used: Option<HardwareSeconds>,
     ) -> TryEnd {
         let name = backend.name();
-        if task.state == RenderState::Submitted
-            && !outputs.iter().any(|o| matches!(o, Output::Inline(_)))
-        {
+        let measured = self.measured(name, &task, used);
+        let rendered = task.state == RenderState::Submitted
+            && !outputs.iter().any(|o| matches!(o, Output::Inline(_)));
+        if rendered || measured.provider_seconds.is_some() {
+            // Inline outputs cannot be read back from the row, so such a render stays
+            // `submitted` (a resumed try polls it again) and only the provider's figure is kept.
             let recorded = self
                 .update(
                     task.id,
-                    RenderState::Submitted,
+                    task.state,
                     RenderUpdate {
-                        state: Some(RenderState::Rendered),
-                        outputs: Some(Value::Array(outputs.iter().map(Output::to_json).collect())),
-                        ..RenderUpdate::default()
+                        state: rendered.then_some(RenderState::Rendered),
+                        outputs: rendered
+                            .then(|| Value::Array(outputs.iter().map(Output::to_json).collect())),
+                        ..measured.clone()
                     },
                 )
                 .await;
             if let Err(error) = recorded {
                 return TryEnd::halt(error);
             }
-            task.state = RenderState::Rendered;
+            if rendered {
+                task.state = RenderState::Rendered;
+            }
+            if let Some(c) = measured.provider_cost {
+                task.provider_cost_micros = Some(c.micros());
+            }
         }
-        let cost = Money::from_micros(task.estimated_cost_micros);
+        let cost = Money::from_micros(
+            task.provider_cost_micros
+                .unwrap_or(task.estimated_cost_micros),
+        );
         let scratch = match self.media.scratch_dir() {
             Ok(d) => d,
             Err(e) => return TryEnd::halt(StepError::Retryable(e.to_string())),
@@ -230,6 +245,37 @@ impl ShotRenderer<'_> {
 }
 
 impl ShotRenderer<'_> {
+    /// The provider's measure of a finished try and what it costs, as the fields that record
+    /// them. A figure that cannot be costed (absurdly large) is kept, logged, and not charged.
+    fn measured(
+        &self,
+        name: aiprod_domain::BackendName,
+        task: &RenderTask,
+        used: Option<HardwareSeconds>,
+    ) -> RenderUpdate {
+        let Some(used) = used else {
+            return RenderUpdate::default();
+        };
+        let provider_cost = match self.backends.prices.profile(name).hardware_cost(&used) {
+            Some(Ok(cost)) => {
+                tracing::info!(backend = %name, shot = task.shot, seconds = %used, %cost,
+                    estimate = %Money::from_micros(task.estimated_cost_micros),
+                    "the provider's figure replaces the estimate");
+                Some(cost)
+            }
+            Some(Err(e)) => {
+                tracing::warn!(backend = %name, shot = task.shot, error = %e, "cannot cost the provider's figure; charging the estimate");
+                None
+            }
+            None => None,
+        };
+        RenderUpdate {
+            provider_seconds: Some(used),
+            provider_cost,
+            ..RenderUpdate::default()
+        }
+    }
+
     /// Closes a try whose clip QA rejected: failed as `qa_rejected`, paid (the provider billed
     /// it), with its checks.
     async fn reject(

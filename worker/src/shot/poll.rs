@@ -27,14 +27,15 @@ impl ShotRenderer<'_> {
                 Some(Value::Array(items)) => items.iter().filter_map(Output::from_json).collect(),
                 _ => Vec::new(),
             };
-            return Box::pin(self.download(backend.as_ref(), task, &handle, outputs)).await;
+            // A resumed download charges the figure saved with the outputs (download.rs).
+            return Box::pin(self.download(backend.as_ref(), task, &handle, outputs, None)).await;
         }
         let started = task.submitted_at.unwrap_or_else(Utc::now);
         // The deadline on the runtime's clock, which the scheduler's timer wheel runs on.
         let deadline = tokio::time::Instant::now() + self.left().unwrap_or_default();
         let verdict = self.pollers.follow(backend, handle.clone(), deadline).await;
         match verdict {
-            Verdict::Done(outputs) => {
+            Verdict::Done(outputs, used) => {
                 let secs = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
                 Metrics::global()
                     .render_duration
@@ -42,7 +43,7 @@ impl ShotRenderer<'_> {
                     .observe(secs);
                 // Boxed, like every large step around the wait: a waiting render's future is
                 // then only as large as the wait.
-                Box::pin(self.download(backend.as_ref(), task, &handle, outputs)).await
+                Box::pin(self.download(backend.as_ref(), task, &handle, outputs, used)).await
             }
             Verdict::Failed(class, message) => {
                 let cost = if backend.charged_on_failure(class) {

@@ -39,8 +39,8 @@ const TICK_MAX: Duration = Duration::from_millis(50);
 /// How a followed render ended, as far as polling can tell.
 #[derive(Debug)]
 pub(crate) enum Verdict {
-    /// Finished: where the video is.
-    Done(Vec<Output>),
+    /// Finished: where the video is, and the provider's measure of the work where it gives one.
+    Done(Vec<Output>, Option<aiprod_domain::HardwareSeconds>),
     /// Failed at the provider.
     Failed(FailureClass, String),
     /// The provider no longer knows the render.
@@ -208,7 +208,7 @@ impl Scheduler {
                     w.errors = 0;
                     self.again(w, wait);
                 }
-                Ok(Poll::Done(outputs)) => answer(w, Verdict::Done(outputs)),
+                Ok(Poll::Done(outputs, used)) => answer(w, Verdict::Done(outputs, used)),
                 Ok(Poll::Failed(class, message)) => answer(w, Verdict::Failed(class, message)),
                 Err(BackendError::Throttled { retry_after, .. }) => {
                     self.again(w, retry_after.unwrap_or(wait));

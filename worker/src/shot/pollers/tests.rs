@@ -103,7 +103,7 @@ async fn a_render_is_polled_at_the_providers_cadence_until_it_is_done() -> anyho
     )
     .await?;
     let verdict = stub.follow(&Pollers::default(), HOUR).await;
-    let Verdict::Done(outputs) = verdict else {
+    let Verdict::Done(outputs, _) = verdict else {
         panic!("expected the render done, got {verdict:?}");
     };
     assert_eq!(outputs, [Output::Url("https://cdn.example/t.mp4".into())]);
@@ -128,7 +128,7 @@ async fn throttling_waits_out_retry_after_and_counts_no_failure() -> anyhow::Res
     ];
     let stub = Stub::new(Duration::from_millis(20), steps).await?;
     let verdict = stub.follow(&Pollers::default(), HOUR).await;
-    assert!(matches!(verdict, Verdict::Done(_)), "{verdict:?}");
+    assert!(matches!(verdict, Verdict::Done(..)), "{verdict:?}");
     let polls = stub.polls();
     assert_eq!(polls.len(), 7);
     // After each 429, the next poll waited for its Retry-After.
@@ -175,7 +175,7 @@ async fn an_answer_between_failed_polls_starts_the_count_again() -> anyhow::Resu
     steps.push(succeeded());
     let stub = Stub::new(Duration::from_millis(10), steps).await?;
     let verdict = stub.follow(&Pollers::default(), HOUR).await;
-    assert!(matches!(verdict, Verdict::Done(_)), "{verdict:?}");
+    assert!(matches!(verdict, Verdict::Done(..)), "{verdict:?}");
     assert_eq!(stub.polls().len(), 15);
     Ok(())
 }
@@ -269,7 +269,7 @@ async fn many_simulated_renders_are_answered_each_with_its_own_end() -> anyhow::
         } else {
             let expected = [Output::Url(format!("sim://{}", handles[i].0))];
             assert!(
-                matches!(v, Verdict::Done(o) if o[..] == expected[..]),
+                matches!(v, Verdict::Done(o, _) if o[..] == expected[..]),
                 "{i}: {v:?}"
             );
         }
