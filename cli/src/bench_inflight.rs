@@ -264,21 +264,9 @@ impl Sample {
     }
 }
 
-/// CPU seconds (user and system) of this process: fields 14 and 15 of /proc/self/stat, in
-/// clock ticks (100 a second on Linux).
+/// CPU seconds (user and system) of this process.
 fn cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The command name, in parentheses, may hold spaces: count fields after it.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the name, field 3 (state) is index 0.
-    let tick = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(14) + tick(15)) / 100.0
+    crate::bench::figures::ProcessUsage::read("self").cpu_s
 }
 
 /// A line of /proc/self/status (`VmRSS:` now, `VmHWM:` the peak), in MiB.

@@ -82,7 +82,7 @@ impl CommitCounter {
 
 /// The CPU time and peak memory of one process, from /proc.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct ProcessUsage {
+pub(crate) struct ProcessUsage {
     /// User and system CPU seconds of the process itself.
     pub cpu_s: f64,
     /// User and system CPU seconds of its children that it has waited for (ffmpeg and ffprobe
@@ -94,7 +94,7 @@ pub(super) struct ProcessUsage {
 
 impl ProcessUsage {
     /// Reads the figures of `pid` (a number, or `self`). A process that is gone reads as zero.
-    pub(super) fn read(pid: &str) -> ProcessUsage {
+    pub(crate) fn read(pid: &str) -> ProcessUsage {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // The command name, in parentheses, may hold spaces: count fields after it.
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();

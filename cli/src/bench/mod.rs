@@ -9,7 +9,7 @@
 //! minute of video produced.
 
 mod drain;
-mod figures;
+pub(crate) mod figures;
 mod processes;
 
 use std::net::SocketAddr;
