@@ -194,21 +194,24 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
         if let Some(task) = written {
             return Ok(IntentOutcome::Written(Box::new(task)));
         }
-        let leased = sqlx::query_scalar!(
-            r#"select exists (select 1 from job
-                               where id = $1 and lease_epoch = $2 and locked_by = $3
-                                 and status = 'running') as "leased!""#,
-            intent.job_id as JobId,
-            intent.lease_epoch,
-            intent.worker_id,
-        )
-        .fetch_one(pool)
-        .await?;
-        if !leased {
-            return Ok(IntentOutcome::LeaseLost);
-        }
+        // Nothing written: a lost lease refuses both passes alike, so it is told apart once,
+        // after the whole-day pass.
     }
-    Ok(IntentOutcome::OverBudget)
+    let leased = sqlx::query_scalar!(
+        r#"select exists (select 1 from job
+                           where id = $1 and lease_epoch = $2 and locked_by = $3
+                             and status = 'running') as "leased!""#,
+        intent.job_id as JobId,
+        intent.lease_epoch,
+        intent.worker_id,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(if leased {
+        IntentOutcome::OverBudget
+    } else {
+        IntentOutcome::LeaseLost
+    })
 }
 
 /// A step forward of one render. `None` fields keep their value.
