@@ -65,6 +65,9 @@ pub(crate) async fn create(
     let spec = JobSpec::parse(&value).map_err(ApiError::Invalid)?;
     let key = idempotency_key(&headers)?;
     crate::limits::entitled(&s, tenant, &spec)?;
+    if key.is_none() {
+        return submit(&s, &caller, tenant, spec).await;
+    }
     let rate = crate::limits::rate(&s, tenant).await?;
     let idem = key.as_deref().map(|k| IdempotencyKey {
         key: k,
@@ -112,6 +115,49 @@ pub(crate) async fn create(
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
+    Ok(resp)
+}
+
+/// A submission without an idempotency key: rate, insert, dispatch and audit join the
+/// process's group commit (`aiprod_store::Submitter`). The answer shows the job as it was
+/// accepted: queued, with no stage, render or output yet.
+async fn submit(
+    s: &AppState,
+    caller: &Caller,
+    tenant: &store::Tenant,
+    spec: JobSpec,
+) -> Result<Response, ApiError> {
+    let submission = store::Submission {
+        tenant: tenant.id,
+        per_minute: crate::limits::per_minute(tenant),
+        id: JobId::new(),
+        spec,
+        key_id: caller.key.as_ref().map(|k| k.id),
+        actor: caller.actor(),
+        remote_addr: caller.remote.map(|a| a.ip().to_string()),
+        request_id: caller.request_id.clone(),
+    };
+    let outcome = s.submitter.submit(submission).await.map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!(
+            "while submitting the job to the database: {e}"
+        ))
+    })?;
+    let (job, rate) = match outcome {
+        store::Submitted::Accepted(job, rate) => (job, rate),
+        store::Submitted::Limited(d) => return Err(crate::limits::over_rate(tenant, &d)),
+    };
+    // Committed: now the relay may look.
+    s.dispatched.poke();
+    Metrics::global().jobs_created.inc();
+    let id = job.id;
+    let view = JobView::new(*job, Some(Vec::new()))
+        .with_backends(None, Vec::new())
+        .with_media(store::StageOutputs::default());
+    let mut resp = (StatusCode::ACCEPTED, Json(view)).into_response();
+    let location =
+        HeaderValue::from_str(&format!("/v1/jobs/{id}")).expect("a uuid path is a valid header");
+    resp.headers_mut().insert(header::LOCATION, location);
+    crate::limits::rate_headers(resp.headers_mut(), &rate);
     Ok(resp)
 }
 

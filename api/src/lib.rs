@@ -73,6 +73,8 @@ pub struct AppState {
     /// Wakes the outbox relay after a handler's dispatch commits (the statement itself
     /// notifies no one).
     pub dispatched: aiprod_store::Wake,
+    /// Group commit for submissions without an idempotency key (`aiprod_store::Submitter`).
+    pub submitter: aiprod_store::Submitter,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
     pub fn new(pool: PgPool, settings: Arc<Settings>, store: Option<ArtifactStore>) -> AppState {
         AppState {
             dispatched: aiprod_store::Wake::outbox(pool.clone()),
+            submitter: aiprod_store::Submitter::new(pool.clone()),
             pool,
             settings,
             store,

@@ -76,11 +76,21 @@ pub(crate) fn entitled(s: &AppState, t: &Tenant, spec: &JobSpec) -> Result<(), A
 /// Counts one submission against the tenant's rate; `429` with `Retry-After` and the
 /// `RateLimit` headers when it is over.
 pub(crate) async fn rate(s: &AppState, t: &Tenant) -> Result<RateDecision, ApiError> {
-    let per_minute = u32::try_from(t.limits.rate_per_minute).unwrap_or(1);
-    let d = store::check_rate(&s.pool, t.id, per_minute).await?;
+    let d = store::check_rate(&s.pool, t.id, per_minute(t)).await?;
     if d.allowed {
         return Ok(d);
     }
+    Err(over_rate(t, &d))
+}
+
+/// The tenant's rate as the limiter takes it.
+pub(crate) fn per_minute(t: &Tenant) -> u32 {
+    u32::try_from(t.limits.rate_per_minute).unwrap_or(1)
+}
+
+/// The `429` of a submission the rate refused (`d`), with `Retry-After` and the `RateLimit`
+/// headers.
+pub(crate) fn over_rate(t: &Tenant, d: &RateDecision) -> ApiError {
     let wait = d.retry_after.unwrap_or_default();
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut err = ApiError::refused(
@@ -93,10 +103,10 @@ pub(crate) async fn rate(s: &AppState, t: &Tenant) -> Result<RateDecision, ApiEr
         ),
     )
     .with_header(header::RETRY_AFTER, HeaderValue::from(secs));
-    for (name, value) in header_pairs(&d) {
+    for (name, value) in header_pairs(d) {
         err = err.with_header(name, value);
     }
-    Err(err)
+    err
 }
 
 /// The `RateLimit` headers (IETF httpapi draft, in the widely read `RateLimit-*` form) for an
