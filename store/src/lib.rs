@@ -20,6 +20,7 @@ mod cache;
 mod checkpoint;
 pub mod db;
 mod dispatch;
+mod group;
 mod job;
 mod job_view;
 pub mod keys;
@@ -32,6 +33,7 @@ mod queue_message;
 mod rate_limit;
 mod render_task;
 mod report;
+mod submit;
 mod tenant;
 mod wake;
 
@@ -61,6 +63,7 @@ pub use dispatch::{
     OutboxRow, PoisonedJob, delete_relayed, fail_poison_jobs, outbox_batch, outbox_channel,
     redispatch_stranded, requeue_expired_leases,
 };
+pub use group::{Group, GroupOutcome, RenderStep, commit_group};
 pub use job::{
     CancelOutcome, IdempotencyKey, InsertOutcome, JobRecord, get_job, insert_job, list_jobs,
     request_cancel,
@@ -95,6 +98,7 @@ pub use report::{
     SloStanding, SloTargets, StuckJob, WindowQuality, backend_errors_over, slo_report, stuck_jobs,
     window_latency_p95, window_quality,
 };
+pub use submit::{Submission, Submitted, Submitter, submit_jobs};
 pub use tenant::{
     ApiKeyInfo, Entitlements, KeyLookup, Tenant, TenantLimits, create_tenant, find_api_key,
     insert_api_key, job_entitlements, list_api_keys, list_tenants, revoke_api_key, tenant_by_name,

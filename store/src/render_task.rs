@@ -121,10 +121,7 @@ pub enum IntentOutcome {
 #[tracing::instrument(skip_all, fields(job_id = %intent.job_id, shot = intent.shot, backend = %intent.backend))]
 pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<IntentOutcome> {
     let id = Uuid::now_v7();
-    // 31 bits of the id: every provider takes a seed of that size.
-    let seed = intent.seed.unwrap_or_else(|| {
-        i64::from(u32::from_be_bytes(id.as_bytes()[12..16].try_into().expect("four bytes")) >> 1)
-    });
+    let seed = intent.seed.unwrap_or_else(|| intent_seed(id));
     // First on the job's stripe of its days; when that is short, on the whole of each day
     // (`budget_take(…, whole)`, as `reserve_budget` does).
     for whole in [false, true] {
@@ -212,6 +209,12 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
     } else {
         IntentOutcome::LeaseLost
     })
+}
+
+/// The seed of a try that was given none: 31 bits of its row's id (every provider takes a seed
+/// of that size).
+pub(crate) fn intent_seed(id: Uuid) -> i64 {
+    i64::from(u32::from_be_bytes(id.as_bytes()[12..16].try_into().expect("four bytes")) >> 1)
 }
 
 /// A step forward of one render. `None` fields keep their value.

@@ -24,7 +24,7 @@ use crate::acker::Acker;
 use crate::context::WorkerContext;
 use crate::lease::heartbeat;
 use crate::pipeline::{JobOutcome, Stops, run_job};
-use crate::writer::CheckpointWriter;
+use crate::writer::Writer;
 
 /// What one step of the loop did, for tests that drive the worker step by step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum Outcome {
 /// Runs the worker until `shutdown` is cancelled and in-flight work has stopped.
 pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (acker, acks) = Acker::start(ctx.queue.clone());
-    let (writer, writes) = CheckpointWriter::start(ctx.pool.clone(), ctx.worker_id.clone());
+    let (writer, writes) = Writer::start(ctx.pool.clone(), ctx.worker_id.clone());
     let ctx = WorkerContext {
         acker: Some(acker),
         writer: Some(writer),

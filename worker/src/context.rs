@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::acker::Acker;
 use crate::lease::Leases;
 use crate::ledger::Ledger;
-use crate::writer::CheckpointWriter;
+use crate::writer::Writer;
 
 /// A worker process's shared state. Cloning is cheap.
 #[derive(Clone)]
@@ -43,8 +43,9 @@ pub struct WorkerContext {
     pub(crate) pollers: Arc<crate::shot::Pollers>,
     /// Batches acks while the receive loop runs; `None` acks at once (step-by-step tests).
     pub(crate) acker: Option<Acker>,
-    /// Group-commits checkpoints while the receive loop runs; `None` writes each at once.
-    pub(crate) writer: Option<CheckpointWriter>,
+    /// Group-commits checkpoints and render steps while the receive loop runs; `None` writes
+    /// each at once.
+    pub(crate) writer: Option<Writer>,
 }
 
 impl WorkerContext {

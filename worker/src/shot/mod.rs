@@ -72,6 +72,8 @@ pub(crate) struct ShotRenderer<'a> {
     pub sizes: &'a BTreeMap<BackendName, String>,
     /// The database.
     pub pool: &'a PgPool,
+    /// The process's group commit for the protocol's steps; `None` writes each alone.
+    pub writer: Option<&'a crate::writer::Writer>,
     /// Where shots are copied to.
     pub store: &'a ArtifactStore,
     /// Checks each delivered clip.
@@ -231,13 +233,7 @@ impl ShotRenderer<'_> {
             {
                 return Ok(shot);
             }
-            let task = (|| insert_intent(self.pool, &intent))
-                .retry(db_retry())
-                .when(transient)
-                .await
-                .map_err(|e| {
-                    StepError::Retryable(format!("cannot write the render intent: {e}"))
-                })?;
+            let task = Box::pin(self.write_intent(&intent)).await?;
             if !matches!(task, IntentOutcome::Written(_))
                 && let Some(key) = &key
                 && let Err(e) = release_cache(self.pool, self.job_id, CacheTier::Render, key).await
@@ -287,12 +283,37 @@ impl ShotRenderer<'_> {
         Err(StepError::Retryable(why))
     }
 
+    /// Writes the intent before the POST: in the process's group commit when it runs, and
+    /// alone when the group could not take the money from the job's stripe (the single write
+    /// looks at the whole day, and tells a short day from a lost lease).
+    async fn write_intent(&self, intent: &Intent<'_>) -> Result<IntentOutcome, StepError> {
+        let cannot = |e: &dyn std::fmt::Display| {
+            StepError::Retryable(format!("cannot write the render intent: {e}"))
+        };
+        if let Some(writer) = self.writer
+            && let Some(task) = writer.intent(intent).await.map_err(|e| cannot(&e))?
+        {
+            return Ok(IntentOutcome::Written(Box::new(task)));
+        }
+        (|| insert_intent(self.pool, intent))
+            .retry(db_retry())
+            .when(transient)
+            .await
+            .map_err(|e| cannot(&e))
+    }
+
     async fn update(
         &self,
         id: uuid::Uuid,
         from: RenderState,
         u: RenderUpdate,
     ) -> Result<bool, StepError> {
+        if let Some(writer) = self.writer {
+            return writer
+                .step(id, from, u)
+                .await
+                .map_err(|e| StepError::Retryable(format!("cannot record a render step: {e}")));
+        }
         Box::pin(
             (|| update_render(self.pool, id, from, &u))
                 .retry(db_retry())

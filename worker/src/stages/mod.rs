@@ -165,6 +165,7 @@ pub(crate) async fn run(
                 prompts: &prompts,
                 sizes: &sizes,
                 pool: &ctx.pool,
+                writer: ctx.writer.as_ref(),
                 store: &ctx.store,
                 media: &ctx.media,
                 fleet: &ctx.backends,

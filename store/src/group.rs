@@ -1,0 +1,322 @@
+//! Group commit of a worker's writes: the checkpoints of finished stages and the steps of the
+//! render protocol (intents, provider ids, downloads, costs) of many jobs, in one transaction.
+//! Each statement is the batched form of the one a single write runs, fenced the same way, so a
+//! write in a group means what it means alone; the group only shares the commit.
+//!
+//! Before any statement the transaction locks every row it may write, in the order every
+//! statement that moves money keeps (ARCHITECTURE.md, "Invariants"): jobs by id, their render
+//! rows by id, then the stripes of their tenants' days, then the stripes of the fleet's days.
+//! Two groups, or a group and a single write, therefore wait for each other and never deadlock.
+
+use aiprod_domain::{BackendName, FailureClass, JobId, Money, RenderState};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::checkpoint::{Checkpoint, CheckpointOutcome, save_checkpoints};
+use crate::render_task::{Intent, RenderTask, RenderUpdate, intent_seed};
+
+/// A step of one render, taken from state `from` (`update_render` in a group).
+#[derive(Clone, Copy, Debug)]
+pub struct RenderStep<'a> {
+    /// The render.
+    pub id: Uuid,
+    /// The state it must still be in.
+    pub from: RenderState,
+    /// What to set.
+    pub update: &'a RenderUpdate,
+}
+
+/// A group of writes of one worker. Within a group a job has at most one checkpoint and at
+/// most one intent, and a render at most one step (the writer holds the rest for the next
+/// group), because each statement reads a job's money once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Group<'a> {
+    /// Finished stages.
+    pub checkpoints: &'a [Checkpoint<'a>],
+    /// Intents to write before their POSTs.
+    pub intents: &'a [Intent<'a>],
+    /// Steps of renders under way.
+    pub steps: &'a [RenderStep<'a>],
+}
+
+/// What each write of a group did, in the group's order.
+#[derive(Debug, Default)]
+pub struct GroupOutcome {
+    /// As `save_checkpoints` answers.
+    pub checkpoints: Vec<CheckpointOutcome>,
+    /// The intent written, with its money reserved from the job's stripe; `None`: not written,
+    /// because the job's stripe was short or its lease is gone. Such an intent is asked again
+    /// alone (`insert_intent`), which looks at the whole day and tells the two apart.
+    pub intents: Vec<Option<RenderTask>>,
+    /// Whether each step was taken (false: the render had left `from`).
+    pub steps: Vec<bool>,
+}
+
+/// Writes `group` for `worker` in one transaction.
+pub async fn commit_group(
+    pool: &PgPool,
+    worker: &str,
+    group: Group<'_>,
+) -> sqlx::Result<GroupOutcome> {
+    let mut tx = pool.begin().await?;
+    lock_group(&mut tx, group).await?;
+    let checkpoints = save_checkpoints(&mut *tx, worker, group.checkpoints).await?;
+    let intents = insert_intents(&mut tx, worker, group.intents).await?;
+    let steps = take_steps(&mut tx, group.steps).await?;
+    tx.commit().await?;
+    Ok(GroupOutcome {
+        checkpoints,
+        intents,
+        steps,
+    })
+}
+
+/// Locks what the group may write, in the lock order (see the module's documentation). The
+/// stripes locked are those of the jobs whose money can move: an intent's, a final
+/// checkpoint's (its release), and a step's that sets a cost (its settlement).
+async fn lock_group(conn: &mut PgConnection, g: Group<'_>) -> sqlx::Result<()> {
+    let mut jobs: Vec<JobId> = g.checkpoints.iter().map(|c| c.job_id).collect();
+    jobs.extend(g.intents.iter().map(|i| i.job_id));
+    let mut money: Vec<JobId> = g
+        .checkpoints
+        .iter()
+        .filter(|c| c.stage.next().is_none())
+        .map(|c| c.job_id)
+        .collect();
+    money.extend(g.intents.iter().map(|i| i.job_id));
+    let renders: Vec<Uuid> = g.steps.iter().map(|s| s.id).collect();
+    let settling: Vec<Uuid> = g
+        .steps
+        .iter()
+        .filter(|s| s.update.cost.is_some())
+        .map(|s| s.id)
+        .collect();
+    sqlx::query!(
+        "select 1 as one from job where id = any($1) order by id for update",
+        &jobs as &[JobId]
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "select 1 as one from render_task where id = any($1) order by id for update",
+        &renders
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if money.is_empty() && settling.is_empty() {
+        return Ok(());
+    }
+    // The stripes of the tenants' days, then those of the fleet's, each in key order.
+    sqlx::query!(
+        r#"select 1 as one from budget_stripe b
+             join (select distinct j.tenant_id as t, j.budget_day as d,
+                          j.budget_stripe % budget_stripes(j.tenant_id) as s
+                     from job j
+                    where j.budget_day is not null and j.budget_stripe is not null
+                      and j.tenant_budget
+                      and (j.id = any($1)
+                           or j.id in (select job_id from render_task where id = any($2)))) x
+               on b.tenant_id = x.t and b.day = x.d and b.stripe = x.s
+            order by b.tenant_id, b.day, b.stripe
+              for no key update of b"#,
+        &money as &[JobId],
+        &settling,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"select 1 as one from budget_stripe b
+             join (select distinct j.budget_day as d, j.budget_stripe as s
+                     from job j
+                    where j.budget_day is not null and j.budget_stripe is not null
+                      and (j.id = any($1)
+                           or j.id in (select job_id from render_task where id = any($2)))) x
+               on b.tenant_id is null and b.day = x.d and b.stripe = x.s
+            order by b.day, b.stripe
+              for no key update of b"#,
+        &money as &[JobId],
+        &settling,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The intents of a group, each reserved on its job's stripe only (the first pass of
+/// `insert_intent`); the second pass, on the whole day, is left to a single write.
+async fn insert_intents(
+    conn: &mut PgConnection,
+    worker: &str,
+    intents: &[Intent<'_>],
+) -> sqlx::Result<Vec<Option<RenderTask>>> {
+    if intents.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = intents.iter().map(|_| Uuid::now_v7()).collect();
+    let jobs: Vec<JobId> = intents.iter().map(|i| i.job_id).collect();
+    let epochs: Vec<i64> = intents.iter().map(|i| i.lease_epoch).collect();
+    let shots: Vec<i32> = intents.iter().map(|i| i.shot).collect();
+    let attempts: Vec<i32> = intents.iter().map(|i| i.attempt).collect();
+    let backends: Vec<BackendName> = intents.iter().map(|i| i.backend).collect();
+    let seeds: Vec<i64> = intents
+        .iter()
+        .zip(&ids)
+        .map(|(i, id)| i.seed.unwrap_or_else(|| intent_seed(*id)))
+        .collect();
+    let durations: Vec<i32> = intents.iter().map(|i| i.duration_s).collect();
+    let estimates: Vec<i64> = intents.iter().map(|i| i.estimate.micros()).collect();
+    let baselines: Vec<Option<i64>> = intents
+        .iter()
+        .map(|i| i.baseline.map(Money::micros))
+        .collect();
+    let keys: Vec<Option<&str>> = intents.iter().map(|i| i.spec_key).collect();
+    let written = sqlx::query_as!(
+        RenderTask,
+        r#"with i as (
+               select * from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::int[],
+                                    $6::backend_name[], $7::bigint[], $8::int[], $9::bigint[],
+                                    $10::bigint[], $11::text[])
+                 as i(id, job_id, epoch, shot, attempt, backend, seed, duration_s, estimate,
+                      baseline, spec_key)
+           ), a as (
+               select i.*, j.tenant_id, j.budget_day, j.tenant_budget, j.budget_stripe,
+                      least(i.estimate, j.budget_held_micros) as take,
+                      i.estimate - least(i.estimate, j.budget_held_micros) as extra
+                 from i join job j on j.id = i.job_id
+                where j.lease_epoch = i.epoch and j.locked_by = $12 and j.status = 'running'
+           ), ok as (
+               -- Materialized (a volatile call): the stripes move once per intent, or not at all.
+               select a.* from a
+                where a.budget_day is null
+                   or budget_take(a.budget_day, a.tenant_id, a.tenant_budget, a.budget_stripe,
+                                  a.extra, false)
+           ), ins as (
+               insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
+                                        estimated_cost_micros, reserved_micros,
+                                        baseline_micros, spec_key)
+               select id, job_id, shot, attempt, backend, seed, duration_s, estimate,
+                      case when budget_day is null then 0 else estimate end, baseline, spec_key
+                 from ok
+               returning *
+           ), ju as (
+               update job set budget_held_micros = budget_held_micros - ok.take
+                 from ok
+                where job.id = ok.job_id and ok.budget_day is not null and ok.take > 0
+                  and ok.id in (select id from ins)
+           ), e as (
+               insert into budget_entry (day, kind, job_id, render_task_id, tenant_id,
+                                         reserved_delta_micros, note)
+               select ok.budget_day, 'reserve', ok.job_id, ok.id,
+                      case when ok.tenant_budget then ok.tenant_id end, ok.extra,
+                      format('%s shot %s try %s beyond the job''s reservation',
+                             ok.backend::text, ok.shot, ok.attempt)
+                 from ok
+                where ok.budget_day is not null and ok.extra > 0
+                  and ok.id in (select id from ins)
+           )
+           select id as "id!", job_id as "job_id!: JobId", shot as "shot!",
+                  attempt as "attempt!", backend as "backend!: BackendName",
+                  state as "state!: RenderState", remote_id, seed as "seed!",
+                  duration_s as "duration_s!",
+                  estimated_cost_micros as "estimated_cost_micros!", cost_micros,
+                  provider_cost_micros, outputs, artifact_uri,
+                  failure as "failure: FailureClass", error, qa,
+                  created_at as "created_at!", submitted_at, finished_at
+             from ins"#,
+        &ids,
+        &jobs as &[JobId],
+        &epochs,
+        &shots,
+        &attempts,
+        &backends as &[BackendName],
+        &seeds,
+        &durations,
+        &estimates,
+        &baselines as &[Option<i64>],
+        &keys as &[Option<&str>],
+        worker,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut written: std::collections::HashMap<Uuid, RenderTask> =
+        written.into_iter().map(|t| (t.id, t)).collect();
+    Ok(ids.iter().map(|id| written.remove(id)).collect())
+}
+
+/// The steps of a group (`update_render`, batched): each is taken only from its `from` state.
+async fn take_steps(conn: &mut PgConnection, steps: &[RenderStep<'_>]) -> sqlx::Result<Vec<bool>> {
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = steps.iter().map(|s| s.id).collect();
+    let froms: Vec<RenderState> = steps.iter().map(|s| s.from).collect();
+    let u = |f: fn(&RenderUpdate) -> Option<RenderState>| -> Vec<Option<RenderState>> {
+        steps.iter().map(|s| f(s.update)).collect()
+    };
+    let states = u(|x| x.state);
+    let remote: Vec<Option<&str>> = steps
+        .iter()
+        .map(|s| s.update.remote_id.as_deref())
+        .collect();
+    let outputs: Vec<Option<&Value>> = steps.iter().map(|s| s.update.outputs.as_ref()).collect();
+    let artifacts: Vec<Option<&str>> = steps
+        .iter()
+        .map(|s| s.update.artifact_uri.as_deref())
+        .collect();
+    let costs: Vec<Option<i64>> = steps
+        .iter()
+        .map(|s| s.update.cost.map(Money::micros))
+        .collect();
+    let failures: Vec<Option<FailureClass>> = steps.iter().map(|s| s.update.failure).collect();
+    let errors: Vec<Option<&str>> = steps.iter().map(|s| s.update.error.as_deref()).collect();
+    let qa: Vec<Option<&Value>> = steps.iter().map(|s| s.update.qa.as_ref()).collect();
+    let seconds: Vec<Option<String>> = steps
+        .iter()
+        .map(|s| s.update.provider_seconds.as_ref().map(ToString::to_string))
+        .collect();
+    let provider: Vec<Option<i64>> = steps
+        .iter()
+        .map(|s| s.update.provider_cost.map(Money::micros))
+        .collect();
+    let taken = sqlx::query_scalar!(
+        r#"update render_task r
+              set state = coalesce(u.state, r.state),
+                  remote_id = coalesce(u.remote_id, r.remote_id),
+                  outputs = coalesce(u.outputs, r.outputs),
+                  artifact_uri = coalesce(u.artifact_uri, r.artifact_uri),
+                  cost_micros = coalesce(u.cost, r.cost_micros),
+                  failure = coalesce(u.failure, r.failure),
+                  error = coalesce(u.error, r.error),
+                  qa = coalesce(u.qa, r.qa),
+                  provider_seconds = coalesce(u.seconds::numeric, r.provider_seconds),
+                  provider_cost_micros = coalesce(u.provider, r.provider_cost_micros),
+                  submitted_at = case when u.remote_id is not null then now()
+                                      else r.submitted_at end,
+                  finished_at = case when u.state in ('downloaded', 'failed', 'canceled', 'orphaned')
+                                     then now() else r.finished_at end,
+                  updated_at = now()
+             from unnest($1::uuid[], $2::render_state[], $3::render_state[], $4::text[],
+                         $5::jsonb[], $6::text[], $7::bigint[], $8::render_failure_class[],
+                         $9::text[], $10::jsonb[], $11::text[], $12::bigint[])
+                    as u(id, from_state, state, remote_id, outputs, artifact_uri, cost, failure,
+                         error, qa, seconds, provider)
+            where r.id = u.id and r.state = u.from_state
+           returning r.id"#,
+        &ids,
+        &froms as &[RenderState],
+        &states as &[Option<RenderState>],
+        &remote as &[Option<&str>],
+        &outputs as &[Option<&Value>],
+        &artifacts as &[Option<&str>],
+        &costs as &[Option<i64>],
+        &failures as &[Option<FailureClass>],
+        &errors as &[Option<&str>],
+        &qa as &[Option<&Value>],
+        &seconds as &[Option<String>],
+        &provider as &[Option<i64>],
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ids.iter().map(|id| taken.contains(id)).collect())
+}
