@@ -8,13 +8,13 @@
 //! rows by id, then the stripes of their tenants' days, then the stripes of the fleet's days.
 //! Two groups, or a group and a single write, therefore wait for each other and never deadlock.
 
-use aiprod_domain::{BackendName, FailureClass, JobId, Money, RenderState};
+use aiprod_domain::{FailureClass, JobId, Money, RenderState};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::checkpoint::{Checkpoint, CheckpointOutcome, save_checkpoints};
-use crate::render_task::{Intent, RenderTask, RenderUpdate, intent_seed};
+use crate::render_task::{Intent, RenderTask, RenderUpdate, insert_intents};
 
 /// A step of one render, taken from state `from` (`update_render` in a group).
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +62,11 @@ pub async fn commit_group(
     let mut tx = pool.begin().await?;
     lock_group(&mut tx, group).await?;
     let checkpoints = save_checkpoints(&mut *tx, worker, group.checkpoints).await?;
-    let intents = insert_intents(&mut tx, worker, group.intents).await?;
+    let intents = if group.intents.is_empty() {
+        Vec::new()
+    } else {
+        insert_intents(&mut *tx, worker, group.intents, false).await?
+    };
     let steps = take_steps(&mut tx, group.steps).await?;
     tx.commit().await?;
     Ok(GroupOutcome {
@@ -141,107 +145,6 @@ async fn lock_group(conn: &mut PgConnection, g: Group<'_>) -> sqlx::Result<()> {
     .fetch_all(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// The intents of a group, each reserved on its job's stripe only (the first pass of
-/// `insert_intent`); the second pass, on the whole day, is left to a single write.
-async fn insert_intents(
-    conn: &mut PgConnection,
-    worker: &str,
-    intents: &[Intent<'_>],
-) -> sqlx::Result<Vec<Option<RenderTask>>> {
-    if intents.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = intents.iter().map(|_| Uuid::now_v7()).collect();
-    let jobs: Vec<JobId> = intents.iter().map(|i| i.job_id).collect();
-    let epochs: Vec<i64> = intents.iter().map(|i| i.lease_epoch).collect();
-    let shots: Vec<i32> = intents.iter().map(|i| i.shot).collect();
-    let attempts: Vec<i32> = intents.iter().map(|i| i.attempt).collect();
-    let backends: Vec<BackendName> = intents.iter().map(|i| i.backend).collect();
-    let seeds: Vec<i64> = intents
-        .iter()
-        .zip(&ids)
-        .map(|(i, id)| i.seed.unwrap_or_else(|| intent_seed(*id)))
-        .collect();
-    let durations: Vec<i32> = intents.iter().map(|i| i.duration_s).collect();
-    let estimates: Vec<i64> = intents.iter().map(|i| i.estimate.micros()).collect();
-    let baselines: Vec<Option<i64>> = intents
-        .iter()
-        .map(|i| i.baseline.map(Money::micros))
-        .collect();
-    let keys: Vec<Option<&str>> = intents.iter().map(|i| i.spec_key).collect();
-    let written = sqlx::query_as!(
-        RenderTask,
-        r#"with i as (
-               select * from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::int[],
-                                    $6::backend_name[], $7::bigint[], $8::int[], $9::bigint[],
-                                    $10::bigint[], $11::text[])
-                 as i(id, job_id, epoch, shot, attempt, backend, seed, duration_s, estimate,
-                      baseline, spec_key)
-           ), a as (
-               select i.*, j.tenant_id, j.budget_day, j.tenant_budget, j.budget_stripe,
-                      least(i.estimate, j.budget_held_micros) as take,
-                      i.estimate - least(i.estimate, j.budget_held_micros) as extra
-                 from i join job j on j.id = i.job_id
-                where j.lease_epoch = i.epoch and j.locked_by = $12 and j.status = 'running'
-           ), ok as (
-               -- Materialized (a volatile call): the stripes move once per intent, or not at all.
-               select a.* from a
-                where a.budget_day is null
-                   or budget_take(a.budget_day, a.tenant_id, a.tenant_budget, a.budget_stripe,
-                                  a.extra, false)
-           ), ins as (
-               insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
-                                        estimated_cost_micros, reserved_micros,
-                                        baseline_micros, spec_key)
-               select id, job_id, shot, attempt, backend, seed, duration_s, estimate,
-                      case when budget_day is null then 0 else estimate end, baseline, spec_key
-                 from ok
-               returning *
-           ), ju as (
-               update job set budget_held_micros = budget_held_micros - ok.take
-                 from ok
-                where job.id = ok.job_id and ok.budget_day is not null and ok.take > 0
-                  and ok.id in (select id from ins)
-           ), e as (
-               insert into budget_entry (day, kind, job_id, render_task_id, tenant_id,
-                                         reserved_delta_micros, note)
-               select ok.budget_day, 'reserve', ok.job_id, ok.id,
-                      case when ok.tenant_budget then ok.tenant_id end, ok.extra,
-                      format('%s shot %s try %s beyond the job''s reservation',
-                             ok.backend::text, ok.shot, ok.attempt)
-                 from ok
-                where ok.budget_day is not null and ok.extra > 0
-                  and ok.id in (select id from ins)
-           )
-           select id as "id!", job_id as "job_id!: JobId", shot as "shot!",
-                  attempt as "attempt!", backend as "backend!: BackendName",
-                  state as "state!: RenderState", remote_id, seed as "seed!",
-                  duration_s as "duration_s!",
-                  estimated_cost_micros as "estimated_cost_micros!", cost_micros,
-                  provider_cost_micros, outputs, artifact_uri,
-                  failure as "failure: FailureClass", error, qa,
-                  created_at as "created_at!", submitted_at, finished_at
-             from ins"#,
-        &ids,
-        &jobs as &[JobId],
-        &epochs,
-        &shots,
-        &attempts,
-        &backends as &[BackendName],
-        &seeds,
-        &durations,
-        &estimates,
-        &baselines as &[Option<i64>],
-        &keys as &[Option<&str>],
-        worker,
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut written: std::collections::HashMap<Uuid, RenderTask> =
-        written.into_iter().map(|t| (t.id, t)).collect();
-    Ok(ids.iter().map(|id| written.remove(id)).collect())
 }
 
 /// The steps of a group (`update_render`, batched): each is taken only from its `from` state.

@@ -120,75 +120,11 @@ pub enum IntentOutcome {
 /// `reserve_budget` does). A job with no budget day (no limit applies to it) reserves nothing.
 #[tracing::instrument(skip_all, fields(job_id = %intent.job_id, shot = intent.shot, backend = %intent.backend))]
 pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<IntentOutcome> {
-    let id = Uuid::now_v7();
-    let seed = intent.seed.unwrap_or_else(|| intent_seed(id));
-    // First on the job's stripe of its days; when that is short, on the whole of each day
-    // (`budget_take(…, whole)`, as `reserve_budget` does).
+    // First on the job's stripe of its days; when that is short, on the whole of each day.
     for whole in [false, true] {
-        let written = sqlx::query_as!(
-            RenderTask,
-            r#"with j as (
-                   select id, tenant_id, budget_day, tenant_budget, budget_stripe,
-                          budget_held_micros as held
-                     from job
-                    where id = $2 and lease_epoch = $3 and locked_by = $10 and status = 'running'
-                      for update
-               ), a as (
-                   select j.*, least($9, held) as take, $9 - least($9, held) as extra from j
-               ), ok as (
-                   -- Materialized (a volatile call): the stripes move once, or not at all.
-                   select a.* from a
-                    where a.budget_day is null
-                       or budget_take(a.budget_day, a.tenant_id, a.tenant_budget, a.budget_stripe,
-                                      a.extra, $13)
-               ), ins as (
-                   insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
-                                            estimated_cost_micros, reserved_micros,
-                                            baseline_micros, spec_key)
-                   select $1, ok.id, $4, $5, $6, $7, $8, $9,
-                          case when ok.budget_day is null then 0 else $9 end, $11, $12
-                     from ok
-                   returning *
-               ), ju as (
-                   update job set budget_held_micros = budget_held_micros - ok.take
-                     from ok
-                    where job.id = ok.id and ok.budget_day is not null and ok.take > 0
-                      and exists (select 1 from ins)
-               ), e as (
-                   insert into budget_entry (day, kind, job_id, render_task_id, tenant_id,
-                                             reserved_delta_micros, note)
-                   select ok.budget_day, 'reserve', ok.id, $1,
-                          case when ok.tenant_budget then ok.tenant_id end, ok.extra,
-                          format('%s shot %s try %s beyond the job''s reservation', $6::text, $4, $5)
-                     from ok
-                    where ok.budget_day is not null and ok.extra > 0 and exists (select 1 from ins)
-               )
-               select id as "id!", job_id as "job_id!: JobId", shot as "shot!",
-                      attempt as "attempt!", backend as "backend!: BackendName",
-                      state as "state!: RenderState", remote_id, seed as "seed!",
-                      duration_s as "duration_s!",
-                      estimated_cost_micros as "estimated_cost_micros!", cost_micros,
-                      provider_cost_micros, outputs, artifact_uri,
-                      failure as "failure: FailureClass", error, qa,
-                      created_at as "created_at!", submitted_at, finished_at
-                 from ins"#,
-            id,
-            intent.job_id as JobId,
-            intent.lease_epoch,
-            intent.shot,
-            intent.attempt,
-            intent.backend as BackendName,
-            seed,
-            intent.duration_s,
-            intent.estimate.micros(),
-            intent.worker_id,
-            intent.baseline.map(Money::micros),
-            intent.spec_key,
-            whole,
-        )
-        .fetch_optional(pool)
-        .await?;
-        if let Some(task) = written {
+        let written =
+            insert_intents(pool, intent.worker_id, std::slice::from_ref(intent), whole).await?;
+        if let Some(task) = written.into_iter().flatten().next() {
             return Ok(IntentOutcome::Written(Box::new(task)));
         }
         // Nothing written: a lost lease refuses both passes alike, so it is told apart once,
@@ -209,6 +145,109 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
     } else {
         IntentOutcome::LeaseLost
     })
+}
+
+/// Writes `intents` of `worker`'s jobs in one statement, each only if its job's lease holds and
+/// its money can be reserved: on the job's stripe of its days, or with `whole` on what each day
+/// has left as a whole (`budget_take`). Each job's row is locked first; a job may appear at most
+/// once (its money is read once). One answer per intent, `None` where nothing was written.
+pub(crate) async fn insert_intents(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    intents: &[Intent<'_>],
+    whole: bool,
+) -> sqlx::Result<Vec<Option<RenderTask>>> {
+    let ids: Vec<Uuid> = intents.iter().map(|_| Uuid::now_v7()).collect();
+    let jobs: Vec<JobId> = intents.iter().map(|i| i.job_id).collect();
+    let epochs: Vec<i64> = intents.iter().map(|i| i.lease_epoch).collect();
+    let shots: Vec<i32> = intents.iter().map(|i| i.shot).collect();
+    let attempts: Vec<i32> = intents.iter().map(|i| i.attempt).collect();
+    let backends: Vec<BackendName> = intents.iter().map(|i| i.backend).collect();
+    let seeds: Vec<i64> = intents
+        .iter()
+        .zip(&ids)
+        .map(|(i, id)| i.seed.unwrap_or_else(|| intent_seed(*id)))
+        .collect();
+    let durations: Vec<i32> = intents.iter().map(|i| i.duration_s).collect();
+    let estimates: Vec<i64> = intents.iter().map(|i| i.estimate.micros()).collect();
+    let baselines: Vec<Option<i64>> = intents
+        .iter()
+        .map(|i| i.baseline.map(Money::micros))
+        .collect();
+    let keys: Vec<Option<&str>> = intents.iter().map(|i| i.spec_key).collect();
+    let written = sqlx::query_as!(
+        RenderTask,
+        r#"with i as (
+               select * from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::int[],
+                                    $6::backend_name[], $7::bigint[], $8::int[], $9::bigint[],
+                                    $10::bigint[], $11::text[])
+                 as i(id, job_id, epoch, shot, attempt, backend, seed, duration_s, estimate,
+                      baseline, spec_key)
+           ), a as (
+               select i.*, j.tenant_id, j.budget_day, j.tenant_budget, j.budget_stripe,
+                      least(i.estimate, j.budget_held_micros) as take,
+                      i.estimate - least(i.estimate, j.budget_held_micros) as extra
+                 from i join job j on j.id = i.job_id
+                where j.lease_epoch = i.epoch and j.locked_by = $12 and j.status = 'running'
+                  for update of j
+           ), ok as (
+               -- Materialized (a volatile call): the stripes move once per intent, or not at all.
+               select a.* from a
+                where a.budget_day is null
+                   or budget_take(a.budget_day, a.tenant_id, a.tenant_budget, a.budget_stripe,
+                                  a.extra, $13)
+           ), ins as (
+               insert into render_task (id, job_id, shot, attempt, backend, seed, duration_s,
+                                        estimated_cost_micros, reserved_micros,
+                                        baseline_micros, spec_key)
+               select id, job_id, shot, attempt, backend, seed, duration_s, estimate,
+                      case when budget_day is null then 0 else estimate end, baseline, spec_key
+                 from ok
+               returning *
+           ), ju as (
+               update job set budget_held_micros = budget_held_micros - ok.take
+                 from ok
+                where job.id = ok.job_id and ok.budget_day is not null and ok.take > 0
+                  and ok.id in (select id from ins)
+           ), e as (
+               insert into budget_entry (day, kind, job_id, render_task_id, tenant_id,
+                                         reserved_delta_micros, note)
+               select ok.budget_day, 'reserve', ok.job_id, ok.id,
+                      case when ok.tenant_budget then ok.tenant_id end, ok.extra,
+                      format('%s shot %s try %s beyond the job''s reservation',
+                             ok.backend::text, ok.shot, ok.attempt)
+                 from ok
+                where ok.budget_day is not null and ok.extra > 0
+                  and ok.id in (select id from ins)
+           )
+           select id as "id!", job_id as "job_id!: JobId", shot as "shot!",
+                  attempt as "attempt!", backend as "backend!: BackendName",
+                  state as "state!: RenderState", remote_id, seed as "seed!",
+                  duration_s as "duration_s!",
+                  estimated_cost_micros as "estimated_cost_micros!", cost_micros,
+                  provider_cost_micros, outputs, artifact_uri,
+                  failure as "failure: FailureClass", error, qa,
+                  created_at as "created_at!", submitted_at, finished_at
+             from ins"#,
+        &ids,
+        &jobs as &[JobId],
+        &epochs,
+        &shots,
+        &attempts,
+        &backends as &[BackendName],
+        &seeds,
+        &durations,
+        &estimates,
+        &baselines as &[Option<i64>],
+        &keys as &[Option<&str>],
+        worker,
+        whole,
+    )
+    .fetch_all(db)
+    .await?;
+    let mut written: std::collections::HashMap<Uuid, RenderTask> =
+        written.into_iter().map(|t| (t.id, t)).collect();
+    Ok(ids.iter().map(|id| written.remove(id)).collect())
 }
 
 /// The seed of a try that was given none: 31 bits of its row's id (every provider takes a seed
