@@ -129,14 +129,13 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .ok_or_else(|| unauthorized("this needs Authorization: Bearer <API key>"))?;
         if let Some(prefix) = keys::key_prefix(given) {
-            let found = store::find_api_key(&s.pool, prefix).await?;
+            let found = store::find_api_key(&s.pool, prefix, Some(&keys::digest(given))).await?;
             let ok = found
                 .as_ref()
                 .is_some_and(|f| keys::matches(given, &f.hash) && f.key.revoked_at.is_none());
             let Some(found) = found.filter(|f| ok && f.tenant.disabled_at.is_none()) else {
                 return Err(unauthorized("the API key is not valid"));
             };
-            store::touch_api_key(&s.pool, found.key.id).await?;
             return Ok(Caller {
                 tenant: Some(found.tenant),
                 key: Some(found.key),

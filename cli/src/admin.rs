@@ -226,7 +226,7 @@ pub async fn dev_key(pool: &PgPool, file: &Path) -> anyhow::Result<(SecretString
     if let Ok(saved) = std::fs::read_to_string(file) {
         let saved = saved.trim();
         if let Some(prefix) = store::keys::key_prefix(saved)
-            && let Some(found) = store::find_api_key(pool, prefix).await?
+            && let Some(found) = store::find_api_key(pool, prefix, None).await?
             && store::keys::matches(saved, &found.hash)
             && found.key.revoked_at.is_none()
         {

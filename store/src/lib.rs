@@ -102,6 +102,6 @@ pub use submit::{Submission, Submitted, Submitter, submit_jobs};
 pub use tenant::{
     ApiKeyInfo, Entitlements, KeyLookup, Tenant, TenantLimits, create_tenant, find_api_key,
     insert_api_key, job_entitlements, list_api_keys, list_tenants, revoke_api_key, tenant_by_name,
-    touch_api_key, valid_tenant_name,
+    valid_tenant_name,
 };
 pub use wake::{WAKE_WINDOW, Wake};

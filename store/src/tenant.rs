@@ -245,13 +245,24 @@ pub struct KeyLookup {
 }
 
 /// The key with `prefix`, whatever its state (the caller refuses revoked keys and disabled
-/// tenants, after comparing digests, so a wrong key never learns which).
+/// tenants, after comparing digests, so a wrong key never learns which). With `used`, the
+/// SHA-256 of the key presented, the same statement records the use when that is the key and
+/// it is live (at most once a minute per key, so a busy key is not a row every request writes):
+/// a request costs one round trip for its key.
 pub async fn find_api_key(
     db: impl PgExecutor<'_>,
     prefix: &str,
+    used: Option<&[u8]>,
 ) -> sqlx::Result<Option<KeyLookup>> {
     let r = sqlx::query!(
-        r#"select k.id, k.prefix, k.hash, k.name, k.scopes as "scopes: Vec<Scope>",
+        r#"with used as (
+               update api_key a set last_used_at = now()
+                 from tenant t
+                where a.prefix = $1 and a.hash = $2 and a.revoked_at is null
+                  and t.id = a.tenant_id and t.disabled_at is null
+                  and (a.last_used_at is null or a.last_used_at < now() - interval '1 minute')
+           )
+           select k.id, k.prefix, k.hash, k.name, k.scopes as "scopes: Vec<Scope>",
                   k.created_at as key_created_at, k.last_used_at, k.revoked_at,
                   t.id as "tenant_id: TenantId", t.name as tenant_name, t.rate_per_minute,
                   t.max_in_flight, t.daily_budget_micros, t.max_job_cost_micros,
@@ -260,7 +271,8 @@ pub async fn find_api_key(
                   t.created_at, t.disabled_at
              from api_key k join tenant t on t.id = k.tenant_id
             where k.prefix = $1"#,
-        prefix
+        prefix,
+        used,
     )
     .fetch_optional(db)
     .await?;
@@ -289,19 +301,6 @@ pub async fn find_api_key(
             disabled_at: r.disabled_at,
         }),
     }))
-}
-
-/// Records that a key was used, at most once a minute per key, so a busy key is not a row
-/// every request writes.
-pub async fn touch_api_key(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query!(
-        "update api_key set last_used_at = now()
-          where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')",
-        id
-    )
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// Whether `name` is a tenant name: 1–63 of `[a-z0-9_-]`, starting with a letter or digit

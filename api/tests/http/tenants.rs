@@ -163,6 +163,18 @@ async fn scopes_entitlements_and_revocation_are_enforced() -> anyhow::Result<()>
     assert_eq!(made.status(), StatusCode::CREATED);
     let made: Value = made.json().await?;
     let reader = client_with(made["key"].as_str().expect("the key, shown once"))?;
+    let prefix = made["prefix"].as_str().unwrap_or("-").to_owned();
+    // A wrong secret behind the key's prefix is refused and does not count as a use of the key.
+    let forged = client_with(&format!("aiprod_{prefix}_{}", "0".repeat(64)))?;
+    let r = forged.get(format!("{}/v1/jobs", app.base)).send().await?;
+    assert_problem(r, 401, "Authorization", "api_key").await?;
+    assert!(!key_used(&app.pool, &prefix).await?);
+    let r = reader.get(format!("{}/v1/jobs", app.base)).send().await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        key_used(&app.pool, &prefix).await?,
+        "a use of the key is recorded"
+    );
     // Listings never show a key again.
     let keys: Value = admin
         .get(format!("{}/v1/keys?tenant=acme", app.base))
@@ -205,11 +217,7 @@ async fn scopes_entitlements_and_revocation_are_enforced() -> anyhow::Result<()>
     assert_eq!(ok.status(), StatusCode::ACCEPTED);
     // Revoked: the same key is refused at once.
     let revoked = admin
-        .post(format!(
-            "{}/v1/keys/{}/revoke",
-            app.base,
-            made["prefix"].as_str().unwrap_or("-")
-        ))
+        .post(format!("{}/v1/keys/{}/revoke", app.base, prefix))
         .send()
         .await?;
     assert_eq!(revoked.status(), StatusCode::OK);
@@ -279,4 +287,14 @@ async fn the_rate_limit_holds_across_two_api_processes() -> anyhow::Result<()> {
     assert_problem(r, 429, "tenant", "rate_limit").await?;
     assert_eq!(app.count("job").await?, 5);
     Ok(())
+}
+
+/// Whether the key with `prefix` has a recorded use.
+async fn key_used(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<bool> {
+    Ok(
+        sqlx::query_scalar("select last_used_at is not null from api_key where prefix = $1")
+            .bind(prefix)
+            .fetch_one(pool)
+            .await?,
+    )
 }
