@@ -5,6 +5,7 @@
 
 #![allow(missing_docs)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aiprod_domain::{BackendName, JobId, JobSpec, Money, RenderState, Stage, TenantId};
@@ -17,6 +18,7 @@ use aiprod_testkit::TestDb;
 use chrono::NaiveDate;
 use serde_json::json;
 use sqlx::PgPool;
+use tokio::sync::Barrier;
 
 const WORKERS: usize = 4;
 const JOBS_PER_WORKER: usize = 15;
@@ -68,7 +70,12 @@ async fn jobs(pool: &PgPool, worker: &str) -> anyhow::Result<Vec<(JobId, i64)>> 
 /// The worker's life: one group of intents (those its stripes cannot cover asked again alone,
 /// as the worker does), one group of costs, then the nine checkpoints of every job, a group
 /// per stage.
-async fn work(pool: PgPool, worker: String, jobs: Vec<(JobId, i64)>) -> anyhow::Result<Tally> {
+async fn work(
+    pool: PgPool,
+    worker: String,
+    jobs: Vec<(JobId, i64)>,
+    intents_done: Arc<Barrier>,
+) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
     let intents: Vec<Intent<'_>> = jobs
         .iter()
@@ -107,6 +114,9 @@ async fn work(pool: PgPool, worker: String, jobs: Vec<(JobId, i64)>) -> anyhow::
         }
     }
     tally.written = tasks.len();
+    // A job that ends gives its hold back; waiting for every worker's intents first keeps that
+    // money out of the count below.
+    intents_done.wait().await;
     let costs: Vec<RenderUpdate> = tasks
         .iter()
         .map(|_| RenderUpdate {
@@ -187,13 +197,15 @@ async fn four_workers_groups_never_deadlock_nor_overspend_and_the_books_balance(
         let jobs = jobs(&pool, &worker).await?;
         booked.push((worker, jobs));
     }
+    let barrier = Arc::new(Barrier::new(WORKERS));
     let runs: Vec<_> = booked
         .into_iter()
-        .map(|(worker, jobs)| tokio::spawn(work(pool.clone(), worker, jobs)))
+        .map(|(worker, jobs)| tokio::spawn(work(pool.clone(), worker, jobs, barrier.clone())))
         .collect();
     let mut total = Tally::default();
     for run in runs {
-        let t = run.await??;
+        // A worker that failed before the barrier leaves the others waiting at it.
+        let t = tokio::time::timeout(Duration::from_secs(120), run).await???;
         total.written += t.written;
         total.refused += t.refused;
         total.charged = total.charged + t.charged;
