@@ -41,12 +41,19 @@ pub struct WorkerContext {
     pub(crate) dispatched: aiprod_store::Wake,
     /// One poll scheduler per backend, shared by every render this process follows.
     pub(crate) pollers: Arc<crate::shot::Pollers>,
+    /// Shots between reading their keyframe and their POST, at most `POSTING` at once: a job
+    /// waiting for its intent's group commit holds no connection, so the pool's room alone
+    /// would let thousands of them hold a keyframe in memory at once.
+    pub(crate) posting: Arc<tokio::sync::Semaphore>,
     /// Batches acks while the receive loop runs; `None` acks at once (step-by-step tests).
     pub(crate) acker: Option<Acker>,
     /// Group-commits checkpoints and render steps while the receive loop runs; `None` writes
     /// each at once.
     pub(crate) writer: Option<Writer>,
 }
+
+/// The most shots of one process between reading their keyframe and their POST.
+const POSTING: usize = 64;
 
 impl WorkerContext {
     /// Builds a context with a fresh worker id.
@@ -79,6 +86,7 @@ impl WorkerContext {
             worker_id: worker_id.into(),
             leases: Arc::new(Leases::default()),
             pollers: Arc::default(),
+            posting: Arc::new(tokio::sync::Semaphore::new(POSTING)),
             acker: None,
             writer: None,
         }

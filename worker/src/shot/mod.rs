@@ -74,6 +74,8 @@ pub(crate) struct ShotRenderer<'a> {
     pub pool: &'a PgPool,
     /// The process's group commit for the protocol's steps; `None` writes each alone.
     pub writer: Option<&'a crate::writer::Writer>,
+    /// The process's bound on shots holding a keyframe before their POST.
+    pub posting: &'a tokio::sync::Semaphore,
     /// Where shots are copied to.
     pub store: &'a ArtifactStore,
     /// Checks each delivered clip.
@@ -168,6 +170,12 @@ impl ShotRenderer<'_> {
             };
             // Read for each try and dropped once the POST is made: a job holds no keyframe in
             // memory while its render runs.
+            // A permit per keyframe held: the process holds at most so many at once.
+            let held = self
+                .posting
+                .acquire()
+                .await
+                .map_err(|e| StepError::Retryable(format!("the worker is stopping: {e}")))?;
             let image = Box::pin(self.image(keyframe)).await?;
             let gate = (|| gate(self.pool, name, &holder, self.backends.circuit_probe_ttl))
                 .retry(db_retry())
@@ -258,11 +266,11 @@ impl ShotRenderer<'_> {
                     continue;
                 }
             };
-            let end = match Box::pin(self.submit(backend.as_ref(), task, shot, &image)).await {
-                Ok(task) => {
-                    drop(image);
-                    self.follow(backend, task).await
-                }
+            let submitted = Box::pin(self.submit(backend.as_ref(), task, shot, &image)).await;
+            drop(image);
+            drop(held);
+            let end = match submitted {
+                Ok(task) => self.follow(backend, task).await,
                 Err(end) => end,
             };
             if let Some(result) = Box::pin(self.settle(name, end, &mut left)).await {

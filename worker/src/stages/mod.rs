@@ -166,6 +166,7 @@ pub(crate) async fn run(
                 sizes: &sizes,
                 pool: &ctx.pool,
                 writer: ctx.writer.as_ref(),
+                posting: &ctx.posting,
                 store: &ctx.store,
                 media: &ctx.media,
                 fleet: &ctx.backends,
