@@ -96,31 +96,39 @@ async fn lock_group(conn: &mut PgConnection, g: Group<'_>) -> sqlx::Result<()> {
         .filter(|s| s.update.cost.is_some())
         .map(|s| s.id)
         .collect();
-    sqlx::query!(
-        "select 1 as one from job where id = any($1) order by id for update",
-        &jobs as &[JobId]
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    sqlx::query!(
-        "select 1 as one from render_task where id = any($1) order by id for update",
-        &renders
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    // An empty lock is still a round trip and a plan: most groups hold checkpoints alone.
+    if !jobs.is_empty() {
+        sqlx::query!(
+            "select 1 as one from job where id = any($1) order by id for update",
+            &jobs as &[JobId]
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    if !renders.is_empty() {
+        sqlx::query!(
+            "select 1 as one from render_task where id = any($1) order by id for update",
+            &renders
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+    }
     if money.is_empty() && settling.is_empty() {
         return Ok(());
     }
-    // The stripes of the tenants' days, then those of the fleet's, each in key order.
+    // The stripes of the tenants' days, then those of the fleet's, each in key order. The
+    // jobs are found by their ids as a set: `id = any($1) or id in (…)` cannot use the key and
+    // read the whole job table once per group.
     sqlx::query!(
         r#"select 1 as one from budget_stripe b
              join (select distinct j.tenant_id as t, j.budget_day as d,
                           j.budget_stripe % budget_stripes(j.tenant_id) as s
                      from job j
-                    where j.budget_day is not null and j.budget_stripe is not null
-                      and j.tenant_budget
-                      and (j.id = any($1)
-                           or j.id in (select job_id from render_task where id = any($2)))) x
+                    where j.id in (select unnest($1::uuid[])
+                                   union all
+                                   select job_id from render_task where id = any($2))
+                      and j.budget_day is not null and j.budget_stripe is not null
+                      and j.tenant_budget) x
                on b.tenant_id = x.t and b.day = x.d and b.stripe = x.s
             order by b.tenant_id, b.day, b.stripe
               for no key update of b"#,
@@ -133,9 +141,10 @@ async fn lock_group(conn: &mut PgConnection, g: Group<'_>) -> sqlx::Result<()> {
         r#"select 1 as one from budget_stripe b
              join (select distinct j.budget_day as d, j.budget_stripe as s
                      from job j
-                    where j.budget_day is not null and j.budget_stripe is not null
-                      and (j.id = any($1)
-                           or j.id in (select job_id from render_task where id = any($2)))) x
+                    where j.id in (select unnest($1::uuid[])
+                                   union all
+                                   select job_id from render_task where id = any($2))
+                      and j.budget_day is not null and j.budget_stripe is not null) x
                on b.tenant_id is null and b.day = x.d and b.stripe = x.s
             order by b.day, b.stripe
               for no key update of b"#,
