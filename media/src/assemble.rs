@@ -59,6 +59,22 @@ impl Media {
         title: &str,
         comment: &str,
     ) -> Result<Assembly, MediaError> {
+        match &self.memo {
+            Some(memo) => {
+                let make = self.assemble_now(shots, dir, title, comment);
+                memo.assemble(shots, dir, make).await
+            }
+            None => self.assemble_now(shots, dir, title, comment).await,
+        }
+    }
+
+    async fn assemble_now(
+        &self,
+        shots: &[ShotInput],
+        dir: &Path,
+        title: &str,
+        comment: &str,
+    ) -> Result<Assembly, MediaError> {
         if shots.is_empty() {
             return Err(MediaError::Failed {
                 tool: "ffmpeg",

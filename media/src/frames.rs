@@ -19,6 +19,21 @@ impl Media {
         count: u32,
     ) -> Result<Vec<Vec<u8>>, MediaError> {
         let count = count.max(1);
+        match &self.memo {
+            Some(memo) => {
+                let sample = self.sample_now(file, seconds, count);
+                memo.frames(file, seconds, count, sample).await
+            }
+            None => self.sample_now(file, seconds, count).await,
+        }
+    }
+
+    async fn sample_now(
+        &self,
+        file: &Path,
+        seconds: f64,
+        count: u32,
+    ) -> Result<Vec<Vec<u8>>, MediaError> {
         let dir = self.scratch_dir()?;
         let pattern = dir.path().join("frame-%02d.jpg");
         let rate = f64::from(count) / seconds.max(0.1);

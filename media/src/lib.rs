@@ -17,6 +17,7 @@
 
 pub mod assemble;
 mod frames;
+mod memo;
 pub mod probe;
 pub mod qa;
 pub mod synth;

@@ -141,6 +141,13 @@ impl Media {
     /// Probes `path`. A file ffprobe cannot read at all (no container, truncated before its
     /// index) is an error carrying ffprobe's reason.
     pub async fn probe(&self, path: &Path) -> Result<Probe, MediaError> {
+        match &self.memo {
+            Some(memo) => memo.probe(path, self.probe_now(path)).await,
+            None => self.probe_now(path).await,
+        }
+    }
+
+    async fn probe_now(&self, path: &Path) -> Result<Probe, MediaError> {
         let what = format!("read {}", path.display());
         let ran = self
             .ffprobe(
@@ -221,6 +228,16 @@ impl Media {
     /// (`freezedetect`), and any decode error, which is how a truncated or corrupt file shows.
     /// `length_s` closes a stretch that runs to the end.
     pub async fn scan(&self, path: &Path, length_s: f64) -> Result<Scan, MediaError> {
+        match &self.memo {
+            Some(memo) => {
+                memo.scan(path, length_s, self.scan_now(path, length_s))
+                    .await
+            }
+            None => self.scan_now(path, length_s).await,
+        }
+    }
+
+    async fn scan_now(&self, path: &Path, length_s: f64) -> Result<Scan, MediaError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         // The filter's file option is parsed by the filter-graph syntax; a plain relative
         // name in the file's own directory needs no escaping.

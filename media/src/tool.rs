@@ -63,6 +63,8 @@ static POOL: OnceLock<Arc<Semaphore>> = OnceLock::new();
 pub struct Media {
     pool: Arc<Semaphore>,
     pub(crate) settings: Arc<MediaSettings>,
+    /// Readings remembered by what was read (`Media::remembering`); `None` reads every time.
+    pub(crate) memo: Option<Arc<crate::memo::Memo>>,
 }
 
 /// Which tool to run.
@@ -89,7 +91,17 @@ impl Media {
         Media {
             pool,
             settings: Arc::new(settings.clone()),
+            memo: None,
         }
+    }
+
+    /// The same tools, remembering every probe, scan, frame sample and assembly by the bytes
+    /// it read, so each distinct file goes through them once. For benchmarks only: a
+    /// remembered assembly keeps the tags of the job that made it (`memo`).
+    pub fn remembering(settings: &MediaSettings) -> Result<Media, MediaError> {
+        let mut media = Media::new(settings);
+        media.memo = Some(Arc::new(crate::memo::Memo::new(&media.scratch_root())?));
+        Ok(media)
     }
 
     /// The settings in use.

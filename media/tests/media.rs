@@ -198,3 +198,95 @@ fn a_verdicts_label_is_its_serialised_name() {
         assert_eq!(serde_json::to_value(v).expect("serialises"), v.as_str());
     }
 }
+
+/// A wrapper of `tool` that appends a line to `log` each time it runs.
+fn counting(dir: &Path, tool: &str, log: &Path) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let real = MediaSettings::default();
+    let real = if tool == "ffmpeg" {
+        real.ffmpeg
+    } else {
+        real.ffprobe
+    };
+    let path = dir.join(format!("counting-{tool}"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho {tool} >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        ),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+fn runs(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |s| s.lines().count())
+}
+
+#[tokio::test]
+async fn a_remembering_media_reads_each_distinct_file_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("runs.log");
+    let settings = MediaSettings {
+        media_scratch_dir: Some(dir.path().to_path_buf()),
+        ffmpeg: counting(dir.path(), "ffmpeg", &log)?,
+        ffprobe: counting(dir.path(), "ffprobe", &log)?,
+        ..MediaSettings::default()
+    };
+    let m = Media::remembering(&settings)?;
+    let made = m
+        .clip(&ClipSpec::moving(2.0, 1280, 720, 24, "remembered"))
+        .await?;
+    let other = m
+        .clip(&ClipSpec::moving(2.0, 1280, 720, 24, "another"))
+        .await?;
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    std::fs::create_dir_all(&one)?;
+    std::fs::create_dir_all(&two)?;
+    std::fs::copy(&made, one.join("shot.mp4"))?;
+    std::fs::copy(&made, two.join("shot.mp4"))?;
+
+    let before = runs(&log);
+    let first = m.inspect(&one.join("shot.mp4"), &shot(2.0)).await?;
+    let frames = m.sample_frames(&one.join("shot.mp4"), 2.0, 2).await?;
+    let read = runs(&log);
+    assert_eq!(read - before, 3, "a probe, a scan and a frame sample");
+    let second = m.inspect(&two.join("shot.mp4"), &shot(2.0)).await?;
+    let again = m.sample_frames(&two.join("shot.mp4"), 2.0, 2).await?;
+    assert_eq!(
+        runs(&log),
+        read,
+        "the same bytes elsewhere are not read again"
+    );
+    assert_eq!(first.report, second.report);
+    assert_eq!(frames, again);
+    // A file with other bytes is read: the memo is keyed by what it holds, not its name.
+    let third = m.inspect(&other, &shot(2.0)).await?;
+    assert_eq!(runs(&log) - read, 2, "another file is probed and scanned");
+    assert!(third.report.passed(), "{}", third.report.failures());
+
+    let input = |dir: &Path, probe: aiprod_media::Probe| ShotInput {
+        index: 0,
+        path: dir.join("shot.mp4"),
+        planned_s: 2.0,
+        probe,
+    };
+    let probe = first.probe.expect("probed");
+    let before = runs(&log);
+    let a = m
+        .assemble(&[input(&one, probe.clone())], &one, "job one", "one shot")
+        .await?;
+    let joined = runs(&log);
+    assert!(joined > before, "the first assembly runs ffmpeg");
+    let b = m
+        .assemble(&[input(&two, probe)], &two, "job two", "one shot")
+        .await?;
+    assert_eq!(runs(&log), joined, "the same shots are not joined again");
+    assert_eq!(b.video, two.join("final.mp4"));
+    assert_eq!(std::fs::read(&a.video)?, std::fs::read(&b.video)?);
+    assert_eq!(std::fs::read(&a.poster)?, std::fs::read(&b.poster)?);
+    assert_eq!(a.copied, b.copied);
+    Ok(())
+}

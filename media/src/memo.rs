@@ -1,0 +1,199 @@
+//! Readings remembered by what was read: for `aiprod bench --media once`, which gives every job
+//! the same simulated clips, so that ffprobe and ffmpeg run once per distinct file and the
+//! figure is the orchestration's (README, "Performance").
+//!
+//! A probe, a scan and a set of sampled frames are functions of the file's bytes, so a reading
+//! of the same bytes is the reading. The assembly is keyed by its shots' bytes and plans alone:
+//! a remembered `final.mp4` carries the title and comment of the job that made it. That is the
+//! one thing this mode gives up, and why it is for benchmarks and never a setting.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::assemble::{Assembly, Repair, ShotInput};
+use crate::probe::{Probe, Scan};
+use crate::tool::MediaError;
+
+/// The SHA-256 of a file's bytes.
+pub(crate) type Digest = [u8; 32];
+
+/// What the tools have read, by what they read.
+pub(crate) struct Memo {
+    probes: Mutex<HashMap<Digest, Probe>>,
+    /// By bytes and the length that closes an open stretch (as `f64` bits).
+    scans: Mutex<HashMap<(Digest, u64), Scan>>,
+    /// By bytes, the clip's length (as `f64` bits) and the count.
+    frames: Mutex<HashMap<(Digest, u64, u32), Vec<Vec<u8>>>>,
+    /// By each shot's bytes and planned length (as `f64` bits), in order.
+    assemblies: Mutex<HashMap<Vec<(Digest, u64)>, Kept>>,
+    /// Where remembered assemblies' files are kept; removed with the memo.
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("dir", &self.dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A remembered assembly: copies of its files, and what it said about them.
+#[derive(Clone)]
+struct Kept {
+    video: PathBuf,
+    poster: PathBuf,
+    copied: bool,
+    repairs: Vec<Repair>,
+}
+
+impl Memo {
+    /// An empty memo keeping its files under `root`.
+    pub(crate) fn new(root: &Path) -> Result<Memo, MediaError> {
+        std::fs::create_dir_all(root).map_err(|e| MediaError::io(root, e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("aiprod-memo-")
+            .tempdir_in(root)
+            .map_err(|e| MediaError::io(root, e))?;
+        Ok(Memo {
+            probes: Mutex::default(),
+            scans: Mutex::default(),
+            frames: Mutex::default(),
+            assemblies: Mutex::default(),
+            dir,
+        })
+    }
+
+    /// `path`'s probe, read once per distinct bytes.
+    pub(crate) async fn probe<F>(&self, path: &Path, read: F) -> Result<Probe, MediaError>
+    where
+        F: Future<Output = Result<Probe, MediaError>>,
+    {
+        remember(&self.probes, digest(path).await?, read).await
+    }
+
+    /// `path`'s scan, decoded once per distinct bytes and length.
+    pub(crate) async fn scan<F>(
+        &self,
+        path: &Path,
+        length_s: f64,
+        read: F,
+    ) -> Result<Scan, MediaError>
+    where
+        F: Future<Output = Result<Scan, MediaError>>,
+    {
+        let key = (digest(path).await?, length_s.to_bits());
+        remember(&self.scans, key, read).await
+    }
+
+    /// `count` frames of `path`, sampled once per distinct bytes, length and count.
+    pub(crate) async fn frames<F>(
+        &self,
+        path: &Path,
+        seconds: f64,
+        count: u32,
+        read: F,
+    ) -> Result<Vec<Vec<u8>>, MediaError>
+    where
+        F: Future<Output = Result<Vec<Vec<u8>>, MediaError>>,
+    {
+        let key = (digest(path).await?, seconds.to_bits(), count);
+        remember(&self.frames, key, read).await
+    }
+
+    /// The assembly of `shots` into `dir`: made once per distinct shots and plans, then copied
+    /// into `dir` from the kept files.
+    pub(crate) async fn assemble<F>(
+        &self,
+        shots: &[ShotInput],
+        dir: &Path,
+        make: F,
+    ) -> Result<Assembly, MediaError>
+    where
+        F: Future<Output = Result<Assembly, MediaError>>,
+    {
+        let mut key = Vec::with_capacity(shots.len());
+        for s in shots {
+            key.push((digest(&s.path).await?, s.planned_s.to_bits()));
+        }
+        let kept = self
+            .assemblies
+            .lock()
+            .expect("the memo's lock is never poisoned")
+            .get(&key)
+            .cloned();
+        let kept = match kept {
+            Some(k) => k,
+            None => {
+                let made = make.await?;
+                let n = uuid::Uuid::new_v4().simple();
+                let k = Kept {
+                    video: self.dir.path().join(format!("{n}-final.mp4")),
+                    poster: self.dir.path().join(format!("{n}-poster.jpg")),
+                    copied: made.copied,
+                    repairs: made.repairs.clone(),
+                };
+                copy(&made.video, &k.video).await?;
+                copy(&made.poster, &k.poster).await?;
+                self.assemblies
+                    .lock()
+                    .expect("the memo's lock is never poisoned")
+                    .insert(key, k);
+                return Ok(made);
+            }
+        };
+        let video = dir.join("final.mp4");
+        let poster = dir.join("poster.jpg");
+        copy(&kept.video, &video).await?;
+        copy(&kept.poster, &poster).await?;
+        Ok(Assembly {
+            video,
+            poster,
+            copied: kept.copied,
+            repairs: kept.repairs,
+        })
+    }
+}
+
+/// The value under `key`, or what `read` gives (kept when it succeeds). Two first readers of
+/// one key may both read: a wasted reading, never a wrong one.
+async fn remember<K, V, F>(map: &Mutex<HashMap<K, V>>, key: K, read: F) -> Result<V, MediaError>
+where
+    K: Hash + Eq,
+    V: Clone,
+    F: Future<Output = Result<V, MediaError>>,
+{
+    let known = map
+        .lock()
+        .expect("the memo's lock is never poisoned")
+        .get(&key)
+        .cloned();
+    if let Some(v) = known {
+        return Ok(v);
+    }
+    let v = read.await?;
+    map.lock()
+        .expect("the memo's lock is never poisoned")
+        .insert(key, v.clone());
+    Ok(v)
+}
+
+/// The SHA-256 of the file at `path`.
+async fn digest(path: &Path) -> Result<Digest, MediaError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| MediaError::io(path, e))?;
+    Ok(Sha256::digest(&bytes).into())
+}
+
+async fn copy(from: &Path, to: &Path) -> Result<(), MediaError> {
+    tokio::fs::copy(from, to)
+        .await
+        .map(drop)
+        .map_err(|e| MediaError::io(to, e))
+}
