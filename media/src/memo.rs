@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
+use tokio::sync::OnceCell;
 
 use crate::assemble::{Assembly, Repair, ShotInput};
 use crate::probe::{Probe, Scan};
@@ -22,15 +23,18 @@ use crate::tool::MediaError;
 /// The SHA-256 of a file's bytes.
 pub(crate) type Digest = [u8; 32];
 
+/// One reading per key, filled once by whichever reader comes first.
+type Slots<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
+
 /// What the tools have read, by what they read.
 pub(crate) struct Memo {
-    probes: Mutex<HashMap<Digest, Probe>>,
+    probes: Slots<Digest, Probe>,
     /// By bytes and the length that closes an open stretch (as `f64` bits).
-    scans: Mutex<HashMap<(Digest, u64), Scan>>,
+    scans: Slots<(Digest, u64), Scan>,
     /// By bytes, the clip's length (as `f64` bits) and the count.
-    frames: Mutex<HashMap<(Digest, u64, u32), Vec<Vec<u8>>>>,
+    frames: Slots<(Digest, u64, u32), Vec<Vec<u8>>>,
     /// By each shot's bytes and planned length (as `f64` bits), in order.
-    assemblies: Mutex<HashMap<Vec<(Digest, u64)>, Kept>>,
+    assemblies: Slots<Vec<(Digest, u64)>, Kept>,
     /// Where remembered assemblies' files are kept; removed with the memo.
     dir: tempfile::TempDir,
 }
@@ -121,32 +125,26 @@ impl Memo {
         for s in shots {
             key.push((digest(&s.path).await?, s.planned_s.to_bits()));
         }
-        let kept = self
-            .assemblies
-            .lock()
-            .expect("the memo's lock is never poisoned")
-            .get(&key)
-            .cloned();
-        let kept = match kept {
-            Some(k) => k,
-            None => {
-                let made = make.await?;
-                let n = uuid::Uuid::new_v4().simple();
-                let k = Kept {
-                    video: self.dir.path().join(format!("{n}-final.mp4")),
-                    poster: self.dir.path().join(format!("{n}-poster.jpg")),
-                    copied: made.copied,
-                    repairs: made.repairs.clone(),
-                };
-                copy(&made.video, &k.video).await?;
-                copy(&made.poster, &k.poster).await?;
-                self.assemblies
-                    .lock()
-                    .expect("the memo's lock is never poisoned")
-                    .insert(key, k);
-                return Ok(made);
-            }
-        };
+        let made = std::sync::Mutex::new(None);
+        let kept = remember(&self.assemblies, key, async {
+            let a = make.await?;
+            let n = uuid::Uuid::new_v4().simple();
+            let k = Kept {
+                video: self.dir.path().join(format!("{n}-final.mp4")),
+                poster: self.dir.path().join(format!("{n}-poster.jpg")),
+                copied: a.copied,
+                repairs: a.repairs.clone(),
+            };
+            copy(&a.video, &k.video).await?;
+            copy(&a.poster, &k.poster).await?;
+            *made.lock().expect("never poisoned") = Some(a);
+            Ok(k)
+        })
+        .await?;
+        // The assembly that made the kept files is already in `dir`.
+        if let Some(a) = made.into_inner().expect("never poisoned") {
+            return Ok(a);
+        }
         let video = dir.join("final.mp4");
         let poster = dir.join("poster.jpg");
         copy(&kept.video, &video).await?;
@@ -160,27 +158,22 @@ impl Memo {
     }
 }
 
-/// The value under `key`, or what `read` gives (kept when it succeeds). Two first readers of
-/// one key may both read: a wasted reading, never a wrong one.
-async fn remember<K, V, F>(map: &Mutex<HashMap<K, V>>, key: K, read: F) -> Result<V, MediaError>
+/// The value under `key`, or what `read` gives (kept when it succeeds). Readers of one key
+/// wait for the first: jobs that start together would otherwise each run the tools, and on a
+/// small machine that burst is the bench's whole tail.
+async fn remember<K, V, F>(map: &Slots<K, V>, key: K, read: F) -> Result<V, MediaError>
 where
     K: Hash + Eq,
     V: Clone,
     F: Future<Output = Result<V, MediaError>>,
 {
-    let known = map
+    let slot = map
         .lock()
         .expect("the memo's lock is never poisoned")
-        .get(&key)
-        .cloned();
-    if let Some(v) = known {
-        return Ok(v);
-    }
-    let v = read.await?;
-    map.lock()
-        .expect("the memo's lock is never poisoned")
-        .insert(key, v.clone());
-    Ok(v)
+        .entry(key)
+        .or_default()
+        .clone();
+    slot.get_or_try_init(|| read).await.cloned()
 }
 
 /// The SHA-256 of the file at `path`.
