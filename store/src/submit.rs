@@ -3,7 +3,9 @@
 //! whole batch in one transaction, then answers each request. A request is answered only after
 //! that commit, so an accepted job is durable before its `202`, as with one commit per request;
 //! concurrent requests merely share the commit and the tenant's rate row, which would otherwise
-//! take them one at a time (ARCHITECTURE.md, "Invariants": group commit).
+//! take them one at a time (ARCHITECTURE.md, "Invariants": group commit). A batch the
+//! database refuses is written again one submission at a time, so a row it cannot take fails
+//! alone, as the render writer's groups do.
 
 use std::sync::{Arc, OnceLock};
 
@@ -221,9 +223,22 @@ async fn write_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Submission
                     let _ = reply.send(Ok(outcome));
                 }
             }
+            Err(e) if subs.len() > 1 && matches!(e, sqlx::Error::Database(_)) => {
+                // The database refused a row: nothing of the batch was committed. Each
+                // submission is tried again alone, in order, so the one it refused fails alone
+                // and another tenant's request is not lost with it.
+                for (s, reply) in subs.iter().zip(replies) {
+                    let alone = submit_jobs(&pool, std::slice::from_ref(s)).await;
+                    let _ = reply.send(
+                        alone
+                            .map_err(Arc::new)
+                            .and_then(|mut o| o.pop().ok_or_else(|| Arc::new(no_outcome()))),
+                    );
+                }
+            }
             Err(e) => {
-                // Nothing of the batch was committed: every request is told so, and none is
-                // answered as accepted.
+                // Nothing of the batch was committed (the connection, not a row, failed):
+                // every request is told so, and none is answered as accepted.
                 let e = Arc::new(e);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -231,4 +246,8 @@ async fn write_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Submission
             }
         }
     }
+}
+
+fn no_outcome() -> sqlx::Error {
+    sqlx::Error::Protocol("a submission written alone gave no outcome".into())
 }

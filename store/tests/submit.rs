@@ -126,3 +126,51 @@ async fn groups_committed_at_once_let_no_more_through_than_the_rate() -> anyhow:
     assert_eq!(jobs, 50);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_row_the_database_refuses_fails_alone_and_its_group_is_written() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let (good, other) = (tenant(&pool, "good").await?, tenant(&pool, "other").await?);
+    let writer = aiprod_store::Submitter::new(pool.clone());
+    // A tenant the database does not know: the insert breaks a foreign key, as any row the
+    // request's validation did not foresee would.
+    let (a, b, c) = (
+        submission(good, 1000, 0)?,
+        submission(TenantId::new(), 1000, 1)?,
+        submission(other, 1000, 2)?,
+    );
+    // On this test's one thread all three are queued before the writer's task runs, so they
+    // reach the database as one group.
+    let (ra, rb, rc) = tokio::join!(
+        writer.submit(a.clone()),
+        writer.submit(b.clone()),
+        writer.submit(c.clone())
+    );
+    assert!(rb.is_err(), "the refused row is answered with its error");
+    for (s, r) in [(&a, ra), (&c, rc)] {
+        match r.map_err(|e| anyhow::anyhow!("{e}"))? {
+            Submitted::Accepted(job, _) => assert_eq!(job.id, s.id),
+            Submitted::Limited(_) => anyhow::bail!("far under the rate"),
+        }
+        let rows = count(
+            &pool,
+            "select count(*) from job where tenant_id = $1",
+            s.tenant,
+        )
+        .await?;
+        assert_eq!(rows, 1);
+        let audited = count(
+            &pool,
+            "select count(*) from audit_log where tenant_id = $1 and action = 'job.create'",
+            s.tenant,
+        )
+        .await?;
+        assert_eq!(audited, 1);
+    }
+    let all: i64 = sqlx::query_scalar("select count(*) from job")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(all, 2, "nothing of the refused row was written");
+    Ok(())
+}
