@@ -129,7 +129,13 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .ok_or_else(|| unauthorized("this needs Authorization: Bearer <API key>"))?;
         if let Some(prefix) = keys::key_prefix(given) {
-            let found = store::find_api_key(&s.pool, prefix, Some(&keys::digest(given))).await?;
+            let found = s
+                .keys
+                .find(prefix, keys::digest(given))
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("while looking up the API key: {e}"))
+                })?;
             let ok = found
                 .as_ref()
                 .is_some_and(|f| keys::matches(given, &f.hash) && f.key.revoked_at.is_none());

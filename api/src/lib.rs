@@ -75,6 +75,8 @@ pub struct AppState {
     pub dispatched: aiprod_store::Wake,
     /// Group commit for submissions without an idempotency key (`aiprod_store::Submitter`).
     pub submitter: aiprod_store::Submitter,
+    /// Batched lookups of presented API keys (`aiprod_store::KeyFinder`).
+    pub keys: aiprod_store::KeyFinder,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
         AppState {
             dispatched: aiprod_store::Wake::outbox(pool.clone()),
             submitter: aiprod_store::Submitter::new(pool.clone()),
+            keys: aiprod_store::KeyFinder::new(pool.clone()),
             pool,
             settings,
             store,

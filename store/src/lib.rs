@@ -23,6 +23,7 @@ mod dispatch;
 mod group;
 mod job;
 mod job_view;
+mod key_finder;
 pub mod keys;
 mod lease;
 mod ledger;
@@ -69,6 +70,7 @@ pub use job::{
     request_cancel,
 };
 pub use job_view::{StageOutputs, StageRecord, get_media_outputs, get_routing, get_stages};
+pub use key_finder::KeyFinder;
 pub use lease::{
     Claim, ClaimOutcome, claim_job, load_outputs, release_lease, renew_leases, try_claim_job,
     try_claim_jobs,
@@ -101,7 +103,7 @@ pub use report::{
 pub use submit::{Submission, Submitted, Submitter, submit_jobs};
 pub use tenant::{
     ApiKeyInfo, Entitlements, KeyLookup, Tenant, TenantLimits, create_tenant, find_api_key,
-    insert_api_key, job_entitlements, list_api_keys, list_tenants, revoke_api_key, tenant_by_name,
-    valid_tenant_name,
+    find_api_keys, insert_api_key, job_entitlements, list_api_keys, list_tenants, revoke_api_key,
+    tenant_by_name, valid_tenant_name,
 };
 pub use wake::{WAKE_WINDOW, Wake};

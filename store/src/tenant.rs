@@ -254,53 +254,72 @@ pub async fn find_api_key(
     prefix: &str,
     used: Option<&[u8]>,
 ) -> sqlx::Result<Option<KeyLookup>> {
-    let r = sqlx::query!(
-        r#"with used as (
-               update api_key a set last_used_at = now()
-                 from tenant t
-                where a.prefix = $1 and a.hash = $2 and a.revoked_at is null
-                  and t.id = a.tenant_id and t.disabled_at is null
-                  and (a.last_used_at is null or a.last_used_at < now() - interval '1 minute')
+    Ok(find_api_keys(db, &[(prefix, used)]).await?.pop().flatten())
+}
+
+/// [`find_api_key`] for several presented keys in one statement (the API's concurrent
+/// requests, `KeyFinder`): one answer per `(prefix, used)`, in order.
+pub async fn find_api_keys(
+    db: impl PgExecutor<'_>,
+    asks: &[(&str, Option<&[u8]>)],
+) -> sqlx::Result<Vec<Option<KeyLookup>>> {
+    let prefixes: Vec<&str> = asks.iter().map(|a| a.0).collect();
+    let used: Vec<Option<&[u8]>> = asks.iter().map(|a| a.1).collect();
+    let rows = sqlx::query!(
+        r#"with a as (
+               select * from unnest($1::text[], $2::bytea[]) with ordinality as a(prefix, hash, n)
+           ), used as (
+               update api_key k set last_used_at = now()
+                 from tenant t, (select distinct prefix, hash from a where hash is not null) u
+                where k.prefix = u.prefix and k.hash = u.hash and k.revoked_at is null
+                  and t.id = k.tenant_id and t.disabled_at is null
+                  and (k.last_used_at is null or k.last_used_at < now() - interval '1 minute')
            )
-           select k.id, k.prefix, k.hash, k.name, k.scopes as "scopes: Vec<Scope>",
+           select a.n as "n!", k.id, k.prefix, k.hash, k.name, k.scopes as "scopes: Vec<Scope>",
                   k.created_at as key_created_at, k.last_used_at, k.revoked_at,
                   t.id as "tenant_id: TenantId", t.name as tenant_name, t.rate_per_minute,
                   t.max_in_flight, t.daily_budget_micros, t.max_job_cost_micros,
                   t.allowed_backends as "allowed_backends: Vec<BackendName>",
                   t.allowed_priorities as "allowed_priorities: Vec<Priority>",
                   t.created_at, t.disabled_at
-             from api_key k join tenant t on t.id = k.tenant_id
-            where k.prefix = $1"#,
-        prefix,
-        used,
+             from a join api_key k on k.prefix = a.prefix join tenant t on t.id = k.tenant_id"#,
+        &prefixes as &[&str],
+        &used as &[Option<&[u8]>],
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(r.map(|r| KeyLookup {
-        key: ApiKeyInfo {
-            id: r.id,
-            tenant_id: r.tenant_id,
-            prefix: r.prefix,
-            name: r.name,
-            scopes: r.scopes,
-            created_at: r.key_created_at,
-            last_used_at: r.last_used_at,
-            revoked_at: r.revoked_at,
-        },
-        hash: r.hash,
-        tenant: Tenant::from(TenantRow {
-            id: r.tenant_id,
-            name: r.tenant_name,
-            rate_per_minute: r.rate_per_minute,
-            max_in_flight: r.max_in_flight,
-            daily_budget_micros: r.daily_budget_micros,
-            max_job_cost_micros: r.max_job_cost_micros,
-            allowed_backends: r.allowed_backends,
-            allowed_priorities: r.allowed_priorities,
-            created_at: r.created_at,
-            disabled_at: r.disabled_at,
-        }),
-    }))
+    let mut found: Vec<Option<KeyLookup>> = vec![None; asks.len()];
+    for r in rows {
+        let Some(slot) = usize::try_from(r.n - 1).ok().and_then(|i| found.get_mut(i)) else {
+            continue;
+        };
+        *slot = Some(KeyLookup {
+            key: ApiKeyInfo {
+                id: r.id,
+                tenant_id: r.tenant_id,
+                prefix: r.prefix,
+                name: r.name,
+                scopes: r.scopes,
+                created_at: r.key_created_at,
+                last_used_at: r.last_used_at,
+                revoked_at: r.revoked_at,
+            },
+            hash: r.hash,
+            tenant: Tenant::from(TenantRow {
+                id: r.tenant_id,
+                name: r.tenant_name,
+                rate_per_minute: r.rate_per_minute,
+                max_in_flight: r.max_in_flight,
+                daily_budget_micros: r.daily_budget_micros,
+                max_job_cost_micros: r.max_job_cost_micros,
+                allowed_backends: r.allowed_backends,
+                allowed_priorities: r.allowed_priorities,
+                created_at: r.created_at,
+                disabled_at: r.disabled_at,
+            }),
+        });
+    }
+    Ok(found)
 }
 
 /// Whether `name` is a tenant name: 1–63 of `[a-z0-9_-]`, starting with a letter or digit
