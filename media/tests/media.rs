@@ -290,3 +290,29 @@ async fn a_remembering_media_reads_each_distinct_file_once() -> anyhow::Result<(
     assert_eq!(a.copied, b.copied);
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_askers_of_one_clip_share_one_ffmpeg_run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("runs.log");
+    let m = Media::new(&MediaSettings {
+        media_scratch_dir: Some(dir.path().to_path_buf()),
+        ffmpeg: counting(dir.path(), "ffmpeg", &log)?,
+        ..MediaSettings::default()
+    });
+    let spec = ClipSpec::moving(1.0, 1280, 720, 24, "asked for by eight at once");
+    let asks = (0..8).map(|_| m.clip(&spec));
+    let paths = futures::future::try_join_all(asks).await?;
+    assert_eq!(runs(&log), 1, "one ffmpeg made the clip for all eight");
+    assert!(paths.iter().all(|p| p == &paths[0]), "{paths:?}");
+    let got = m.inspect(&paths[0], &shot(1.0)).await?;
+    assert!(got.report.passed(), "{}", got.report.failures());
+
+    // Another clip asked for afterwards is made again: the first one's lock is gone. (The
+    // check above ran ffmpeg too, for its decode.)
+    let before = runs(&log);
+    m.clip(&ClipSpec::moving(1.0, 1280, 720, 24, "asked for later"))
+        .await?;
+    assert_eq!(runs(&log), before + 1);
+    Ok(())
+}
