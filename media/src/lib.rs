@@ -17,6 +17,7 @@
 
 pub mod assemble;
 mod frames;
+mod making;
 mod memo;
 pub mod probe;
 pub mod qa;

@@ -6,14 +6,13 @@
 //! The same module makes the flawed clips the tests serve from provider stubs (black, frozen,
 //! no video), so a stub's output and the simulation's are one thing.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use aiprod_platform::config::MediaSettings;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::making::Making;
 use crate::tool::{Media, MediaError};
 
 /// What the picture shows.
@@ -244,27 +243,10 @@ impl Media {
         what: &str,
         args: impl FnOnce(&str, &str) -> Vec<String>,
     ) -> Result<(), MediaError> {
-        let gate = making(path);
-        let held = gate.lock().await;
-        let made = if path.is_file() {
-            Ok(())
-        } else {
-            self.make_cached_now(path, key, ext, text, what, args).await
-        };
-        drop(held);
-        done_making(path, &gate);
-        made
-    }
-
-    async fn make_cached_now(
-        &self,
-        path: &Path,
-        key: &str,
-        ext: &str,
-        text: &str,
-        what: &str,
-        args: impl FnOnce(&str, &str) -> Vec<String>,
-    ) -> Result<(), MediaError> {
+        let _making = Making::start(path).await;
+        if path.is_file() {
+            return Ok(());
+        }
         let dir = path.parent().unwrap_or(path);
         tokio::fs::create_dir_all(dir)
             .await
@@ -287,36 +269,6 @@ impl Media {
         tokio::fs::rename(dir.join(&tmp), path)
             .await
             .map_err(|e| MediaError::io(path, e))
-    }
-}
-
-/// The cached files being made in this process, each behind the lock its maker holds.
-type Makers = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
-
-/// Process-wide, like the tools' pool: every `Media` of a process shares the cache directory.
-static MAKING: OnceLock<Makers> = OnceLock::new();
-
-/// The lock of `path`'s making, shared by everyone asking for it now.
-fn making(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-    MAKING
-        .get_or_init(Makers::default)
-        .lock()
-        .expect("the makers' lock is never poisoned")
-        .entry(path.to_path_buf())
-        .or_default()
-        .clone()
-}
-
-/// Forgets `path`'s lock once no one else holds it, so the map keeps only files being made.
-/// One who took it just before finds the file there.
-fn done_making(path: &Path, gate: &Arc<tokio::sync::Mutex<()>>) {
-    let mut makers = MAKING
-        .get_or_init(Makers::default)
-        .lock()
-        .expect("the makers' lock is never poisoned");
-    // Ours and the map's: nobody else waits.
-    if Arc::strong_count(gate) <= 2 {
-        makers.remove(path);
     }
 }
 
