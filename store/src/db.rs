@@ -27,10 +27,11 @@ pub async fn connect(url: &secrecy::SecretString, max: u32) -> anyhow::Result<Pg
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
         // A connection is pinged before use only after it sat idle: sqlx's default pings on
-        // every acquire, a round trip more for each statement a job or a request runs (a
-        // worker's group commit spent a sixth of its time there). A connection in steady use
-        // was just seen to work; one that broke since fails its statement, and callers retry
-        // connection errors.
+        // every acquire, a round trip more for each statement a job or a request runs (taking
+        // a connection and beginning was a sixth of a worker's group commit). A connection in
+        // steady use was just seen to work. One that broke within the second (the server
+        // restarted) fails one statement and is closed: the worker retries connection errors,
+        // and an API request answers 500 without accepting anything.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
