@@ -38,7 +38,7 @@ impl LocalStore {
         .await
     }
 
-    /// Copies through a temporary file and a rename, like `put`.
+    /// Links or copies through a temporary file and a rename, like `put`.
     pub(super) async fn put_file(
         &self,
         job: JobId,
@@ -46,10 +46,7 @@ impl LocalStore {
         src: &Path,
     ) -> Result<String, StorageError> {
         self.place(job, name, |tmp| async move {
-            tokio::fs::copy(src, &tmp)
-                .await
-                .map(|_| ())
-                .map_err(|e| io_err(src, e))
+            link_or_copy(src, &tmp).await.map(drop)
         })
         .await
     }
@@ -75,9 +72,7 @@ impl LocalStore {
 
     pub(super) async fn get_to_file(&self, uri: &str, dest: &Path) -> Result<u64, StorageError> {
         let path = self.path_of(uri)?;
-        tokio::fs::copy(&path, dest)
-            .await
-            .map_err(|e| io_err(&path, e))
+        link_or_copy(&path, dest).await
     }
 
     fn path_of(&self, uri: &str) -> Result<PathBuf, StorageError> {
@@ -98,4 +93,26 @@ fn io_err(path: &Path, source: std::io::Error) -> StorageError {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Makes `to` a hard link of `from` where both are on one file system, else a copy of it, and
+/// returns its size. A video is megabytes and a job stores and fetches each several times;
+/// a link costs no bytes. Both names are then one file, so neither may be written again: every
+/// caller writes a new file rather than change one (`ArtifactStore::put_file`). Where no link
+/// can be made (another file system) it copies.
+async fn link_or_copy(from: &Path, to: &Path) -> Result<u64, StorageError> {
+    // What is already at `to` goes first: it may be a link of `from`, and a copy onto it would
+    // truncate both.
+    match tokio::fs::remove_file(to).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(to, e)),
+    }
+    if tokio::fs::hard_link(from, to).await.is_ok() {
+        return tokio::fs::metadata(to)
+            .await
+            .map(|m| m.len())
+            .map_err(|e| io_err(to, e));
+    }
+    tokio::fs::copy(from, to).await.map_err(|e| io_err(from, e))
 }

@@ -117,7 +117,8 @@ impl ArtifactStore {
     }
 
     /// Writes the file at `path` as `name` of `job` and returns its URI, streaming it: a video
-    /// is never held whole in memory. The same all-or-nothing rule as `put`.
+    /// is never held whole in memory. The same all-or-nothing rule as `put`. The local store
+    /// links the file where it can, so the file at `path` must not be written afterwards.
     pub async fn put_file(
         &self,
         job: JobId,
@@ -131,7 +132,8 @@ impl ArtifactStore {
     }
 
     /// Copies an artifact into the file `dest`, streaming it; from Cloud Storage, checked
-    /// against its CRC32C (a corrupt copy is removed). Returns its size in bytes.
+    /// against its CRC32C (a corrupt copy is removed). Returns its size in bytes. The local
+    /// store links the artifact where it can, so `dest` must only be read.
     pub async fn get_to_file(
         &self,
         uri: &str,
