@@ -23,7 +23,7 @@ fn makers() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Arc<tokio::sync::
 /// The right to make one file; held until dropped.
 pub(crate) struct Making {
     path: PathBuf,
-    held: Option<OwnedMutexGuard<()>>,
+    held: OwnedMutexGuard<()>,
 }
 
 impl Making {
@@ -33,7 +33,7 @@ impl Making {
         let gate = makers().entry(path.to_path_buf()).or_default().clone();
         Making {
             path: path.to_path_buf(),
-            held: Some(gate.lock_owned().await),
+            held: gate.lock_owned().await,
         }
     }
 }
@@ -41,14 +41,12 @@ impl Making {
 impl Drop for Making {
     /// Forgets the file's lock once no one else waits for it, so the map keeps only files being
     /// made. Clones are taken under the map's lock, so the count cannot change meanwhile; one
-    /// who comes after finds the file.
+    /// who comes after finds the file. The lock itself is released after this, with the field.
     fn drop(&mut self) {
         let mut makers = makers();
-        if let Some(held) = self.held.take() {
-            // The map's and ours.
-            if Arc::strong_count(OwnedMutexGuard::mutex(&held)) <= 2 {
-                makers.remove(&self.path);
-            }
+        // The map's and ours.
+        if Arc::strong_count(OwnedMutexGuard::mutex(&self.held)) <= 2 {
+            makers.remove(&self.path);
         }
     }
 }

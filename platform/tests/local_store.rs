@@ -3,15 +3,8 @@
 
 #![allow(missing_docs)]
 
-use std::path::Path;
-
 use aiprod_domain::JobId;
 use aiprod_platform::storage::ArtifactStore;
-
-fn put(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, bytes)?;
-    Ok(())
-}
 
 #[tokio::test]
 async fn stored_and_fetched_files_keep_their_bytes_whatever_happens_to_the_other_names()
@@ -24,7 +17,7 @@ async fn stored_and_fetched_files_keep_their_bytes_whatever_happens_to_the_other
 
     // Stored, then the scratch file is gone: the artifact stays.
     let shot = scratch.join("shot.mp4");
-    put(&shot, b"first take")?;
+    std::fs::write(&shot, b"first take")?;
     let uri = store.put_file(job, "shot.mp4", &shot).await?;
     std::fs::remove_file(&shot)?;
     assert_eq!(store.get(&uri).await?, b"first take");
@@ -39,7 +32,7 @@ async fn stored_and_fetched_files_keep_their_bytes_whatever_happens_to_the_other
 
     // Stored again under the same name: the earlier fetch keeps the bytes it was given.
     let retake = scratch.join("retake.mp4");
-    put(&retake, b"second take, longer")?;
+    std::fs::write(&retake, b"second take, longer")?;
     let again = store.put_file(job, "shot.mp4", &retake).await?;
     assert_eq!(again, uri);
     assert_eq!(store.get(&uri).await?, b"second take, longer");

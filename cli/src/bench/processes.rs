@@ -26,9 +26,10 @@ pub(super) struct WorkerProcesses {
 }
 
 /// The variables that give a worker process the bench's settings: the database, its slots, no
-/// simulated latency, the budget and artifact directory of the in-process run.
+/// simulated latency, the budget, and the artifact and scratch directories of the in-process
+/// run.
 pub(super) fn worker_env(settings: &Settings, database_url: &str) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("DATABASE_URL", database_url.to_owned()),
         (
             "AIPROD_WORKER_CONCURRENCY",
@@ -53,7 +54,11 @@ pub(super) fn worker_env(settings: &Settings, database_url: &str) -> Vec<(&'stat
             "AIPROD_ARTIFACT_DIR",
             settings.artifact_dir.display().to_string(),
         ),
-    ]
+    ];
+    if let Some(scratch) = &settings.media.media_scratch_dir {
+        env.push(("AIPROD_MEDIA_SCRATCH_DIR", scratch.display().to_string()));
+    }
+    env
 }
 
 impl WorkerProcesses {
