@@ -48,10 +48,9 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients while enqueueing.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Where the run's artifacts go (a fresh directory below it, removed afterwards), and its
-    /// scratch files (in `aiprod-scratch` below it, kept with the simulated clips' cache)
-    /// unless `AIPROD_MEDIA_SCRATCH_DIR` is set. Default: the system temp directory. A tmpfs
-    /// such as /dev/shm takes the file system out of the measurement.
+    /// Where the run's artifacts go (a fresh directory below it, removed afterwards), with its
+    /// scratch files unless `AIPROD_MEDIA_SCRATCH_DIR` is set. Default: the system temp
+    /// directory. A tmpfs such as /dev/shm takes the file system out of the measurement.
     #[arg(long)]
     artifact_dir: Option<std::path::PathBuf>,
     /// Instead: hold this many jobs in render at once in one worker (`bench_inflight`).
@@ -113,14 +112,12 @@ pub async fn run(
     // The ledger is on the measured path, but the run must never wait for money.
     settings.budget.daily_budget_usd = aiprod_domain::Money::from_usd(1_000_000_000);
     settings.artifact_dir = artifacts.clone();
-    // Scratch files on the artifacts' file system unless set: every clip is copied between the
-    // two, and with only the artifacts on a tmpfs the copies still paid for a disk file
-    // system's bookkeeping. The directory outlives the run, as the system temp directory
-    // does, so the simulated clips cached in it are made by the first run only.
-    if let Some(dir) = &args.artifact_dir
-        && settings.media.media_scratch_dir.is_none()
-    {
-        settings.media.media_scratch_dir = Some(dir.join("aiprod-scratch"));
+    // Scratch files on the artifacts' file system unless set: every clip moves between the
+    // two, and with only the artifacts on a tmpfs each move still paid for a disk file
+    // system's bookkeeping. Below the run's own directory, so the run leaves nothing behind;
+    // the simulated clip cached there is made once per run (one ffmpeg: its askers wait).
+    if args.artifact_dir.is_some() && settings.media.media_scratch_dir.is_none() {
+        settings.media.media_scratch_dir = Some(artifacts.join("scratch"));
     }
     settings.db_max_connections = settings.db_max_connections.max(args.workers + 16);
     let drainer = match args.processes {
