@@ -226,9 +226,13 @@ impl Backend for Simulated {
         if size > cap {
             return Err(crate::too_large(self.name, cap));
         }
-        tokio::fs::copy(&clip, dest).await.map_err(|e| {
-            BackendError::Transient(format!("{}: cannot copy the clip: {e}", self.name))
-        })
+        // A link, not a copy: the cached clip is never written again (`aiprod_platform::files`),
+        // and a copy of it was most of the bench worker's CPU.
+        aiprod_platform::files::link_or_copy(&clip, dest)
+            .await
+            .map_err(|e| {
+                BackendError::Transient(format!("{}: cannot hand over the clip: {e}", self.name))
+            })
     }
 }
 

@@ -24,6 +24,11 @@ use crate::tool::MediaError;
 /// bench's own files apart, and SHA-256 of every clip read was a third of the bench worker's CPU.
 pub(crate) type Digest = u128;
 
+/// A file as the file system knows it: device, inode, size and modification time. Two names
+/// with one identity are one file, so they hold the same bytes; a file written anew gets a new
+/// modification time, and an inode reused for another file does too.
+type FileId = (u64, u64, u64, i64, i64);
+
 /// One reading per key, filled once by whichever reader comes first.
 type Slots<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
 
@@ -36,6 +41,10 @@ pub(crate) struct Memo {
     frames: Slots<(Digest, u64, u32), Vec<Vec<u8>>>,
     /// By each shot's bytes and planned length (as `f64` bits), in order.
     assemblies: Slots<Vec<(Digest, u64)>, Kept>,
+    /// Digests already taken, by the file they were taken of. Every job's copy of a bench clip
+    /// is a link of one file (`aiprod_platform::files`), so the clip is read once, not once per
+    /// reading of every job.
+    digests: Mutex<HashMap<FileId, Digest>>,
     /// Where remembered assemblies' files are kept; removed with the memo.
     dir: tempfile::TempDir,
 }
@@ -48,7 +57,7 @@ impl std::fmt::Debug for Memo {
     }
 }
 
-/// A remembered assembly: copies of its files, and what it said about them.
+/// A remembered assembly: links to its files, and what it said about them.
 #[derive(Clone)]
 struct Kept {
     video: PathBuf,
@@ -70,6 +79,7 @@ impl Memo {
             scans: Mutex::default(),
             frames: Mutex::default(),
             assemblies: Mutex::default(),
+            digests: Mutex::default(),
             dir,
         })
     }
@@ -79,7 +89,7 @@ impl Memo {
     where
         F: Future<Output = Result<Probe, MediaError>>,
     {
-        remember(&self.probes, digest(path).await?, read).await
+        remember(&self.probes, self.digest(path).await?, read).await
     }
 
     /// `path`'s scan, decoded once per distinct bytes and length.
@@ -92,7 +102,7 @@ impl Memo {
     where
         F: Future<Output = Result<Scan, MediaError>>,
     {
-        let key = (digest(path).await?, length_s.to_bits());
+        let key = (self.digest(path).await?, length_s.to_bits());
         remember(&self.scans, key, read).await
     }
 
@@ -107,11 +117,11 @@ impl Memo {
     where
         F: Future<Output = Result<Vec<Vec<u8>>, MediaError>>,
     {
-        let key = (digest(path).await?, seconds.to_bits(), count);
+        let key = (self.digest(path).await?, seconds.to_bits(), count);
         remember(&self.frames, key, read).await
     }
 
-    /// The assembly of `shots` into `dir`: made once per distinct shots and plans, then copied
+    /// The assembly of `shots` into `dir`: made once per distinct shots and plans, then linked
     /// into `dir` from the kept files.
     pub(crate) async fn assemble<F>(
         &self,
@@ -124,7 +134,7 @@ impl Memo {
     {
         let mut key = Vec::with_capacity(shots.len());
         for s in shots {
-            key.push((digest(&s.path).await?, s.planned_s.to_bits()));
+            key.push((self.digest(&s.path).await?, s.planned_s.to_bits()));
         }
         let made = std::sync::Mutex::new(None);
         let kept = remember(&self.assemblies, key, async {
@@ -136,8 +146,8 @@ impl Memo {
                 copied: a.copied,
                 repairs: a.repairs.clone(),
             };
-            copy(&a.video, &k.video).await?;
-            copy(&a.poster, &k.poster).await?;
+            link(&a.video, &k.video).await?;
+            link(&a.poster, &k.poster).await?;
             *made.lock().expect("never poisoned") = Some(a);
             Ok(k)
         })
@@ -148,8 +158,8 @@ impl Memo {
         }
         let video = dir.join("final.mp4");
         let poster = dir.join("poster.jpg");
-        copy(&kept.video, &video).await?;
-        copy(&kept.poster, &poster).await?;
+        link(&kept.video, &video).await?;
+        link(&kept.poster, &poster).await?;
         Ok(Assembly {
             video,
             poster,
@@ -177,6 +187,23 @@ where
     slot.get_or_try_init(|| read).await.cloned()
 }
 
+impl Memo {
+    /// The XXH3-128 of the file at `path`, taken once per file (`FileId`).
+    async fn digest(&self, path: &Path) -> Result<Digest, MediaError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| MediaError::io(path, e))?;
+        let id = (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+        if let Some(d) = self.digests.lock().expect("never poisoned").get(&id) {
+            return Ok(*d);
+        }
+        let d = digest(path).await?;
+        self.digests.lock().expect("never poisoned").insert(id, d);
+        Ok(d)
+    }
+}
+
 /// The XXH3-128 of the file at `path`, read through one small buffer: reading a clip whole
 /// allocated (and faulted in) megabytes per reading.
 async fn digest(path: &Path) -> Result<Digest, MediaError> {
@@ -198,8 +225,9 @@ async fn digest(path: &Path) -> Result<Digest, MediaError> {
     .map_err(|e| MediaError::io(path, e))
 }
 
-async fn copy(from: &Path, to: &Path) -> Result<(), MediaError> {
-    tokio::fs::copy(from, to)
+/// `aiprod_platform::files::link_or_copy`: the kept files are never written again.
+async fn link(from: &Path, to: &Path) -> Result<(), MediaError> {
+    aiprod_platform::files::link_or_copy(from, to)
         .await
         .map(drop)
         .map_err(|e| MediaError::io(to, e))

@@ -288,6 +288,20 @@ async fn a_remembering_media_reads_each_distinct_file_once() -> anyhow::Result<(
     assert_eq!(std::fs::read(&a.video)?, std::fs::read(&b.video)?);
     assert_eq!(std::fs::read(&a.poster)?, std::fs::read(&b.poster)?);
     assert_eq!(a.copied, b.copied);
+
+    // A name already read, written over in place with other bytes, is read again: what was
+    // remembered of the file is keyed by its size and time as well as its inode.
+    let fresh = m
+        .clip(&ClipSpec::moving(2.0, 1280, 720, 24, "written over"))
+        .await?;
+    let before = runs(&log);
+    std::fs::copy(&fresh, one.join("shot.mp4"))?;
+    m.inspect(&one.join("shot.mp4"), &shot(2.0)).await?;
+    assert_eq!(
+        runs(&log) - before,
+        2,
+        "new bytes under an old name are read"
+    );
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! shutdown, and error texts with their URLs (which can be credentials) cut out.
 
 pub mod config;
+pub mod files;
 pub mod gauges;
 pub mod metrics;
 pub mod queue;

@@ -95,24 +95,9 @@ fn io_err(path: &Path, source: std::io::Error) -> StorageError {
     }
 }
 
-/// Makes `to` a hard link of `from` where both are on one file system, else a copy of it, and
-/// returns its size. A video is megabytes and a job stores and fetches each several times;
-/// a link costs no bytes. Both names are then one file, so neither may be written again: every
-/// caller writes a new file rather than change one (`ArtifactStore::put_file`). Where no link
-/// can be made (another file system) it copies.
+/// `files::link_or_copy`, with the path named in the error.
 async fn link_or_copy(from: &Path, to: &Path) -> Result<u64, StorageError> {
-    // What is already at `to` goes first: it may be a link of `from`, and a copy onto it would
-    // truncate both.
-    match tokio::fs::remove_file(to).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(to, e)),
-    }
-    if tokio::fs::hard_link(from, to).await.is_ok() {
-        return tokio::fs::metadata(to)
-            .await
-            .map(|m| m.len())
-            .map_err(|e| io_err(to, e));
-    }
-    tokio::fs::copy(from, to).await.map_err(|e| io_err(from, e))
+    crate::files::link_or_copy(from, to)
+        .await
+        .map_err(|e| io_err(to, e))
 }
