@@ -21,7 +21,14 @@ pub async fn connect(url: &secrecy::SecretString, max: u32) -> anyhow::Result<Pg
         .expose_secret()
         .parse()
         .context("DATABASE_URL is not a valid postgres:// URL")?;
-    let options = options.application_name("aiprod");
+    // Every statement is prepared once per connection and run thousands of times with new
+    // values. Postgres' default plans each of the first five runs anew and then keeps doing
+    // so for any statement whose generic plan it estimates no cheaper, which for our
+    // set-at-a-time statements (`= any($1)`, `unnest($1…)`) is most of them: planning was a
+    // fifth of the server's CPU in the bench. Their plans are key lookups whatever the values.
+    let options = options
+        .application_name("aiprod")
+        .options([("plan_cache_mode", "force_generic_plan")]);
     PgPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
