@@ -1,5 +1,7 @@
 //! Group commit of a worker's writes: the checkpoints of finished stages and the steps of the
 //! render protocol (intents, provider ids, downloads, costs) of many jobs, in one transaction.
+//! A job may have several writes in a group (stages run while their checkpoints commit): they
+//! go in successive rounds, each round the batched statements, so they land in order.
 //! Each statement is the batched form of the one a single write runs, fenced the same way, so a
 //! write in a group means what it means alone; the group only shares the commit.
 //!
@@ -27,9 +29,9 @@ pub struct RenderStep<'a> {
     pub update: &'a RenderUpdate,
 }
 
-/// A group of writes of one worker. Within a group a job has at most one checkpoint and at
-/// most one intent, and a render at most one step (the writer holds the rest for the next
-/// group), because each statement reads a job's money once.
+/// A round of writes of one worker. Within a round a job has at most one checkpoint and at
+/// most one intent, and a render at most one step, because each statement reads a job's money
+/// once; a job's later writes go into later rounds (`commit_rounds`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Group<'a> {
     /// Finished stages.
@@ -59,40 +61,79 @@ pub async fn commit_group(
     worker: &str,
     group: Group<'_>,
 ) -> sqlx::Result<GroupOutcome> {
-    let mut tx = pool.begin().await?;
-    lock_group(&mut tx, group).await?;
-    let checkpoints = save_checkpoints(&mut *tx, worker, group.checkpoints).await?;
-    let intents = if group.intents.is_empty() {
-        Vec::new()
-    } else {
-        insert_intents(&mut *tx, worker, group.intents, false).await?
-    };
-    let steps = take_steps(&mut tx, group.steps).await?;
-    tx.commit().await?;
-    Ok(GroupOutcome {
-        checkpoints,
-        intents,
-        steps,
-    })
+    let mut out = commit_rounds(pool, worker, std::slice::from_ref(&group)).await?;
+    Ok(out.pop().unwrap_or_default())
 }
 
-/// Locks what the group may write, in the lock order (see the module's documentation). The
-/// stripes locked are those of the jobs whose money can move: an intent's, a final
-/// checkpoint's (its release), and a step's that sets a cost (its settlement).
-async fn lock_group(conn: &mut PgConnection, g: Group<'_>) -> sqlx::Result<()> {
-    let mut jobs: Vec<JobId> = g.checkpoints.iter().map(|c| c.job_id).collect();
-    jobs.extend(g.intents.iter().map(|i| i.job_id));
-    let mut money: Vec<JobId> = g
-        .checkpoints
-        .iter()
+/// Writes `rounds` for `worker` in one transaction, one round after the other, and answers
+/// each round's writes. A job may have a write in several rounds (its next stages'
+/// checkpoints, say): each round's statements see the rounds before them, so its writes
+/// land in the order it made them, and the group still takes one commit.
+pub async fn commit_rounds(
+    pool: &PgPool,
+    worker: &str,
+    rounds: &[Group<'_>],
+) -> sqlx::Result<Vec<GroupOutcome>> {
+    // Most groups are the checkpoints of stages that move no money. Their statement locks
+    // its jobs in id order itself, so such a group needs no lock of its own, and one round
+    // of them is one statement, committed on its own: one round trip instead of four.
+    let moves_nothing = |g: &Group<'_>| {
+        g.intents.is_empty()
+            && g.steps.is_empty()
+            && g.checkpoints.iter().all(|c| c.stage.next().is_some())
+    };
+    let plain = rounds.iter().all(moves_nothing);
+    if plain && let [round] = rounds {
+        let checkpoints = save_checkpoints(pool, worker, round.checkpoints).await?;
+        return Ok(vec![GroupOutcome {
+            checkpoints,
+            ..GroupOutcome::default()
+        }]);
+    }
+    let mut tx = pool.begin().await?;
+    if !plain {
+        lock_group(&mut tx, rounds).await?;
+    }
+    let mut outcomes = Vec::with_capacity(rounds.len());
+    for round in rounds {
+        let checkpoints = save_checkpoints(&mut *tx, worker, round.checkpoints).await?;
+        let intents = if round.intents.is_empty() {
+            Vec::new()
+        } else {
+            insert_intents(&mut *tx, worker, round.intents, false).await?
+        };
+        let steps = take_steps(&mut tx, round.steps).await?;
+        outcomes.push(GroupOutcome {
+            checkpoints,
+            intents,
+            steps,
+        });
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Locks what the rounds may write, all at once and in the lock order (see the module's
+/// documentation). The stripes locked are those of the jobs whose money can move: an intent's,
+/// a final checkpoint's (its release), and a step's that sets a cost (its settlement).
+async fn lock_group(conn: &mut PgConnection, rounds: &[Group<'_>]) -> sqlx::Result<()> {
+    let cps = || rounds.iter().flat_map(|g| g.checkpoints);
+    let intents = || rounds.iter().flat_map(|g| g.intents);
+    let steps = || rounds.iter().flat_map(|g| g.steps);
+    let mut jobs: Vec<JobId> = cps().map(|c| c.job_id).collect();
+    jobs.extend(intents().map(|i| i.job_id));
+    // A job with writes in several rounds is locked once.
+    jobs.sort_unstable_by_key(|j| j.as_uuid());
+    jobs.dedup();
+    let mut money: Vec<JobId> = cps()
         .filter(|c| c.stage.next().is_none())
         .map(|c| c.job_id)
         .collect();
-    money.extend(g.intents.iter().map(|i| i.job_id));
-    let renders: Vec<Uuid> = g.steps.iter().map(|s| s.id).collect();
-    let settling: Vec<Uuid> = g
-        .steps
-        .iter()
+    money.extend(intents().map(|i| i.job_id));
+    let mut renders: Vec<Uuid> = steps().map(|s| s.id).collect();
+    renders.sort_unstable();
+    renders.dedup();
+    let settling: Vec<Uuid> = steps()
         .filter(|s| s.update.cost.is_some())
         .map(|s| s.id)
         .collect();

@@ -64,7 +64,7 @@ pub use dispatch::{
     OutboxRow, PoisonedJob, delete_relayed, fail_poison_jobs, outbox_batch, outbox_channel,
     redispatch_stranded, requeue_expired_leases,
 };
-pub use group::{Group, GroupOutcome, RenderStep, commit_group};
+pub use group::{Group, GroupOutcome, RenderStep, commit_group, commit_rounds};
 pub use job::{
     CancelOutcome, IdempotencyKey, InsertOutcome, JobRecord, get_job, insert_job, list_jobs,
     request_cancel,

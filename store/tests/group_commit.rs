@@ -1,5 +1,6 @@
 //! Group commit over a real PostgreSQL: four workers each write their jobs' intents, render
-//! costs and checkpoints in groups, all at once and against one tight budget day. No group
+//! costs and checkpoints in groups (two of them all nine checkpoints of a job in one group of
+//! rounds), all at once and against one tight budget day. No group
 //! deadlocks with another, no intent is written beyond the day's money, and the books balance
 //! to the micro-dollar once every job has ended.
 
@@ -12,7 +13,7 @@ use aiprod_domain::{BackendName, JobId, JobSpec, Money, RenderState, Stage, Tena
 use aiprod_store::{
     Checkpoint, CheckpointOutcome, Group, Intent, IntentOutcome, JobPatch, RenderStep,
     RenderUpdate, Reservation, ReserveOutcome, audit_budget_day, claim_job, commit_group,
-    get_budget_day, insert_intent, insert_job, open_budget_day, reserve_budget,
+    commit_rounds, get_budget_day, insert_intent, insert_job, open_budget_day, reserve_budget,
 };
 use aiprod_testkit::TestDb;
 use chrono::NaiveDate;
@@ -69,12 +70,13 @@ async fn jobs(pool: &PgPool, worker: &str) -> anyhow::Result<Vec<(JobId, i64)>> 
 
 /// The worker's life: one group of intents (those its stripes cannot cover asked again alone,
 /// as the worker does), one group of costs, then the nine checkpoints of every job, a group
-/// per stage.
+/// per stage or (`rounds`) one group of nine rounds.
 async fn work(
     pool: PgPool,
     worker: String,
     jobs: Vec<(JobId, i64)>,
     intents_done: Arc<Barrier>,
+    rounds: bool,
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
     let intents: Vec<Intent<'_>> = jobs
@@ -147,6 +149,11 @@ async fn work(
     assert!(taken.steps.iter().all(|t| *t), "{:?}", taken.steps);
     tally.charged = usd("0.25") * tasks.len() as i64;
     let out = json!({"ok": true});
+    if rounds {
+        return checkpoints_in_rounds(&pool, &worker, &jobs, &out)
+            .await
+            .map(|()| tally);
+    }
     for (i, &stage) in Stage::ALL.iter().enumerate() {
         let cps: Vec<Checkpoint<'_>> = jobs
             .iter()
@@ -182,6 +189,54 @@ async fn work(
     Ok(tally)
 }
 
+/// The nine checkpoints of every job in one transaction, a round per stage, as a worker's
+/// writer sends them when its jobs run stages while their checkpoints commit. Each round sees
+/// the ones before it: every job advances stage by stage and the last round ends it.
+async fn checkpoints_in_rounds(
+    pool: &PgPool,
+    worker: &str,
+    jobs: &[(JobId, i64)],
+    out: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let cps: Vec<Vec<Checkpoint<'_>>> = Stage::ALL
+        .iter()
+        .map(|&stage| {
+            jobs.iter()
+                .map(|&(job_id, lease_epoch)| Checkpoint {
+                    job_id,
+                    lease_epoch,
+                    worker,
+                    stage,
+                    output: out,
+                    retries: 0,
+                    patch: JobPatch::default(),
+                })
+                .collect()
+        })
+        .collect();
+    let rounds: Vec<Group<'_>> = cps
+        .iter()
+        .map(|c| Group {
+            checkpoints: c,
+            ..Group::default()
+        })
+        .collect();
+    let done = commit_rounds(pool, worker, &rounds).await?;
+    assert_eq!(done.len(), Stage::ALL.len());
+    for (i, (&stage, round)) in Stage::ALL.iter().zip(&done).enumerate() {
+        let want = match Stage::ALL.get(i + 1) {
+            Some(next) => CheckpointOutcome::Advanced(*next),
+            None => CheckpointOutcome::Succeeded,
+        };
+        assert!(
+            round.checkpoints.len() == jobs.len() && round.checkpoints.iter().all(|o| *o == want),
+            "{stage}: {:?}",
+            round.checkpoints
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_groups_never_deadlock_nor_overspend_and_the_books_balance()
 -> anyhow::Result<()> {
@@ -198,9 +253,19 @@ async fn four_workers_groups_never_deadlock_nor_overspend_and_the_books_balance(
         booked.push((worker, jobs));
     }
     let barrier = Arc::new(Barrier::new(WORKERS));
+    // Half the workers write their checkpoints a group per stage, half in one group of rounds.
     let runs: Vec<_> = booked
         .into_iter()
-        .map(|(worker, jobs)| tokio::spawn(work(pool.clone(), worker, jobs, barrier.clone())))
+        .enumerate()
+        .map(|(w, (worker, jobs))| {
+            tokio::spawn(work(
+                pool.clone(),
+                worker,
+                jobs,
+                barrier.clone(),
+                w % 2 == 1,
+            ))
+        })
         .collect();
     let mut total = Tally::default();
     for run in runs {

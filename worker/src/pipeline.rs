@@ -1,6 +1,13 @@
 //! One job, stage after stage: run a try, decide (checkpoint, retry or fail), write the
 //! checkpoint, advance. Nothing is held open across a stage's work: the lease is renewed by the
 //! heartbeat, and every write is one fenced statement.
+//!
+//! A checkpoint is handed to the group-commit writer, and the next stage starts while it
+//! commits, unless that stage may call a paid service (`stages::calls_out`), the job is
+//! ending, or the worker is stopping: then the job first waits for all its checkpoints. A
+//! cancel or a lost lease that a checkpoint finds therefore stops the job before it pays for
+//! anything, and a crash costs the stage in flight plus at most the free stages whose
+//! checkpoints had not committed yet (milliseconds of commit behind them).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,7 +27,7 @@ use crate::context::WorkerContext;
 use crate::dbretry::{db_retry, transient};
 use crate::stages::{self, JobState};
 use crate::transition::{Decision, decide};
-use crate::writer::PendingCheckpoint;
+use crate::writer::{Committing, PendingCheckpoint};
 
 /// How a job's run in this worker ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +117,8 @@ async fn run_stages(
     };
     let started = claim.job.started_at;
     let metrics = Metrics::global();
+    // Checkpoints handed to the writer whose commit this job has not yet seen, oldest first.
+    let mut unsure: Vec<Committing> = Vec::new();
     loop {
         let mut delays = ctx.settings.worker.retry.delays();
         let mut retries = 0i32;
@@ -154,6 +163,10 @@ async fn run_stages(
                 }
                 Decision::Fail(reason) => break Err(reason),
                 Decision::WaitForBudget { reason, need } => {
+                    // Parking is fenced on the stage, which the earlier checkpoints advance.
+                    if let Some(end) = settle(&mut unsure, started).await {
+                        return end;
+                    }
                     return park(ctx, job_id, epoch, &reason, need).await;
                 }
             }
@@ -161,6 +174,10 @@ async fn run_stages(
         let out = match result {
             Ok(out) => out,
             Err(reason) => {
+                // Failing is fenced on the stage, which the earlier checkpoints advance.
+                if let Some(end) = settle(&mut unsure, started).await {
+                    return end;
+                }
                 let reason = format!("stage {stage} failed: {reason}");
                 tracing::warn!(%stage, %reason, "job failed");
                 let failed = (|| {
@@ -191,6 +208,7 @@ async fn run_stages(
                 };
             }
         };
+        let text: Box<str> = out.output.to_string().into();
         let pending = PendingCheckpoint {
             job_id,
             lease_epoch: epoch,
@@ -199,44 +217,88 @@ async fn run_stages(
             retries,
             patch: out.patch,
         };
-        let (saved, output) = match &ctx.writer {
-            Some(writer) => writer.write(pending).await,
+        unsure.push(match &ctx.writer {
+            Some(writer) => writer.send(pending),
             None => {
                 let cp = pending.borrowed(&ctx.worker_id);
                 let saved = (|| save_checkpoint(&ctx.pool, &cp))
                     .retry(db_retry())
                     .when(transient)
                     .await;
-                (saved.map_err(|e| e.to_string()), pending.output)
+                Committing::Done(saved.map_err(|e| e.to_string()))
             }
-        };
-        match saved {
-            Ok(CheckpointOutcome::Advanced(next)) => {
-                state.outputs.insert(stage, output.to_string().into());
+        });
+        state.outputs.insert(stage, text);
+        // A cancel or a lost lease that a committed checkpoint found stops the job now.
+        while let Some(done) = unsure.first_mut().and_then(Committing::ready) {
+            unsure.remove(0);
+            if let Some(end) = ended(done, started) {
+                return end;
+            }
+        }
+        let stopping = stops.soft.is_cancelled();
+        match stage.next() {
+            Some(next) if !stopping && !stages::calls_out(next, ctx) => {
                 stage = next;
-                if stops.soft.is_cancelled() {
-                    tracing::info!(next = %stage, "shutting down; handing the job back after its checkpoint");
-                    return JobOutcome::Released;
-                }
+                continue;
             }
-            Ok(CheckpointOutcome::Succeeded) => {
-                metrics.jobs_completed.inc();
-                observe_pipeline(started);
-                return JobOutcome::Succeeded;
-            }
-            Ok(CheckpointOutcome::Canceled) => {
-                tracing::info!(after = %stage, "job canceled");
-                metrics.jobs_canceled.inc();
-                return JobOutcome::Canceled;
-            }
-            Ok(CheckpointOutcome::LeaseLost) => {
-                tracing::warn!(%stage, "lease lost before the checkpoint; dropping the job");
-                return JobOutcome::LeaseLost;
-            }
-            Err(e) => {
-                tracing::error!(%stage, error = %e, "cannot write the checkpoint; the stage runs again after the lease expires");
-                return JobOutcome::LeaseLost;
-            }
+            _ => {}
+        }
+        if let Some(end) = settle(&mut unsure, started).await {
+            return end;
+        }
+        let Some(next) = stage.next() else {
+            tracing::error!(%stage, "the last stage's checkpoint left the job running");
+            return JobOutcome::LeaseLost;
+        };
+        stage = next;
+        if stopping {
+            tracing::info!(next = %stage, "shutting down; handing the job back after its checkpoint");
+            return JobOutcome::Released;
+        }
+    }
+}
+
+/// Waits for the job's checkpoints in flight, oldest first. `None`: each advanced the job, so
+/// it runs on; otherwise how the job ended (the first that did not advance it says why; the
+/// later ones were fenced out by it).
+async fn settle(
+    unsure: &mut Vec<Committing>,
+    started: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<JobOutcome> {
+    for committing in unsure.drain(..) {
+        if let Some(end) = ended(committing.outcome().await, started) {
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// How a checkpoint's answer ends the job; `None` if it advanced it.
+fn ended(
+    answer: Result<CheckpointOutcome, String>,
+    started: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<JobOutcome> {
+    let metrics = Metrics::global();
+    match answer {
+        Ok(CheckpointOutcome::Advanced(_)) => None,
+        Ok(CheckpointOutcome::Succeeded) => {
+            metrics.jobs_completed.inc();
+            observe_pipeline(started);
+            Some(JobOutcome::Succeeded)
+        }
+        Ok(CheckpointOutcome::Canceled) => {
+            tracing::info!("job canceled");
+            metrics.jobs_canceled.inc();
+            Some(JobOutcome::Canceled)
+        }
+        Ok(CheckpointOutcome::LeaseLost) => {
+            tracing::warn!("lease lost before a checkpoint; dropping the job");
+            Some(JobOutcome::LeaseLost)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write a checkpoint; the stage runs again after the lease expires");
+            Some(JobOutcome::LeaseLost)
         }
     }
 }

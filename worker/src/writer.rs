@@ -1,16 +1,20 @@
 //! Group commit for a worker's writes: checkpoints, and the steps of the render protocol
 //! (intents, provider ids, downloads, costs). Job tasks hand each write to one writer task,
 //! which writes whatever has gathered in one transaction (`aiprod_store::commit_group`) and
-//! answers each task after the commit. Every task still waits for its own write to be durable
-//! before it goes on (a POST is never sent before its intent has committed); concurrent jobs
-//! merely share the commit, so the database does a fraction of the commits under load.
+//! answers each task after the commit. A render step's task waits for its write to be durable
+//! before it goes on (a POST is never sent before its intent has committed). A checkpoint's
+//! task may go on at once and look at the answer later (`Committing`): its job's next writes
+//! queue behind it, and a group writes a job's writes in order, one round each
+//! (`aiprod_store::commit_rounds`), so a job that runs several stages while one group commits
+//! still takes one commit for them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use aiprod_domain::{BackendName, JobId, Money, RenderState, Stage};
 use aiprod_store::{
     Checkpoint, CheckpointOutcome, Group, GroupOutcome, Intent, JobPatch, RenderStep, RenderTask,
-    RenderUpdate, commit_group,
+    RenderUpdate, commit_rounds,
 };
 use backon::Retryable;
 use serde_json::Value;
@@ -23,6 +27,9 @@ use crate::dbretry::{db_retry, transient};
 
 /// The most writes in one transaction.
 const MAX_BATCH: usize = 256;
+/// The most writes of one job in one transaction (a statement per round): a job has nine
+/// checkpoints in all, and one render step at a time per shot.
+const MAX_ROUNDS: usize = 16;
 
 /// A finished stage waiting to be written, owned so it can cross to the writer task.
 #[derive(Debug)]
@@ -105,17 +112,48 @@ type Answer<T> = oneshot::Sender<(Result<T, String>, Value)>;
 enum Op {
     Checkpoint(PendingCheckpoint, Answer<CheckpointOutcome>),
     Intent(PendingIntent, Answer<Option<RenderTask>>),
-    Step(Uuid, RenderState, RenderUpdate, Answer<bool>),
+    /// A step of render `.1`, of job `.0`; no answer: its caller went on (`step_behind`).
+    Step(JobId, Uuid, RenderState, RenderUpdate, Option<Answer<bool>>),
 }
 
 impl Op {
-    /// What the op writes that another op of the same group must not: a job's checkpoint, a
-    /// job's intent (each reads the job's money once), a render's step.
-    fn key(&self) -> (u8, Uuid) {
+    /// The job the op writes for: a job's writes land in the order it made them, one round
+    /// each, since each statement reads a job's money once.
+    fn job(&self) -> JobId {
         match self {
-            Op::Checkpoint(c, _) => (0, c.job_id.as_uuid()),
-            Op::Intent(i, _) => (1, i.job_id.as_uuid()),
-            Op::Step(id, ..) => (2, *id),
+            Op::Checkpoint(c, _) => c.job_id,
+            Op::Intent(i, _) => i.job_id,
+            Op::Step(job, ..) => *job,
+        }
+    }
+}
+
+/// A checkpoint handed to the writer, whose commit may still be under way.
+pub(crate) enum Committing {
+    /// In the writer's queue or group.
+    Sent(oneshot::Receiver<(Result<CheckpointOutcome, String>, Value)>),
+    /// Already written (no writer runs).
+    Done(Result<CheckpointOutcome, String>),
+}
+
+impl Committing {
+    /// What the checkpoint did, once its group has committed.
+    pub async fn outcome(self) -> Result<CheckpointOutcome, String> {
+        match self {
+            Committing::Sent(answer) => answer.await.map_or_else(|_| Err(STOPPED.into()), |a| a.0),
+            Committing::Done(r) => r,
+        }
+    }
+
+    /// What the checkpoint did, if its group has committed already.
+    pub fn ready(&mut self) -> Option<Result<CheckpointOutcome, String>> {
+        match self {
+            Committing::Sent(answer) => match answer.try_recv() {
+                Ok(a) => Some(a.0),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(STOPPED.into())),
+            },
+            Committing::Done(r) => Some(r.clone()),
         }
     }
 }
@@ -124,7 +162,12 @@ impl Op {
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::UnboundedSender<Op>,
+    refused: Refused,
 }
+
+/// Why a step whose caller went on was not taken, by render, until that render's next
+/// awaited step reports it.
+type Refused = Arc<Mutex<HashMap<Uuid, String>>>;
 
 const STOPPED: &str = "the writer has stopped";
 
@@ -132,7 +175,9 @@ impl Writer {
     /// Starts the writer for the leases of `worker`.
     pub fn start(pool: PgPool, worker: std::sync::Arc<str>) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Writer { tx }, tokio::spawn(write_groups(pool, worker, rx)))
+        let refused = Refused::default();
+        let writes = tokio::spawn(write_groups(pool, worker, rx, refused.clone()));
+        (Writer { tx, refused }, writes)
     }
 
     async fn ask<T>(&self, op: impl FnOnce(Answer<T>) -> Op) -> (Result<T, String>, Value) {
@@ -145,18 +190,13 @@ impl Writer {
             .unwrap_or_else(|_| (Err(STOPPED.into()), Value::Null))
     }
 
-    /// Writes one checkpoint and waits for its commit. Gives the output back for the job's
-    /// later stages.
-    pub async fn write(&self, cp: PendingCheckpoint) -> (Result<CheckpointOutcome, String>, Value) {
+    /// Queues one checkpoint, behind every write its job has queued, and returns at once.
+    pub fn send(&self, cp: PendingCheckpoint) -> Committing {
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(Op::Checkpoint(cp, _))) =
-            self.tx.send(Op::Checkpoint(cp, reply))
-        {
-            return (Err(STOPPED.into()), cp.output);
+        match self.tx.send(Op::Checkpoint(cp, reply)) {
+            Ok(()) => Committing::Sent(answer),
+            Err(_) => Committing::Done(Err(STOPPED.into())),
         }
-        answer
-            .await
-            .unwrap_or_else(|_| (Err(STOPPED.into()), Value::Null))
     }
 
     /// Writes an intent, reserving its money on the job's stripe, and waits for its commit.
@@ -166,10 +206,41 @@ impl Writer {
         self.ask(|reply| Op::Intent(pending, reply)).await.0
     }
 
-    /// Takes a step of render `id` from state `from` and waits for its commit; false if the
-    /// render had left `from`.
-    pub async fn step(&self, id: Uuid, from: RenderState, u: RenderUpdate) -> Result<bool, String> {
-        self.ask(|reply| Op::Step(id, from, u, reply)).await.0
+    /// Takes a step of render `id` of job `job` from state `from` and waits for its commit;
+    /// false if the render had left `from`.
+    pub async fn step(
+        &self,
+        job: JobId,
+        id: Uuid,
+        from: RenderState,
+        u: RenderUpdate,
+    ) -> Result<bool, String> {
+        let taken = self
+            .ask(|reply| Op::Step(job, id, from, u, Some(reply)))
+            .await
+            .0;
+        // An earlier step of this render that its caller did not wait for, and that was not
+        // taken, fails this one: it is the first the caller hears of the render.
+        match self.refused.lock().expect("never poisoned").remove(&id) {
+            Some(why) => Err(why),
+            None => taken,
+        }
+    }
+
+    /// Queues a step of render `id` and returns at once. Whether it was taken is told by the
+    /// render's next `step`, which queues behind it: for steps that nothing outside the
+    /// process depends on (the provider's id once the POST is answered, the outputs once it
+    /// is done), so the render's polls and download run while it commits.
+    pub fn step_behind(
+        &self,
+        job: JobId,
+        id: Uuid,
+        from: RenderState,
+        u: RenderUpdate,
+    ) -> Result<(), String> {
+        self.tx
+            .send(Op::Step(job, id, from, u, None))
+            .map_err(|_| STOPPED.to_owned())
     }
 }
 
@@ -177,6 +248,7 @@ async fn write_groups(
     pool: PgPool,
     worker: std::sync::Arc<str>,
     mut rx: mpsc::UnboundedReceiver<Op>,
+    refused: Refused,
 ) {
     let mut queue: VecDeque<Op> = VecDeque::new();
     let mut incoming = Vec::with_capacity(MAX_BATCH);
@@ -195,42 +267,62 @@ async fn write_groups(
             }
         }
         queue.extend(incoming.drain(..));
-        let mut group = Vec::with_capacity(MAX_BATCH.min(queue.len()));
-        let mut keys = HashSet::new();
+        // A job's n-th write of the group goes into round n. Once one of its writes is held
+        // back for the next group, so are all its later ones: its writes land in order.
+        let mut rounds: Vec<Vec<Op>> = Vec::new();
+        let mut depth: HashMap<JobId, usize> = HashMap::new();
+        let mut taken = 0;
         let mut rest = VecDeque::new();
         while let Some(op) = queue.pop_front() {
-            if group.len() < MAX_BATCH && keys.insert(op.key()) {
-                group.push(op);
+            let round = depth.entry(op.job()).or_insert(0);
+            if taken < MAX_BATCH && *round < MAX_ROUNDS {
+                if rounds.len() <= *round {
+                    rounds.push(Vec::new());
+                }
+                rounds[*round].push(op);
+                *round += 1;
+                taken += 1;
             } else {
+                *round = MAX_ROUNDS;
                 rest.push_back(op);
             }
         }
         queue = rest;
-        write_group(&pool, &worker, group).await;
+        write_group(&pool, &worker, rounds, &refused).await;
     }
 }
 
 /// Writes one group and answers its ops. A group that fails for a reason other than a
-/// transient one is written again op by op, so one bad write fails only its own job.
-async fn write_group(pool: &PgPool, worker: &str, ops: Vec<Op>) {
-    let result = commit(pool, worker, &ops).await;
+/// transient one is written again op by op, in order, so one bad write fails only its own job.
+async fn write_group(pool: &PgPool, worker: &str, rounds: Vec<Vec<Op>>, refused: &Refused) {
+    let result = commit(pool, worker, &rounds).await;
+    let ops = rounds.iter().map(Vec::len).sum::<usize>();
     match result {
-        Ok(out) => answer(ops, out),
-        Err(e) if ops.len() == 1 || transient(&e) => {
+        Ok(out) => {
+            for (round, out) in rounds.into_iter().zip(out) {
+                answer(round, out, refused);
+            }
+        }
+        Err(e) if ops == 1 || transient(&e) => {
             let msg = e.to_string();
-            for op in ops {
-                fail(op, &msg);
+            for op in rounds.into_iter().flatten() {
+                fail(op, &msg, refused);
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, writes = ops.len(), "a group of writes failed; writing each alone");
-            for op in ops {
-                let one = [op];
+            tracing::warn!(error = %e, writes = ops, "a group of writes failed; writing each alone");
+            for op in rounds.into_iter().flatten() {
+                let one = vec![vec![op]];
                 match commit(pool, worker, &one).await {
-                    Ok(out) => answer(one.into_iter().collect(), out),
+                    Ok(out) => {
+                        for (round, out) in one.into_iter().zip(out) {
+                            answer(round, out, refused);
+                        }
+                    }
                     Err(e) => {
-                        let [op] = one;
-                        fail(op, &e.to_string());
+                        for op in one.into_iter().flatten() {
+                            fail(op, &e.to_string(), refused);
+                        }
                     }
                 }
             }
@@ -238,62 +330,222 @@ async fn write_group(pool: &PgPool, worker: &str, ops: Vec<Op>) {
     }
 }
 
-async fn commit(pool: &PgPool, worker: &str, ops: &[Op]) -> sqlx::Result<GroupOutcome> {
-    let mut cps = Vec::new();
-    let mut intents = Vec::new();
-    let mut steps = Vec::new();
-    for op in ops {
-        match op {
-            Op::Checkpoint(c, _) => cps.push(c.borrowed(worker)),
-            Op::Intent(i, _) => intents.push(i.borrowed(worker)),
-            Op::Step(id, from, u, _) => steps.push(RenderStep {
-                id: *id,
-                from: *from,
-                update: u,
-            }),
+async fn commit(
+    pool: &PgPool,
+    worker: &str,
+    rounds: &[Vec<Op>],
+) -> sqlx::Result<Vec<GroupOutcome>> {
+    let mut cps = Vec::with_capacity(rounds.len());
+    let mut intents = Vec::with_capacity(rounds.len());
+    let mut steps = Vec::with_capacity(rounds.len());
+    for ops in rounds {
+        let (mut c, mut i, mut s) = (Vec::new(), Vec::new(), Vec::new());
+        for op in ops {
+            match op {
+                Op::Checkpoint(cp, _) => c.push(cp.borrowed(worker)),
+                Op::Intent(intent, _) => i.push(intent.borrowed(worker)),
+                Op::Step(_, id, from, u, _) => s.push(RenderStep {
+                    id: *id,
+                    from: *from,
+                    update: u,
+                }),
+            }
         }
+        cps.push(c);
+        intents.push(i);
+        steps.push(s);
     }
-    let group = Group {
-        checkpoints: &cps,
-        intents: &intents,
-        steps: &steps,
-    };
-    (|| commit_group(pool, worker, group))
+    let groups: Vec<Group<'_>> = (0..rounds.len())
+        .map(|r| Group {
+            checkpoints: &cps[r],
+            intents: &intents[r],
+            steps: &steps[r],
+        })
+        .collect();
+    (|| commit_rounds(pool, worker, &groups))
         .retry(db_retry())
         .when(transient)
         .await
 }
 
-fn answer(ops: Vec<Op>, out: GroupOutcome) {
+fn answer(ops: Vec<Op>, out: GroupOutcome, refused: &Refused) {
     let mut cps = out.checkpoints.into_iter();
     let mut intents = out.intents.into_iter();
     let mut steps = out.steps.into_iter();
     for op in ops {
         match op {
-            Op::Checkpoint(c, reply) => {
+            Op::Checkpoint(_, reply) => {
                 let outcome = cps.next().unwrap_or(CheckpointOutcome::LeaseLost);
-                let _ = reply.send((Ok(outcome), c.output));
+                let _ = reply.send((Ok(outcome), Value::Null));
             }
             Op::Intent(_, reply) => {
                 let _ = reply.send((Ok(intents.next().flatten()), Value::Null));
             }
-            Op::Step(.., reply) => {
-                let _ = reply.send((Ok(steps.next().unwrap_or(false)), Value::Null));
+            Op::Step(_, id, .., reply) => {
+                let taken = steps.next().unwrap_or(false);
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send((Ok(taken), Value::Null));
+                    }
+                    None if !taken => refuse(refused, id, TAKEN_OVER.to_owned()),
+                    None => {}
+                }
             }
         }
     }
 }
 
-fn fail(op: Op, msg: &str) {
+fn fail(op: Op, msg: &str, refused: &Refused) {
     match op {
-        Op::Checkpoint(c, reply) => {
-            let _ = reply.send((Err(msg.to_owned()), c.output));
+        Op::Checkpoint(_, reply) => {
+            let _ = reply.send((Err(msg.to_owned()), Value::Null));
         }
         Op::Intent(_, reply) => {
             let _ = reply.send((Err(msg.to_owned()), Value::Null));
         }
-        Op::Step(.., reply) => {
-            let _ = reply.send((Err(msg.to_owned()), Value::Null));
+        Op::Step(_, id, .., reply) => match reply {
+            Some(reply) => {
+                let _ = reply.send((Err(msg.to_owned()), Value::Null));
+            }
+            None => refuse(refused, id, msg.to_owned()),
+        },
+    }
+}
+
+/// What a step not taken says: the render had left the state it was taken from.
+const TAKEN_OVER: &str = "another worker took over this render";
+
+fn refuse(refused: &Refused, id: Uuid, why: String) {
+    refused
+        .lock()
+        .expect("never poisoned")
+        .entry(id)
+        .or_insert(why);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aiprod_domain::{JobSpec, TenantId};
+    use aiprod_store::{
+        IntentOutcome, Reservation, ReserveOutcome, claim_job, insert_intent, insert_job,
+        open_budget_day, reserve_budget,
+    };
+    use aiprod_testkit::TestDb;
+
+    use super::*;
+
+    const WORKER: &str = "writer-test";
+
+    /// A leased job with one render in `intent`, and the writer of its worker.
+    async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, RenderTask)> {
+        let day = chrono::Utc::now().date_naive();
+        let usd = |s: &str| s.parse::<Money>().expect("money");
+        assert!(open_budget_day(pool, day, "UTC", usd("10")).await?);
+        let spec = JobSpec::parse(&serde_json::json!({"prompt": "a fox"}))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let job = JobId::new();
+        insert_job(pool, TenantId::DEFAULT, job, &spec, None).await?;
+        let claim = claim_job(pool, job, WORKER, Duration::from_secs(600))
+            .await?
+            .expect("a fresh job is free");
+        let reservation = Reservation {
+            job_id: job,
+            lease_epoch: claim.lease_epoch,
+            worker: WORKER,
+            day,
+            amount: usd("0.50"),
+            note: "test",
+        };
+        assert!(matches!(
+            reserve_budget(pool, &reservation).await?,
+            ReserveOutcome::Reserved { .. }
+        ));
+        let intent = Intent {
+            job_id: job,
+            lease_epoch: claim.lease_epoch,
+            worker_id: WORKER,
+            shot: 0,
+            attempt: 1,
+            backend: BackendName::Runway,
+            duration_s: 5,
+            estimate: usd("0.25"),
+            baseline: None,
+            seed: None,
+            spec_key: None,
+        };
+        match insert_intent(pool, &intent).await? {
+            IntentOutcome::Written(task) => Ok((job, *task)),
+            other => anyhow::bail!("the intent was not written: {other:?}"),
         }
+    }
+
+    async fn state(pool: &PgPool, id: Uuid) -> anyhow::Result<String> {
+        Ok(
+            sqlx::query_scalar("select state::text from render_task where id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await?,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_step_nobody_waited_for_lands_before_the_next_and_a_refusal_reaches_it()
+    -> anyhow::Result<()> {
+        let db = TestDb::new().await?;
+        let pool = db.pool().await?;
+        let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+        let (job, task) = a_render(&pool).await?;
+        let submitted = RenderUpdate {
+            state: Some(RenderState::Submitted),
+            remote_id: Some("remote-1".into()),
+            ..RenderUpdate::default()
+        };
+        let rendered = RenderUpdate {
+            state: Some(RenderState::Rendered),
+            ..RenderUpdate::default()
+        };
+        // Queued one after the other without waiting: the second is taken from the state the
+        // first left, so the first landed first.
+        writer
+            .step_behind(job, task.id, RenderState::Intent, submitted)
+            .map_err(anyhow::Error::msg)?;
+        let taken = writer
+            .step(job, task.id, RenderState::Submitted, rendered)
+            .await;
+        assert_eq!(taken, Ok(true));
+        assert_eq!(state(&pool, task.id).await?, "rendered");
+
+        // A step taken from a state the render has left is refused; its caller went on, so
+        // the render's next awaited step reports it, once.
+        let stale = RenderUpdate {
+            state: Some(RenderState::Submitted),
+            ..RenderUpdate::default()
+        };
+        writer
+            .step_behind(job, task.id, RenderState::Intent, stale)
+            .map_err(anyhow::Error::msg)?;
+        let outputs = RenderUpdate {
+            outputs: Some(serde_json::json!(["sim://clip"])),
+            ..RenderUpdate::default()
+        };
+        let next = writer
+            .step(job, task.id, RenderState::Rendered, outputs.clone())
+            .await;
+        assert_eq!(next, Err(TAKEN_OVER.to_owned()));
+        assert_eq!(
+            state(&pool, task.id).await?,
+            "rendered",
+            "nothing went back"
+        );
+        let again = writer
+            .step(job, task.id, RenderState::Rendered, outputs)
+            .await;
+        assert_eq!(again, Ok(true), "a refusal is told once");
+
+        drop(writer);
+        writes.await?;
+        Ok(())
     }
 }

@@ -37,8 +37,10 @@ impl ShotRenderer<'_> {
         if rendered || measured.provider_seconds.is_some() {
             // Inline outputs cannot be read back from the row, so such a render stays
             // `submitted` (a resumed try polls it again) and only the provider's figure is kept.
+            // Not waited for, as the provider's id: the download that follows awaits its own
+            // step, which says if this one was refused.
             let recorded = self
-                .update(
+                .update_behind(
                     task.id,
                     task.state,
                     RenderUpdate {

@@ -318,7 +318,7 @@ impl ShotRenderer<'_> {
     ) -> Result<bool, StepError> {
         if let Some(writer) = self.writer {
             return writer
-                .step(id, from, u)
+                .step(self.job_id, id, from, u)
                 .await
                 .map_err(|e| StepError::Retryable(format!("cannot record a render step: {e}")));
         }
@@ -329,6 +329,27 @@ impl ShotRenderer<'_> {
         )
         .await
         .map_err(|e| StepError::Retryable(format!("cannot record a render step: {e}")))
+    }
+
+    /// Takes a step without waiting for its commit where the writer runs (`Writer::step_behind`):
+    /// whether it was taken is told by the render's next awaited step. Without the writer it
+    /// is written at once, and a step not taken is an error here.
+    async fn update_behind(
+        &self,
+        id: uuid::Uuid,
+        from: RenderState,
+        u: RenderUpdate,
+    ) -> Result<(), StepError> {
+        let cannot = |e: String| StepError::Retryable(format!("cannot record a render step: {e}"));
+        if let Some(writer) = self.writer {
+            return writer.step_behind(self.job_id, id, from, u).map_err(cannot);
+        }
+        match self.update(id, from, u).await? {
+            true => Ok(()),
+            false => Err(StepError::Retryable(
+                "another worker took over this render".into(),
+            )),
+        }
     }
 
     /// Closes a try as failed, with what it was charged.

@@ -115,8 +115,10 @@ impl ShotRenderer<'_> {
                 }
             }
         };
+        // Not waited for: the render's polls and download need nothing from the row, and the
+        // render's next awaited step (its download or its failure) says if it was refused.
         let saved = self
-            .update(
+            .update_behind(
                 task.id,
                 RenderState::Intent,
                 RenderUpdate {
@@ -126,17 +128,9 @@ impl ShotRenderer<'_> {
                 },
             )
             .await;
-        match saved {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(TryEnd::halt(StepError::Retryable(
-                    "another worker took over this render".into(),
-                )));
-            }
-            Err(e) => {
-                tracing::error!(backend = %name, remote_id = %handle.0, "cannot save the provider's id: the render is an orphan");
-                return Err(TryEnd::halt(e));
-            }
+        if let Err(e) = saved {
+            tracing::error!(backend = %name, remote_id = %handle.0, error = %e, "cannot save the provider's id");
+            return Err(TryEnd::halt(e));
         }
         tracing::info!(backend = %name, shot = task.shot, remote_id = %handle.0, "submitted");
         task.state = RenderState::Submitted;

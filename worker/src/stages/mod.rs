@@ -28,7 +28,7 @@ use crate::planner::budget::Purse;
 use crate::planner::gemini;
 use crate::shot::{Judge, ShotRenderer};
 use aiprod_domain::{BackendName, Money};
-use aiprod_platform::config::{PlannerKind, SemanticQaKind};
+use aiprod_platform::config::{KeyframeKind, PlannerKind, SemanticQaKind};
 use backon::Retryable;
 
 /// What a stage sees of its job.
@@ -188,6 +188,22 @@ pub(crate) async fn run(
         }
         Stage::QaSemantic => Box::pin(qa_semantic::run(job, &ctx.pool, &settings.models)).await,
         Stage::Finalize => Box::pin(finalize::run(job, &ctx.store, &ctx.media)).await,
+    }
+}
+
+/// Whether `stage` may call a paid service (a planner, an image model, a video backend, a
+/// judge), as this worker is configured. Before such a stage the job waits for its earlier
+/// checkpoints to commit (`pipeline`), so that a cancel or a lost lease stops it before it
+/// pays; a stage that calls nothing outside starts while they commit.
+pub(crate) fn calls_out(stage: Stage, ctx: &WorkerContext) -> bool {
+    let m = &ctx.settings.models;
+    let gemini = ctx.models.gemini.is_some();
+    match stage {
+        Stage::Analysis | Stage::Creative => gemini && m.planner == PlannerKind::Gemini,
+        Stage::Visual => m.keyframes != KeyframeKind::Simulated,
+        Stage::Render => true,
+        Stage::QaSemantic => gemini && m.qa_semantic == SemanticQaKind::Gemini,
+        Stage::Sanitize | Stage::Financial | Stage::QaTechnical | Stage::Finalize => false,
     }
 }
 
