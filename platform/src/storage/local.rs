@@ -38,17 +38,26 @@ impl LocalStore {
         .await
     }
 
-    /// Links or copies through a temporary file and a rename, like `put`.
+    /// Links or copies through a temporary file and a rename, like `put`, in one blocking task
+    /// (each `tokio::fs` call is a hand-off to another thread, several per stored file).
     pub(super) async fn put_file(
         &self,
         job: JobId,
         name: &str,
         src: &Path,
     ) -> Result<String, StorageError> {
-        self.place(job, name, |tmp| async move {
-            link_or_copy(src, &tmp).await.map(drop)
+        let dir = self.root.join("jobs").join(job.to_string());
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let (src, at) = (src.to_path_buf(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            crate::files::link_or_copy_blocking(&src, &tmp).map_err(|e| io_err(&tmp, e))?;
+            std::fs::rename(&tmp, &at).map_err(|e| io_err(&at, e))
         })
         .await
+        .map_err(|e| io_err(&path, std::io::Error::other(e)))??;
+        Ok(format!("file://{}", path.display()))
     }
 
     /// Has `write` fill a temporary file beside `name`, then renames it into place.
