@@ -56,7 +56,7 @@ pub async fn run(n: usize, render_s: u64, mut settings: Settings) -> anyhow::Res
 async fn measure(n: usize, render_s: u64, settings: Settings) -> anyhow::Result<serde_json::Value> {
     let ttl = settings.worker.lease_ttl;
     let render = Duration::from_secs(render_s);
-    let p = parts(settings, false, true).await?;
+    let p = parts(settings, false, true, aiprod_store::db::Plans::Generic).await?;
     let tenant = aiprod_store::create_tenant(&p.pool, "bench", &unlimited())
         .await?
         .context("the bench database already has a bench tenant")?;

@@ -13,7 +13,7 @@ use aiprod_platform::queue::{PgQueue, PubSubQueue, Queue, ensure_pubsub};
 use aiprod_platform::storage::ArtifactStore;
 use aiprod_platform::{Settings, shutdown, telemetry};
 use aiprod_scheduler::LeaderParts;
-use aiprod_store::db;
+use aiprod_store::db::{self, Plans};
 use aiprod_worker::WorkerContext;
 use anyhow::Context;
 use sqlx::PgPool;
@@ -58,10 +58,16 @@ impl Parts {
     }
 }
 
-/// Connects (and, when `migrate`, applies migrations) and builds the queue.
-pub async fn parts(settings: Settings, private_db: bool, migrate: bool) -> anyhow::Result<Parts> {
+/// Connects (and, when `migrate`, applies migrations) and builds the queue. `plans`: generic
+/// for a process that runs a worker (`db::Plans`).
+pub async fn parts(
+    settings: Settings,
+    private_db: bool,
+    migrate: bool,
+    plans: Plans,
+) -> anyhow::Result<Parts> {
     let database = database::resolve(&settings, private_db).await?;
-    let pool = connect(&settings, &database, migrate).await?;
+    let pool = connect(&settings, &database, migrate, plans).await?;
     let queue = queue(&settings, &pool).await?;
     Ok(Parts {
         pool,
@@ -76,8 +82,9 @@ async fn connect(
     settings: &Settings,
     database: &Database,
     migrate: bool,
+    plans: Plans,
 ) -> anyhow::Result<PgPool> {
-    let pool = db::connect(database.url(), settings.db_max_connections).await?;
+    let pool = db::connect(database.url(), settings.db_max_connections, plans).await?;
     if migrate {
         db::migrate(&pool).await?;
     }
@@ -165,7 +172,7 @@ where
     Fut: Future<Output = anyhow::Result<ExitCode>>,
 {
     let database = database::resolve(&settings, true).await?;
-    let pool = connect(&settings, &database, true).await?;
+    let pool = connect(&settings, &database, true, Plans::ForValues).await?;
     let out = run(pool.clone()).await;
     pool.close().await;
     let _ = tokio::task::spawn_blocking(move || drop(database)).await;
@@ -182,7 +189,8 @@ pub async fn dev(
     let simulate = settings.backends.simulate(true);
     let listener = bind(listen).await?;
     let ops = bind(ops_listen).await?;
-    let p = parts(settings, true, true).await?;
+    // One process runs everything on one pool; the worker's statements are most of its work.
+    let p = parts(settings, true, true, Plans::Generic).await?;
     let (_key, new) = crate::admin::dev_key(&p.pool, &p.settings.api_key_file).await?;
     let ctx = worker_context(&p, simulate).await?;
     let stop = shutdown::on_signal();
@@ -232,7 +240,7 @@ pub async fn api(
     let ops = bind(ops_listen).await?;
     // The API writes the outbox, never the queue, so it builds no queue client.
     let database = database::resolve(&settings, false).await?;
-    let pool = connect(&settings, &database, false).await?;
+    let pool = connect(&settings, &database, false, Plans::ForValues).await?;
     let store = ArtifactStore::from_settings(&settings)
         .await
         .context("while opening the artifact store")?;
@@ -251,7 +259,7 @@ pub async fn worker(settings: Settings, listen: SocketAddr) -> anyhow::Result<Ex
     telemetry::init(settings.log_format);
     let simulate = settings.backends.simulate(false);
     let listener = bind(listen).await?;
-    let p = parts(settings, false, false).await?;
+    let p = parts(settings, false, false, Plans::Generic).await?;
     let ctx = worker_context(&p, simulate).await?;
     with_ops(
         listener,
@@ -286,7 +294,7 @@ async fn with_ops<T>(
 pub async fn scheduler(settings: Settings, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     telemetry::init(settings.log_format);
     let listener = bind(listen).await?;
-    let p = parts(settings, false, false).await?;
+    let p = parts(settings, false, false, Plans::ForValues).await?;
     // Only real clients can list renders; the simulation leaves no orphans to find.
     let fleet = Fleet::from_settings(&p.settings, false)?;
     let leader = async {
@@ -307,7 +315,7 @@ pub async fn migrate(settings: Settings, pubsub: bool) -> anyhow::Result<ExitCod
         anyhow::bail!("aiprod migrate --pubsub needs AIPROD_PUBSUB_PROJECT");
     }
     let database = database::resolve(&settings, false).await?;
-    let pool = connect(&settings, &database, true).await?;
+    let pool = connect(&settings, &database, true, Plans::ForValues).await?;
     println!(
         "migrations applied: {}",
         db::applied_migrations(&pool).await?

@@ -14,21 +14,38 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// How long a pooled connection may sit unused before it is pinged on its next acquire.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
+/// How the server plans the pool's prepared statements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plans {
+    /// Postgres' default: a statement's first runs are planned for their values, later ones
+    /// too unless a generic plan looks no dearer. What the API's listings need: their optional
+    /// filters (`$1 is null or …`) reach an index only in a plan made for the values.
+    ForValues,
+    /// One generic plan per statement and connection, for a process that runs a worker.
+    Generic,
+}
+
 /// Opens a pool of at most `max` connections to `url`.
-pub async fn connect(url: &secrecy::SecretString, max: u32) -> anyhow::Result<PgPool> {
+pub async fn connect(
+    url: &secrecy::SecretString,
+    max: u32,
+    plans: Plans,
+) -> anyhow::Result<PgPool> {
     use anyhow::Context;
     let options: PgConnectOptions = url
         .expose_secret()
         .parse()
         .context("DATABASE_URL is not a valid postgres:// URL")?;
-    // Every statement is prepared once per connection and run thousands of times with new
-    // values. Postgres' default plans each of the first five runs anew and then keeps doing
-    // so for any statement whose generic plan it estimates no cheaper, which for our
-    // set-at-a-time statements (`= any($1)`, `unnest($1…)`) is most of them: planning was a
-    // fifth of the server's CPU in the bench. Their plans are key lookups whatever the values.
-    let options = options
-        .application_name("aiprod")
-        .options([("plan_cache_mode", "force_generic_plan")]);
+    // A worker prepares each statement once per connection and runs it thousands of times
+    // with new values. Postgres' default re-plans any statement whose generic plan it
+    // estimates no cheaper, which for the worker's set-at-a-time statements (`= any($1)`,
+    // `unnest($1…)`) is most of them: planning was a fifth of the server's CPU in the bench.
+    // Their plans are key lookups whatever the values. The API keeps the default (`Plans`).
+    let options = options.application_name("aiprod");
+    let options = match plans {
+        Plans::ForValues => options,
+        Plans::Generic => options.options([("plan_cache_mode", "force_generic_plan")]),
+    };
     PgPoolOptions::new()
         .max_connections(max)
         .min_connections(1)

@@ -155,7 +155,7 @@ async fn measure(
         .parent()
         .map(|p| p.display().to_string());
     let mut commits = CommitCounter::connect(server, name).await?;
-    let p = parts(settings, false, true).await?;
+    let p = parts(settings, false, true, aiprod_store::db::Plans::Generic).await?;
     let mut ctx = worker_context(&p, true).await?;
     if args.media == MediaMode::Once {
         ctx.media = aiprod_media::Media::remembering(&p.settings.media)?;
