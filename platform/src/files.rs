@@ -27,10 +27,20 @@ pub fn link_or_copy_blocking(from: &Path, to: &Path) -> std::io::Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    if std::fs::hard_link(from, to).is_ok() {
-        return std::fs::metadata(to).map(|m| m.len());
+    match std::fs::hard_link(from, to) {
+        Ok(()) => std::fs::metadata(to).map(|m| m.len()),
+        // Someone made `to` again since the remove: never write into what may be their file.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        // Another file system, or one without links: a copy, into a file of its own.
+        Err(_) => {
+            let mut src = std::fs::File::open(from)?;
+            let mut dst = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(to)?;
+            std::io::copy(&mut src, &mut dst)
+        }
     }
-    std::fs::copy(from, to)
 }
 
 #[cfg(test)]
