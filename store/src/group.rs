@@ -9,6 +9,9 @@
 //! statement that moves money keeps (ARCHITECTURE.md, "Invariants"): jobs by id, their render
 //! rows by id, then the stripes of their tenants' days, then the stripes of the fleet's days.
 //! Two groups, or a group and a single write, therefore wait for each other and never deadlock.
+//! A group of checkpoints that move no money takes no lock first: its first round's statement
+//! locks all its jobs in id order (a job in a later round is in the first too), and it locks
+//! nothing else.
 
 use aiprod_domain::{FailureClass, JobId, Money, RenderState};
 use serde_json::Value;

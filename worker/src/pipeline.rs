@@ -61,6 +61,9 @@ pub(crate) async fn run_job(ctx: &WorkerContext, claim: Claim, stops: &Stops) ->
     let span = tracing::info_span!("job", %job_id, epoch);
     let outcome = run_stages(ctx, claim, stops, &lost).instrument(span).await;
     ctx.leases.forget(job_id);
+    if let Some(writer) = &ctx.writer {
+        writer.forget(job_id);
+    }
     if matches!(outcome, JobOutcome::Released) {
         // Retried: at shutdown every job hands its lease back at once, and the pool's queue
         // can outlast one acquire.
@@ -154,6 +157,15 @@ async fn run_stages(
                 Decision::Checkpoint => break Ok(attempt.expect("decide checkpoints only Ok")),
                 Decision::Retry(d) => {
                     tracing::info!(%stage, retry_in_ms = d.as_millis() as u64, error = %attempt.expect_err("retry follows an error"), "stage failed; retrying");
+                    // A cancel found meanwhile ends the job rather than the retries.
+                    if let Some(end) = take_ready(&mut unsure, started) {
+                        return end;
+                    }
+                    // The next try reads the job's rows afresh: what this one queued without
+                    // waiting (a render's id) must be in them.
+                    if let Some(writer) = &ctx.writer {
+                        writer.flush(job_id).await;
+                    }
                     retries += 1;
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
@@ -230,11 +242,8 @@ async fn run_stages(
         });
         state.outputs.insert(stage, text);
         // A cancel or a lost lease that a committed checkpoint found stops the job now.
-        while let Some(done) = unsure.first_mut().and_then(Committing::ready) {
-            unsure.remove(0);
-            if let Some(end) = ended(done, started) {
-                return end;
-            }
+        if let Some(end) = take_ready(&mut unsure, started) {
+            return end;
         }
         let stopping = stops.soft.is_cancelled();
         match stage.next() {
@@ -257,6 +266,21 @@ async fn run_stages(
             return JobOutcome::Released;
         }
     }
+}
+
+/// The answers of the job's checkpoints that have committed already, oldest first, up to the
+/// first still under way: how the job ended, if one of them ended it.
+fn take_ready(
+    unsure: &mut Vec<Committing>,
+    started: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<JobOutcome> {
+    while let Some(done) = unsure.first_mut().and_then(Committing::ready) {
+        unsure.remove(0);
+        if let Some(end) = ended(done, started) {
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Waits for the job's checkpoints in flight, oldest first. `None`: each advanced the job, so

@@ -1,8 +1,9 @@
 //! Group commit for a worker's writes: checkpoints, and the steps of the render protocol
 //! (intents, provider ids, downloads, costs). Job tasks hand each write to one writer task,
 //! which writes whatever has gathered in one transaction (`aiprod_store::commit_group`) and
-//! answers each task after the commit. A render step's task waits for its write to be durable
-//! before it goes on (a POST is never sent before its intent has committed). A checkpoint's
+//! answers each task after the commit. An intent's task waits for its write to be durable
+//! before it goes on (a POST is never sent before its intent has committed), as do most render
+//! steps'; two steps that nothing outside depends on are queued without a wait (`step_behind`). A checkpoint's
 //! task may go on at once and look at the answer later (`Committing`): its job's next writes
 //! queue behind it, and a group writes a job's writes in order, one round each
 //! (`aiprod_store::commit_rounds`), so a job that runs several stages while one group commits
@@ -114,6 +115,8 @@ enum Op {
     Intent(PendingIntent, Answer<Option<RenderTask>>),
     /// A step of render `.1`, of job `.0`; no answer: its caller went on (`step_behind`).
     Step(JobId, Uuid, RenderState, RenderUpdate, Option<Answer<bool>>),
+    /// Writes nothing; answered once every earlier write of the job has been (`flush`).
+    Flush(JobId, oneshot::Sender<()>),
 }
 
 impl Op {
@@ -123,7 +126,7 @@ impl Op {
         match self {
             Op::Checkpoint(c, _) => c.job_id,
             Op::Intent(i, _) => i.job_id,
-            Op::Step(job, ..) => *job,
+            Op::Step(job, ..) | Op::Flush(job, _) => *job,
         }
     }
 }
@@ -165,9 +168,9 @@ pub(crate) struct Writer {
     refused: Refused,
 }
 
-/// Why a step whose caller went on was not taken, by render, until that render's next
-/// awaited step reports it.
-type Refused = Arc<Mutex<HashMap<Uuid, String>>>;
+/// Why a step whose caller went on was not taken, by render (with its job), until that
+/// render's next awaited step reports it or the job's run ends (`forget`).
+type Refused = Arc<Mutex<HashMap<Uuid, (JobId, String)>>>;
 
 const STOPPED: &str = "the writer has stopped";
 
@@ -222,9 +225,28 @@ impl Writer {
         // An earlier step of this render that its caller did not wait for, and that was not
         // taken, fails this one: it is the first the caller hears of the render.
         match self.refused.lock().expect("never poisoned").remove(&id) {
-            Some(why) => Err(why),
+            Some((_, why)) => Err(why),
             None => taken,
         }
+    }
+
+    /// Waits until every write `job` has queued is written (or failed), and forgets the
+    /// refusals of its steps: before a stage runs again and reads the job's rows afresh, so
+    /// that it reads what its last try queued without waiting.
+    pub async fn flush(&self, job: JobId) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Op::Flush(job, done)).is_ok() {
+            let _ = wait.await;
+        }
+        self.forget(job);
+    }
+
+    /// Drops what is kept about `job`'s refused steps, once its run in this worker ends.
+    pub fn forget(&self, job: JobId) {
+        self.refused
+            .lock()
+            .expect("never poisoned")
+            .retain(|_, (j, _)| *j != job);
     }
 
     /// Queues a step of render `id` and returns at once. Whether it was taken is told by the
@@ -349,6 +371,7 @@ async fn commit(
                     from: *from,
                     update: u,
                 }),
+                Op::Flush(..) => {}
             }
         }
         cps.push(c);
@@ -381,15 +404,18 @@ fn answer(ops: Vec<Op>, out: GroupOutcome, refused: &Refused) {
             Op::Intent(_, reply) => {
                 let _ = reply.send((Ok(intents.next().flatten()), Value::Null));
             }
-            Op::Step(_, id, .., reply) => {
+            Op::Step(job, id, .., reply) => {
                 let taken = steps.next().unwrap_or(false);
                 match reply {
                     Some(reply) => {
                         let _ = reply.send((Ok(taken), Value::Null));
                     }
-                    None if !taken => refuse(refused, id, TAKEN_OVER.to_owned()),
+                    None if !taken => refuse(refused, job, id, TAKEN_OVER.to_owned()),
                     None => {}
                 }
+            }
+            Op::Flush(_, done) => {
+                let _ = done.send(());
             }
         }
     }
@@ -403,24 +429,27 @@ fn fail(op: Op, msg: &str, refused: &Refused) {
         Op::Intent(_, reply) => {
             let _ = reply.send((Err(msg.to_owned()), Value::Null));
         }
-        Op::Step(_, id, .., reply) => match reply {
+        Op::Step(job, id, .., reply) => match reply {
             Some(reply) => {
                 let _ = reply.send((Err(msg.to_owned()), Value::Null));
             }
-            None => refuse(refused, id, msg.to_owned()),
+            None => refuse(refused, job, id, msg.to_owned()),
         },
+        Op::Flush(_, done) => {
+            let _ = done.send(());
+        }
     }
 }
 
 /// What a step not taken says: the render had left the state it was taken from.
 const TAKEN_OVER: &str = "another worker took over this render";
 
-fn refuse(refused: &Refused, id: Uuid, why: String) {
+fn refuse(refused: &Refused, job: JobId, id: Uuid, why: String) {
     refused
         .lock()
         .expect("never poisoned")
         .entry(id)
-        .or_insert(why);
+        .or_insert((job, why));
 }
 
 #[cfg(test)]
@@ -543,6 +572,26 @@ mod tests {
             .step(job, task.id, RenderState::Rendered, outputs)
             .await;
         assert_eq!(again, Ok(true), "a refusal is told once");
+
+        // A flush waits for what the job queued, and a refusal it leaves is forgotten: the
+        // stage that runs again reads the rows afresh.
+        let stale = RenderUpdate {
+            state: Some(RenderState::Submitted),
+            ..RenderUpdate::default()
+        };
+        writer
+            .step_behind(job, task.id, RenderState::Intent, stale)
+            .map_err(anyhow::Error::msg)?;
+        writer.flush(job).await;
+        assert!(writer.refused.lock().expect("never poisoned").is_empty());
+        let last = RenderUpdate {
+            qa: Some(serde_json::json!({"verdict": "pass"})),
+            ..RenderUpdate::default()
+        };
+        assert_eq!(
+            writer.step(job, task.id, RenderState::Rendered, last).await,
+            Ok(true)
+        );
 
         drop(writer);
         writes.await?;

@@ -200,7 +200,10 @@ pub(crate) fn calls_out(stage: Stage, ctx: &WorkerContext) -> bool {
     let gemini = ctx.models.gemini.is_some();
     match stage {
         Stage::Analysis | Stage::Creative => gemini && m.planner == PlannerKind::Gemini,
-        Stage::Visual => m.keyframes != KeyframeKind::Simulated,
+        // A Gemini plan also has Gemini describe each keyframe.
+        Stage::Visual => {
+            m.keyframes != KeyframeKind::Simulated || (gemini && m.planner == PlannerKind::Gemini)
+        }
         Stage::Render => true,
         Stage::QaSemantic => gemini && m.qa_semantic == SemanticQaKind::Gemini,
         Stage::Sanitize | Stage::Financial | Stage::QaTechnical | Stage::Finalize => false,
