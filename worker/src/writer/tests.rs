@@ -1,0 +1,141 @@
+//! The writer against a real PostgreSQL: a step nobody waited for, its refusal, a flush.
+
+use std::time::Duration;
+
+use aiprod_domain::{JobSpec, TenantId};
+use aiprod_store::{
+    IntentOutcome, Reservation, ReserveOutcome, claim_job, insert_intent, insert_job,
+    open_budget_day, render_tasks, reserve_budget,
+};
+use aiprod_testkit::TestDb;
+
+use super::*;
+
+const WORKER: &str = "writer-test";
+
+/// A leased job with one render in `intent`, and the writer of its worker.
+async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, RenderTask)> {
+    let day = chrono::Utc::now().date_naive();
+    let usd = |s: &str| s.parse::<Money>().expect("money");
+    assert!(open_budget_day(pool, day, "UTC", usd("10")).await?);
+    let spec = JobSpec::parse(&serde_json::json!({"prompt": "a fox"}))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let job = JobId::new();
+    insert_job(pool, TenantId::DEFAULT, job, &spec, None).await?;
+    let claim = claim_job(pool, job, WORKER, Duration::from_secs(600))
+        .await?
+        .expect("a fresh job is free");
+    let reservation = Reservation {
+        job_id: job,
+        lease_epoch: claim.lease_epoch,
+        worker: WORKER,
+        day,
+        amount: usd("0.50"),
+        note: "test",
+    };
+    assert!(matches!(
+        reserve_budget(pool, &reservation).await?,
+        ReserveOutcome::Reserved { .. }
+    ));
+    let intent = Intent {
+        job_id: job,
+        lease_epoch: claim.lease_epoch,
+        worker_id: WORKER,
+        shot: 0,
+        attempt: 1,
+        backend: BackendName::Runway,
+        duration_s: 5,
+        estimate: usd("0.25"),
+        baseline: None,
+        seed: None,
+        spec_key: None,
+    };
+    match insert_intent(pool, &intent).await? {
+        IntentOutcome::Written(task) => Ok((job, *task)),
+        other => anyhow::bail!("the intent was not written: {other:?}"),
+    }
+}
+
+async fn state(pool: &PgPool, job: JobId) -> anyhow::Result<RenderState> {
+    let tasks = render_tasks(pool, job).await?;
+    Ok(tasks.first().expect("the job's render").state)
+}
+
+#[tokio::test]
+async fn a_step_nobody_waited_for_lands_before_the_next_and_a_refusal_reaches_it()
+-> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let (job, task) = a_render(&pool).await?;
+    let submitted = RenderUpdate {
+        state: Some(RenderState::Submitted),
+        remote_id: Some("remote-1".into()),
+        ..RenderUpdate::default()
+    };
+    let rendered = RenderUpdate {
+        state: Some(RenderState::Rendered),
+        ..RenderUpdate::default()
+    };
+    // Queued one after the other without waiting: the second is taken from the state the
+    // first left, so the first landed first.
+    writer
+        .step_behind(job, task.id, RenderState::Intent, submitted)
+        .map_err(anyhow::Error::msg)?;
+    let taken = writer
+        .step(job, task.id, RenderState::Submitted, rendered)
+        .await;
+    assert_eq!(taken, Ok(true));
+    assert_eq!(state(&pool, job).await?, RenderState::Rendered);
+
+    // A step taken from a state the render has left is refused; its caller went on, so
+    // the render's next awaited step reports it, once.
+    let stale = RenderUpdate {
+        state: Some(RenderState::Submitted),
+        ..RenderUpdate::default()
+    };
+    writer
+        .step_behind(job, task.id, RenderState::Intent, stale)
+        .map_err(anyhow::Error::msg)?;
+    let outputs = RenderUpdate {
+        outputs: Some(serde_json::json!(["sim://clip"])),
+        ..RenderUpdate::default()
+    };
+    let next = writer
+        .step(job, task.id, RenderState::Rendered, outputs.clone())
+        .await;
+    assert_eq!(next, Err(TAKEN_OVER.to_owned()));
+    assert_eq!(
+        state(&pool, job).await?,
+        RenderState::Rendered,
+        "nothing went back"
+    );
+    let again = writer
+        .step(job, task.id, RenderState::Rendered, outputs)
+        .await;
+    assert_eq!(again, Ok(true), "a refusal is told once");
+
+    // A flush waits for what the job queued, and a refusal it leaves is forgotten: the
+    // stage that runs again reads the rows afresh.
+    let stale = RenderUpdate {
+        state: Some(RenderState::Submitted),
+        ..RenderUpdate::default()
+    };
+    writer
+        .step_behind(job, task.id, RenderState::Intent, stale)
+        .map_err(anyhow::Error::msg)?;
+    writer.flush(job).await;
+    assert!(writer.refused.lock().expect("never poisoned").is_empty());
+    let last = RenderUpdate {
+        qa: Some(serde_json::json!({"verdict": "pass"})),
+        ..RenderUpdate::default()
+    };
+    assert_eq!(
+        writer.step(job, task.id, RenderState::Rendered, last).await,
+        Ok(true)
+    );
+
+    drop(writer);
+    writes.await?;
+    Ok(())
+}
