@@ -107,9 +107,9 @@ impl PendingIntent {
     }
 }
 
-type Answer<T> = oneshot::Sender<(Result<T, String>, Value)>;
+type Answer<T> = oneshot::Sender<Result<T, String>>;
 
-/// One write and where its answer goes. A checkpoint's output travels back with the answer.
+/// One write and where its answer goes.
 enum Op {
     Checkpoint(PendingCheckpoint, Answer<CheckpointOutcome>),
     Intent(PendingIntent, Answer<Option<RenderTask>>),
@@ -134,7 +134,7 @@ impl Op {
 /// A checkpoint handed to the writer, whose commit may still be under way.
 pub(crate) enum Committing {
     /// In the writer's queue or group.
-    Sent(oneshot::Receiver<(Result<CheckpointOutcome, String>, Value)>),
+    Sent(oneshot::Receiver<Result<CheckpointOutcome, String>>),
     /// Already written (no writer runs).
     Done(Result<CheckpointOutcome, String>),
 }
@@ -143,7 +143,7 @@ impl Committing {
     /// What the checkpoint did, once its group has committed.
     pub async fn outcome(self) -> Result<CheckpointOutcome, String> {
         match self {
-            Committing::Sent(answer) => answer.await.map_or_else(|_| Err(STOPPED.into()), |a| a.0),
+            Committing::Sent(answer) => answer.await.unwrap_or_else(|_| Err(STOPPED.into())),
             Committing::Done(r) => r,
         }
     }
@@ -152,7 +152,7 @@ impl Committing {
     pub fn ready(&mut self) -> Option<Result<CheckpointOutcome, String>> {
         match self {
             Committing::Sent(answer) => match answer.try_recv() {
-                Ok(a) => Some(a.0),
+                Ok(a) => Some(a),
                 Err(oneshot::error::TryRecvError::Empty) => None,
                 Err(oneshot::error::TryRecvError::Closed) => Some(Err(STOPPED.into())),
             },
@@ -183,14 +183,12 @@ impl Writer {
         (Writer { tx, refused }, writes)
     }
 
-    async fn ask<T>(&self, op: impl FnOnce(Answer<T>) -> Op) -> (Result<T, String>, Value) {
+    async fn ask<T>(&self, op: impl FnOnce(Answer<T>) -> Op) -> Result<T, String> {
         let (reply, answer) = oneshot::channel();
         if self.tx.send(op(reply)).is_err() {
-            return (Err(STOPPED.into()), Value::Null);
+            return Err(STOPPED.into());
         }
-        answer
-            .await
-            .unwrap_or_else(|_| (Err(STOPPED.into()), Value::Null))
+        answer.await.unwrap_or_else(|_| Err(STOPPED.into()))
     }
 
     /// Queues one checkpoint, behind every write its job has queued, and returns at once.
@@ -206,7 +204,7 @@ impl Writer {
     /// `None`: not written (the stripe is short or the lease gone); ask `insert_intent`.
     pub async fn intent(&self, i: &Intent<'_>) -> Result<Option<RenderTask>, String> {
         let pending = PendingIntent::of(i);
-        self.ask(|reply| Op::Intent(pending, reply)).await.0
+        self.ask(|reply| Op::Intent(pending, reply)).await
     }
 
     /// Takes a step of render `id` of job `job` from state `from` and waits for its commit;
@@ -220,8 +218,7 @@ impl Writer {
     ) -> Result<bool, String> {
         let taken = self
             .ask(|reply| Op::Step(job, id, from, u, Some(reply)))
-            .await
-            .0;
+            .await;
         // An earlier step of this render that its caller did not wait for, and that was not
         // taken, fails this one: it is the first the caller hears of the render.
         match self.refused.lock().expect("never poisoned").remove(&id) {
@@ -399,16 +396,16 @@ fn answer(ops: Vec<Op>, out: GroupOutcome, refused: &Refused) {
         match op {
             Op::Checkpoint(_, reply) => {
                 let outcome = cps.next().unwrap_or(CheckpointOutcome::LeaseLost);
-                let _ = reply.send((Ok(outcome), Value::Null));
+                let _ = reply.send(Ok(outcome));
             }
             Op::Intent(_, reply) => {
-                let _ = reply.send((Ok(intents.next().flatten()), Value::Null));
+                let _ = reply.send(Ok(intents.next().flatten()));
             }
             Op::Step(job, id, .., reply) => {
                 let taken = steps.next().unwrap_or(false);
                 match reply {
                     Some(reply) => {
-                        let _ = reply.send((Ok(taken), Value::Null));
+                        let _ = reply.send(Ok(taken));
                     }
                     None if !taken => refuse(refused, job, id, TAKEN_OVER.to_owned()),
                     None => {}
@@ -424,14 +421,14 @@ fn answer(ops: Vec<Op>, out: GroupOutcome, refused: &Refused) {
 fn fail(op: Op, msg: &str, refused: &Refused) {
     match op {
         Op::Checkpoint(_, reply) => {
-            let _ = reply.send((Err(msg.to_owned()), Value::Null));
+            let _ = reply.send(Err(msg.to_owned()));
         }
         Op::Intent(_, reply) => {
-            let _ = reply.send((Err(msg.to_owned()), Value::Null));
+            let _ = reply.send(Err(msg.to_owned()));
         }
         Op::Step(job, id, .., reply) => match reply {
             Some(reply) => {
-                let _ = reply.send((Err(msg.to_owned()), Value::Null));
+                let _ = reply.send(Err(msg.to_owned()));
             }
             None => refuse(refused, job, id, msg.to_owned()),
         },
