@@ -4,7 +4,9 @@
 use chrono::NaiveDate;
 use sqlx::PgExecutor;
 
-use aiprod_domain::{JobId, Money, TenantId};
+use aiprod_domain::{BackendName, JobId, Money, TenantId};
+
+use crate::Entitlements;
 
 /// A day's books (the fleet's, or a tenant's) as the ledger and the render tries tell them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,34 +178,67 @@ pub async fn audit_tenant_budget_day(
     .await
 }
 
-/// The tenant's side of a job's money on `day`: what its tenant's day allows and has left.
-/// `None` when only the fleet's day bounds the job (its tenant has no daily budget, or the job
-/// already reserved without one). A tenant's day not opened yet has its whole budget left.
-pub async fn tenant_headroom(
+/// Everything a job's routing reads about its money and rights, in one statement: the fleet's
+/// day, its tenant's side of the job's money, and its tenant's entitlements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobPurse {
+    /// The fleet's day's limit.
+    pub fleet_limit: Money,
+    /// What the fleet's day has left; never negative (a lowered limit can leave it below zero).
+    pub fleet_left: Money,
+    /// What the tenant's day allows and has left (`limit`, `left`). `None` when only the
+    /// fleet's day bounds the job: its tenant has no daily budget, or the job already reserved
+    /// without one. A tenant's day not opened yet has its whole budget left.
+    pub tenant: Option<(Money, Money)>,
+    /// What the job's tenant lets it use (the defaults when the job is gone).
+    pub entitlements: Entitlements,
+}
+
+/// The purse of `job` on the fleet's day `day` (the tenant's side is read on the day the job's
+/// money already moves on, else `day`). `None` when `day` is not open.
+pub async fn job_purse(
     db: impl PgExecutor<'_>,
     job: JobId,
     day: NaiveDate,
-) -> sqlx::Result<Option<(Money, Money)>> {
+) -> sqlx::Result<Option<JobPurse>> {
     let row = sqlx::query!(
-        r#"select case when tb.tenant_id is not null then tb.limit_micros
-                       else t.daily_budget_micros end as limit_micros,
-                  case when tb.tenant_id is not null
-                       then tb.limit_micros - tb.reserved_micros - tb.spent_micros
-                       else t.daily_budget_micros end as left_micros
-             from job j
-             join tenant t on t.id = j.tenant_id
+        r#"select b.limit_micros as "fleet_limit!", b.reserved_micros as "fleet_reserved!",
+                  b.spent_micros as "fleet_spent!",
+                  case when j.budget_day is null or j.tenant_budget then
+                       case when tb.tenant_id is not null then tb.limit_micros
+                            else t.daily_budget_micros end
+                  end as tenant_limit,
+                  case when j.budget_day is null or j.tenant_budget then
+                       case when tb.tenant_id is not null
+                            then tb.limit_micros - tb.reserved_micros - tb.spent_micros
+                            else t.daily_budget_micros end
+                  end as tenant_left,
+                  t.allowed_backends as "allowed_backends: Vec<BackendName>",
+                  t.max_job_cost_micros
+             from budget_day b
+             left join job j on j.id = $1
+             left join tenant t on t.id = j.tenant_id
              left join tenant_budget_day tb
                     on tb.tenant_id = j.tenant_id and tb.day = coalesce(j.budget_day, $2)
-            where j.id = $1 and (j.budget_day is null or j.tenant_budget)"#,
+            where b.day = $2"#,
         job as JobId,
         day,
     )
     .fetch_optional(db)
     .await?;
-    Ok(row.and_then(|r| match (r.limit_micros, r.left_micros) {
-        (Some(limit), Some(left)) => {
-            Some((Money::from_micros(limit), Money::from_micros(left.max(0))))
-        }
-        _ => None,
+    Ok(row.map(|r| JobPurse {
+        fleet_limit: Money::from_micros(r.fleet_limit),
+        fleet_left: Money::from_micros(r.fleet_limit - r.fleet_reserved - r.fleet_spent)
+            .max(Money::ZERO),
+        tenant: match (r.tenant_limit, r.tenant_left) {
+            (Some(limit), Some(left)) => {
+                Some((Money::from_micros(limit), Money::from_micros(left.max(0))))
+            }
+            _ => None,
+        },
+        entitlements: Entitlements {
+            allowed_backends: r.allowed_backends,
+            max_job_cost: r.max_job_cost_micros.map(Money::from_micros),
+        },
     }))
 }

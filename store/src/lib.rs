@@ -52,8 +52,8 @@ pub use backend_health::{
     BackendHealth, Gate, backend_health, gate, record_failure, record_success, release_probe,
 };
 pub use books::{
-    BudgetAudit, TenantBudgetDay, audit_budget_day, audit_tenant_budget_day, get_tenant_budget_day,
-    set_tenant_budget_limit, tenant_headroom,
+    BudgetAudit, JobPurse, TenantBudgetDay, audit_budget_day, audit_tenant_budget_day,
+    get_tenant_budget_day, job_purse, set_tenant_budget_limit,
 };
 pub use budget_wait::{count_budget_waiters, park_for_budget, wake_budget_waiters};
 pub use cache::{CacheClaim, CacheFill, claim_cache, fill_cache, release_cache};
@@ -103,7 +103,7 @@ pub use report::{
 pub use submit::{Submission, Submitted, Submitter, submit_jobs};
 pub use tenant::{
     ApiKeyInfo, Entitlements, KeyLookup, Tenant, TenantLimits, create_tenant, find_api_key,
-    find_api_keys, insert_api_key, job_entitlements, list_api_keys, list_tenants, revoke_api_key,
-    tenant_by_name, valid_tenant_name,
+    find_api_keys, insert_api_key, list_api_keys, list_tenants, revoke_api_key, tenant_by_name,
+    valid_tenant_name,
 };
 pub use wake::{WAKE_WINDOW, Wake};

@@ -341,23 +341,3 @@ pub struct Entitlements {
     /// The most one job may cost; `None`: no cap.
     pub max_job_cost: Option<Money>,
 }
-
-/// The entitlements of the tenant that owns `job`.
-pub async fn job_entitlements(
-    db: impl PgExecutor<'_>,
-    job: aiprod_domain::JobId,
-) -> sqlx::Result<Entitlements> {
-    let r = sqlx::query!(
-        r#"select t.allowed_backends as "allowed_backends: Vec<BackendName>",
-                  t.max_job_cost_micros
-             from job j join tenant t on t.id = j.tenant_id where j.id = $1"#,
-        job as aiprod_domain::JobId
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(r.map(|r| Entitlements {
-        allowed_backends: r.allowed_backends,
-        max_job_cost: r.max_job_cost_micros.map(Money::from_micros),
-    })
-    .unwrap_or_default())
-}

@@ -11,7 +11,7 @@ use aiprod_domain::{BackendName, JobId, JobSpec, Money, RenderState, Stage, Tena
 use aiprod_store::{
     Intent, IntentOutcome, RenderUpdate, Reservation, ReserveOutcome, Shortfall, audit_budget_day,
     audit_tenant_budget_day, claim_job, fail_job, get_budget_day, get_tenant_budget_day,
-    insert_intent, insert_job, open_budget_day, reserve_budget, set_tenant_budget_limit,
+    insert_intent, insert_job, job_purse, open_budget_day, reserve_budget, set_tenant_budget_limit,
     update_render,
 };
 use aiprod_testkit::TestDb;
@@ -293,6 +293,52 @@ async fn a_try_beyond_the_reservation_must_fit_the_tenants_day_and_an_admin_can_
 }
 
 /// Two reserved jobs of each of two tenants.
+#[tokio::test]
+async fn a_jobs_purse_is_the_fleets_day_its_tenants_side_and_its_rights_in_one_read()
+-> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let capped = tenant(&pool, "capped", Some("4")).await?;
+    let free = tenant(&pool, "free", None).await?;
+    sqlx::query(
+        "update tenant set allowed_backends = '{runway}', max_job_cost_micros = 900000 where id = $1",
+    )
+    .bind(capped)
+    .execute(&pool)
+    .await?;
+    let job = leased_job(&pool, capped).await?;
+    let other = leased_job(&pool, free).await?;
+    // A day not opened has no purse: routing must not guess the fleet's money.
+    assert_eq!(job_purse(&pool, job.0, day()).await?, None);
+    assert!(open_budget_day(&pool, day(), "UTC", usd("10")).await?);
+
+    // Before any reservation the tenant's day is not open: its whole budget is left.
+    let p = job_purse(&pool, job.0, day()).await?.expect("open");
+    assert_eq!((p.fleet_limit, p.fleet_left), (usd("10"), usd("10")));
+    assert_eq!(p.tenant, Some((usd("4"), usd("4"))));
+    assert_eq!(
+        p.entitlements.allowed_backends,
+        Some(vec![BackendName::Runway])
+    );
+    assert_eq!(p.entitlements.max_job_cost, Some(usd("0.9")));
+
+    assert!(matches!(
+        reserve(&pool, job, usd("1.5")).await,
+        ReserveOutcome::Reserved { .. }
+    ));
+    let p = job_purse(&pool, job.0, day()).await?.expect("open");
+    assert_eq!(p.fleet_left, usd("8.5"));
+    assert_eq!(p.tenant, Some((usd("4"), usd("2.5"))));
+
+    // A tenant without a daily budget: only the fleet's day bounds it, and it may use anything.
+    let p = job_purse(&pool, other.0, day()).await?.expect("open");
+    assert_eq!(p.fleet_left, usd("8.5"));
+    assert_eq!(p.tenant, None);
+    assert_eq!(p.entitlements.allowed_backends, None);
+    assert_eq!(p.entitlements.max_job_cost, None);
+    Ok(())
+}
+
 async fn jobs_of_two_tenants(pool: &PgPool) -> anyhow::Result<(TenantId, TenantId, Vec<JobId>)> {
     open_budget_day(pool, day(), "UTC", usd("100")).await?;
     let a = tenant(pool, "a", Some("10")).await?;

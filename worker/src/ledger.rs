@@ -7,11 +7,14 @@ use std::sync::Mutex;
 use aiprod_domain::{BudgetCalendar, JobId, Money};
 use aiprod_platform::metrics::Metrics;
 use aiprod_store::{
-    Reservation, ReserveOutcome, Shortfall, get_budget_day, open_budget_day, reserve_budget,
-    tenant_headroom,
+    Entitlements, Reservation, ReserveOutcome, Shortfall, job_purse, open_budget_day,
+    reserve_budget,
 };
+use backon::Retryable;
 use chrono::NaiveDate;
 use sqlx::PgPool;
+
+use crate::dbretry::{db_retry, transient};
 
 /// Today's money for one job as routing sees it: the fleet's day, narrowed by its tenant's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,20 +91,25 @@ impl Ledger {
 impl Ledger {
     /// Today's headroom for `job`.
     pub async fn headroom(&self, job: JobId) -> Result<Headroom, String> {
+        Ok(self.purse(job).await?.0)
+    }
+
+    /// Today's headroom for `job` and what its tenant lets it use, read together (routing
+    /// needs both, and one statement is one round trip instead of three).
+    pub async fn purse(&self, job: JobId) -> Result<(Headroom, Entitlements), String> {
         let day = self.today().await?;
-        let d = get_budget_day(&self.pool, day)
+        let p = (|| job_purse(&self.pool, job, day))
+            .retry(db_retry())
+            .when(transient)
             .await
             .map_err(|e| format!("cannot read budget day {day}: {e}"))?
             .ok_or_else(|| format!("budget day {day} is not open"))?;
         let fleet = Headroom {
-            remaining: d.remaining(),
-            limit: d.limit,
+            remaining: p.fleet_left,
+            limit: p.fleet_limit,
             bound_by: Shortfall::Fleet,
         };
-        let tenant = tenant_headroom(&self.pool, job, day)
-            .await
-            .map_err(|e| format!("cannot read the tenant's budget day {day}: {e}"))?;
-        Ok(narrow(fleet, tenant))
+        Ok((narrow(fleet, p.tenant), p.entitlements))
     }
 
     /// Makes the job hold `ask.amount`, booked to today (or to the day it already holds on).

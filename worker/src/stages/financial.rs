@@ -54,16 +54,11 @@ pub(crate) async fn run(job: &JobState, router: &Router<'_>) -> Result<StageOutp
         .values()
         .filter_map(|h| h.unhealthy_because().map(|why| (h.backend, why)))
         .collect();
-    let headroom = router
+    let (headroom, rights) = router
         .ledger
-        .headroom(job.id)
+        .purse(job.id)
         .await
         .map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
-    let rights = (|| aiprod_store::job_entitlements(router.pool, job.id))
-        .retry(db_retry())
-        .when(transient)
-        .await
-        .map_err(|e| StepError::Retryable(format!("cannot read the tenant's entitlements: {e}")))?;
     let mut budget_left = Some(headroom.remaining);
     let mut tries = 0;
     let chosen: Routing = loop {

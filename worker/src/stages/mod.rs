@@ -22,14 +22,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::context::WorkerContext;
-use crate::dbretry::{db_retry, transient};
 use crate::models::ModelCaller;
 use crate::planner::budget::Purse;
 use crate::planner::gemini;
 use crate::shot::{Judge, ShotRenderer};
 use aiprod_domain::{BackendName, Money};
 use aiprod_platform::config::{KeyframeKind, PlannerKind, SemanticQaKind};
-use backon::Retryable;
 
 /// What a stage sees of its job.
 #[derive(Debug, Clone)]
@@ -230,16 +228,11 @@ async fn purse_of(
     ctx: &WorkerContext,
     job: &JobState,
 ) -> Result<(Option<Money>, Vec<BackendName>), StepError> {
-    let headroom = ctx
+    let (headroom, rights) = ctx
         .ledger
-        .headroom(job.id)
+        .purse(job.id)
         .await
         .map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
-    let rights = (|| aiprod_store::job_entitlements(&ctx.pool, job.id))
-        .retry(db_retry())
-        .when(transient)
-        .await
-        .map_err(|e| StepError::Retryable(format!("cannot read the tenant's entitlements: {e}")))?;
     let money = match rights.max_job_cost {
         Some(cap) => cap.min(headroom.remaining),
         None => headroom.remaining,
