@@ -140,62 +140,17 @@ async fn lock_group(conn: &mut PgConnection, rounds: &[Group<'_>]) -> sqlx::Resu
         .filter(|s| s.update.cost.is_some())
         .map(|s| s.id)
         .collect();
-    // An empty lock is still a round trip and a plan: most groups hold checkpoints alone.
-    if !jobs.is_empty() {
-        sqlx::query!(
-            "select 1 as one from job where id = any($1) order by id for update",
-            &jobs as &[JobId]
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-    }
-    if !renders.is_empty() {
-        sqlx::query!(
-            "select 1 as one from render_task where id = any($1) order by id for update",
-            &renders
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-    }
-    if money.is_empty() && settling.is_empty() {
-        return Ok(());
-    }
-    // The stripes of the tenants' days, then those of the fleet's, each in key order. The
-    // jobs are found by their ids as a set: `id = any($1) or id in (…)` cannot use the key and
-    // read the whole job table once per group.
+    // One call takes every lock in order (`lock_write_group`, migrations/20261207000001): the
+    // stripes are held from then until the commit, and three round trips fewer is that much
+    // less time another reservation waits for them.
     sqlx::query!(
-        r#"select 1 as one from budget_stripe b
-             join (select distinct j.tenant_id as t, j.budget_day as d,
-                          j.budget_stripe % budget_stripes(j.tenant_id) as s
-                     from job j
-                    where j.id in (select unnest($1::uuid[])
-                                   union all
-                                   select job_id from render_task where id = any($2))
-                      and j.budget_day is not null and j.budget_stripe is not null
-                      and j.tenant_budget) x
-               on b.tenant_id = x.t and b.day = x.d and b.stripe = x.s
-            order by b.tenant_id, b.day, b.stripe
-              for no key update of b"#,
+        "select lock_write_group($1, $2, $3, $4) as done",
+        &jobs as &[JobId],
+        &renders,
         &money as &[JobId],
         &settling,
     )
-    .fetch_all(&mut *conn)
-    .await?;
-    sqlx::query!(
-        r#"select 1 as one from budget_stripe b
-             join (select distinct j.budget_day as d, j.budget_stripe as s
-                     from job j
-                    where j.id in (select unnest($1::uuid[])
-                                   union all
-                                   select job_id from render_task where id = any($2))
-                      and j.budget_day is not null and j.budget_stripe is not null) x
-               on b.tenant_id is null and b.day = x.d and b.stripe = x.s
-            order by b.day, b.stripe
-              for no key update of b"#,
-        &money as &[JobId],
-        &settling,
-    )
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(())
 }
