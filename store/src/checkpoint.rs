@@ -1,6 +1,7 @@
 //! Checkpoints: a stage's output and the job's advance to the next stage, written in one
 //! statement (one short transaction), fenced on the lease. The same statement records the start
-//! of the next stage, so every start and finish is durable at the cost of one commit per stage.
+//! of the next stage. Stages a job ran while an earlier checkpoint was still committing are
+//! written together, with one advance of the job (`save_checkpoints`).
 
 use serde_json::Value;
 use sqlx::PgExecutor;
@@ -68,9 +69,16 @@ pub async fn save_checkpoint(
 }
 
 /// Writes the checkpoints of many jobs held by `worker` in one statement (one commit), and
-/// returns each one's outcome in order. Every row is fenced on its own lease exactly as a
-/// single checkpoint is; a job may appear at most once. The rows are locked in id order, as
-/// every statement that updates several jobs does (ARCHITECTURE.md, "Invariants").
+/// returns each one's outcome in order. Every job is fenced on its own lease exactly as a
+/// single checkpoint is. The rows are locked in id order, as every statement that updates
+/// several jobs does (ARCHITECTURE.md, "Invariants").
+///
+/// A job may have several checkpoints here: the stages it ran, one after the other, while the
+/// first one's write waited, given in the order it ran them. They advance the job once, from the
+/// first one's stage to the last one's next, fenced on the first one's stage, and every one of
+/// them gets that one outcome; the job's row is written once instead of once a stage. A stage
+/// whose start was never written (it ran before the previous checkpoint committed) gets its
+/// row now, with no duration.
 pub async fn save_checkpoints(
     db: impl PgExecutor<'_>,
     worker: &str,
@@ -79,6 +87,16 @@ pub async fn save_checkpoints(
     if cps.is_empty() {
         return Ok(Vec::new());
     }
+    debug_assert!(
+        cps.iter().enumerate().all(|(k, c)| {
+            cps[..k]
+                .iter()
+                .rev()
+                .find(|p| p.job_id == c.job_id)
+                .is_none_or(|p| p.stage.next() == Some(c.stage))
+        }),
+        "a job's checkpoints are its stages in the order it ran them"
+    );
     let ids: Vec<JobId> = cps.iter().map(|c| c.job_id).collect();
     let epochs: Vec<i64> = cps.iter().map(|c| c.lease_epoch).collect();
     let stages: Vec<Stage> = cps.iter().map(|c| c.stage).collect();
@@ -92,37 +110,63 @@ pub async fn save_checkpoints(
     let uris: Vec<Option<&str>> = cps.iter().map(|c| c.patch.result_uri.as_deref()).collect();
     let rows = sqlx::query!(
         r#"with i as (
-               select t.*, case when t.next is null then 'finish' else 'advance' end::job_event as event
+               select *
                  from unnest($1::uuid[], $2::bigint[], $3::stage_name[], $4::stage_name[], $5::jsonb[],
                              $6::int[], $7::backend_name[], $8::bigint[], $9::bigint[], $10::float8[],
                              $11::text[])
-                   as t(id, epoch, stage, next, output, retries, backend, est, cost, score, uri)
+                      with ordinality
+                   as t(id, epoch, stage, next, output, retries, backend, est, cost, score, uri, n)
+           ), x as (
+               -- One row a job: fenced on its first checkpoint, advanced past its last; of the
+               -- columns its stages set, the latest value wins.
+               select id, min(n) as first_n,
+                      (array_agg(epoch order by n))[1] as epoch,
+                      (array_agg(stage order by n))[1] as first,
+                      (array_agg(next order by n desc))[1] as next,
+                      (array_agg(backend order by n desc) filter (where backend is not null))[1] as backend,
+                      (array_agg(est order by n desc) filter (where est is not null))[1] as est,
+                      (array_agg(cost order by n desc) filter (where cost is not null))[1] as cost,
+                      (array_agg(score order by n desc) filter (where score is not null))[1] as score,
+                      (array_agg(uri order by n desc) filter (where uri is not null))[1] as uri
+                 from i group by id
            ), l as (
                select j.id from job j where j.id = any($1) and j.locked_by = $12
                 order by j.id for no key update
            ), adv as (
                update job j set
-                   status = next_job_status(j.status, i.event, j.cancel_requested),
-                   stage = i.next,
-                   backend = coalesce(i.backend, j.backend),
-                   estimated_cost_micros = coalesce(i.est, j.estimated_cost_micros),
-                   cost_micros = coalesce(i.cost, j.cost_micros),
-                   quality_score = coalesce(i.score, j.quality_score),
-                   result_uri = coalesce(i.uri, j.result_uri),
+                   status = next_job_status(j.status,
+                                            case when x.next is null then 'finish'
+                                                 else 'advance' end::job_event,
+                                            j.cancel_requested),
+                   stage = x.next,
+                   backend = coalesce(x.backend, j.backend),
+                   estimated_cost_micros = coalesce(x.est, j.estimated_cost_micros),
+                   cost_micros = coalesce(x.cost, j.cost_micros),
+                   quality_score = coalesce(x.score, j.quality_score),
+                   result_uri = coalesce(x.uri, j.result_uri),
                    updated_at = now()
-                 from i join l on l.id = i.id
-                where j.id = i.id and j.lease_epoch = i.epoch and j.locked_by = $12
-                  and j.stage = i.stage
-                  and next_job_status(j.status, i.event, j.cancel_requested) is not null
+                 from x join l on l.id = x.id
+                where j.id = x.id and j.lease_epoch = x.epoch and j.locked_by = $12
+                  and j.stage = x.first
+                  and next_job_status(j.status,
+                                      case when x.next is null then 'finish'
+                                           else 'advance' end::job_event,
+                                      j.cancel_requested) is not null
                returning j.id, j.status, j.stage
            ), fin as (
-               update job_stage s set
-                   status = 'succeeded', output = i.output, attempts = s.attempts + i.retries,
-                   error = null, finished_at = now(),
-                   duration_ms = (extract(epoch from (now() - s.started_at)) * 1000)::bigint,
-                   updated_at = now()
-                 from i join adv a on a.id = i.id
-                where s.job_id = i.id and s.stage = i.stage
+               -- A cancel found by the first checkpoint stops the job there, so only that
+               -- stage is recorded, as when each stage was its own statement.
+               insert into job_stage as s (job_id, stage, status, output, attempts, worker,
+                                           finished_at)
+               select i.id, i.stage, 'succeeded', i.output, 1 + i.retries, $12, now()
+                 from i join adv a on a.id = i.id join x on x.id = i.id
+                where a.status <> 'canceled' or i.n = x.first_n
+               on conflict (job_id, stage) do update
+                  set status = 'succeeded', output = excluded.output,
+                      attempts = s.attempts + excluded.attempts - 1,
+                      error = null, finished_at = now(),
+                      duration_ms = (extract(epoch from (now() - s.started_at)) * 1000)::bigint,
+                      updated_at = now()
            ), nxt as (
                insert into job_stage (job_id, stage, worker)
                select a.id, a.stage, $12 from adv a where a.status = 'running'

@@ -32,9 +32,10 @@ pub struct RenderStep<'a> {
     pub update: &'a RenderUpdate,
 }
 
-/// A round of writes of one worker. Within a round a job has at most one checkpoint and at
-/// most one intent, and a render at most one step, because each statement reads a job's money
-/// once; a job's later writes go into later rounds (`commit_rounds`).
+/// A round of writes of one worker. Within a round a job has at most one intent, and a render
+/// at most one step, because each statement reads a job's money once; a job's later writes go
+/// into later rounds (`commit_rounds`). A job's checkpoints may share a round when they are
+/// stages it ran one after the other (`save_checkpoints` advances it once for them all).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Group<'a> {
     /// Finished stages.

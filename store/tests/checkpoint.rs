@@ -69,3 +69,139 @@ async fn a_batch_writes_each_checkpoint_under_its_own_lease() -> anyhow::Result<
     );
     Ok(())
 }
+
+/// The checkpoints of stages a job ran one after the other, written in one statement: the job
+/// advances once past the last, every stage is recorded with its output and tries, the latest
+/// patch wins, and another job's lone checkpoint in the same statement is untouched by them.
+#[tokio::test]
+async fn a_jobs_stages_in_a_row_advance_it_once_and_each_is_recorded() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (run, lone, canceled) = (JobId::new(), JobId::new(), JobId::new());
+    for id in [run, lone, canceled] {
+        insert_job(&pool, TenantId::DEFAULT, id, &spec, None).await?;
+    }
+    let ttl = Duration::from_secs(60);
+    let r = claim_job(&pool, run, "w1", ttl).await?.expect("claimed");
+    let l = claim_job(&pool, lone, "w1", ttl).await?.expect("claimed");
+    let c = claim_job(&pool, canceled, "w1", ttl)
+        .await?
+        .expect("claimed");
+    sqlx::query("update job set cancel_requested = true where id = $1")
+        .bind(canceled)
+        .execute(&pool)
+        .await?;
+    let outs: Vec<serde_json::Value> = (0..3).map(|k| json!({"k": k})).collect();
+    let cp = |job_id, lease_epoch, stage, k: usize, retries, backend| Checkpoint {
+        job_id,
+        lease_epoch,
+        worker: "w1",
+        stage,
+        output: &outs[k],
+        retries,
+        patch: JobPatch {
+            backend,
+            ..JobPatch::default()
+        },
+    };
+    use aiprod_domain::BackendName::{Runway, Veo3};
+    let outcomes = save_checkpoints(
+        &pool,
+        "w1",
+        &[
+            cp(run, r.lease_epoch, Stage::Sanitize, 0, 0, Some(Veo3)),
+            cp(lone, l.lease_epoch, Stage::Sanitize, 0, 0, None),
+            cp(canceled, c.lease_epoch, Stage::Sanitize, 0, 0, None),
+            cp(run, r.lease_epoch, Stage::Analysis, 1, 2, None),
+            cp(canceled, c.lease_epoch, Stage::Analysis, 1, 0, None),
+            cp(run, r.lease_epoch, Stage::Creative, 2, 0, Some(Runway)),
+        ],
+    )
+    .await?;
+    use CheckpointOutcome::{Advanced, Canceled};
+    assert_eq!(
+        outcomes,
+        vec![
+            Advanced(Stage::Visual),
+            Advanced(Stage::Analysis),
+            Canceled,
+            Advanced(Stage::Visual),
+            Canceled,
+            Advanced(Stage::Visual),
+        ]
+    );
+    let job: (String, Option<String>, String) =
+        sqlx::query_as("select stage::text, backend::text, status::text from job where id = $1")
+            .bind(run)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(
+        job,
+        ("visual".into(), Some("runway".into()), "running".into())
+    );
+    let stages = |id: JobId| {
+        let pool = pool.clone();
+        async move {
+            // In the pipeline's order (the enum's order is not: values were added later).
+            sqlx::query_as::<_, (String, String, i32, Option<serde_json::Value>)>(
+                "select stage::text, status::text, attempts, output from job_stage
+                  where job_id = $1
+                  order by array_position(array['sanitize', 'analysis', 'creative', 'visual',
+                                                'financial', 'render', 'qa_technical',
+                                                'qa_semantic', 'finalize'], stage::text)",
+            )
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+        }
+    };
+    assert_eq!(
+        stages(run).await?,
+        vec![
+            (
+                "sanitize".into(),
+                "succeeded".into(),
+                1,
+                Some(json!({"k": 0}))
+            ),
+            (
+                "analysis".into(),
+                "succeeded".into(),
+                3,
+                Some(json!({"k": 1}))
+            ),
+            (
+                "creative".into(),
+                "succeeded".into(),
+                1,
+                Some(json!({"k": 2}))
+            ),
+            ("visual".into(), "running".into(), 1, None),
+        ]
+    );
+    assert_eq!(
+        stages(lone).await?,
+        vec![
+            (
+                "sanitize".into(),
+                "succeeded".into(),
+                1,
+                Some(json!({"k": 0}))
+            ),
+            ("analysis".into(), "running".into(), 1, None),
+        ]
+    );
+    // A cancel found by the first checkpoint stops the job there: the stage after it is not
+    // recorded, as when each checkpoint was its own statement.
+    assert_eq!(
+        stages(canceled).await?,
+        vec![(
+            "sanitize".into(),
+            "succeeded".into(),
+            1,
+            Some(json!({"k": 0}))
+        )]
+    );
+    Ok(())
+}

@@ -7,7 +7,8 @@
 //! task may go on at once and look at the answer later (`Committing`): its job's next writes
 //! queue behind it, and a group writes a job's writes in order, one round each
 //! (`aiprod_store::commit_rounds`), so a job that runs several stages while one group commits
-//! still takes one commit for them.
+//! still takes one commit for them; checkpoints one after the other share a round, and so one
+//! statement and one update of the job's row.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -121,7 +122,7 @@ enum Op {
 
 impl Op {
     /// The job the op writes for: a job's writes land in the order it made them, one round
-    /// each, since each statement reads a job's money once.
+    /// each (a run of checkpoints shares one), since each statement reads a job's money once.
     fn job(&self) -> JobId {
         match self {
             Op::Checkpoint(c, _) => c.job_id,
@@ -286,23 +287,30 @@ async fn write_groups(
             }
         }
         queue.extend(incoming.drain(..));
-        // A job's n-th write of the group goes into round n. Once one of its writes is held
-        // back for the next group, so are all its later ones: its writes land in order.
+        // A job's writes go into successive rounds, in order, except that checkpoints one
+        // after the other share a round: the stages it ran while the first one's write waited
+        // advance it in one statement. Once one of its writes is held back for the next group,
+        // so are all its later ones: its writes land in order.
         let mut rounds: Vec<Vec<Op>> = Vec::new();
-        let mut depth: HashMap<JobId, usize> = HashMap::new();
+        // A job's next round, and whether its last write was a checkpoint (in round - 1).
+        let mut depth: HashMap<JobId, (usize, bool)> = HashMap::new();
         let mut taken = 0;
         let mut rest = VecDeque::new();
         while let Some(op) = queue.pop_front() {
-            let round = depth.entry(op.job()).or_insert(0);
-            if taken < MAX_BATCH && *round < MAX_ROUNDS {
-                if rounds.len() <= *round {
+            let (round, after_checkpoint) = depth.entry(op.job()).or_insert((0, false));
+            let checkpoint = matches!(op, Op::Checkpoint(..));
+            let joins = checkpoint && *after_checkpoint && *round <= MAX_ROUNDS;
+            if taken < MAX_BATCH && (joins || *round < MAX_ROUNDS) {
+                let at = if joins { *round - 1 } else { *round };
+                if rounds.len() <= at {
                     rounds.push(Vec::new());
                 }
-                rounds[*round].push(op);
-                *round += 1;
+                rounds[at].push(op);
+                *round = at + 1;
+                *after_checkpoint = checkpoint;
                 taken += 1;
             } else {
-                *round = MAX_ROUNDS;
+                *round = MAX_ROUNDS + 1;
                 rest.push_back(op);
             }
         }

@@ -139,3 +139,59 @@ async fn a_step_nobody_waited_for_lands_before_the_next_and_a_refusal_reaches_it
     writes.await?;
     Ok(())
 }
+
+/// Checkpoints a job queued one after the other, while nothing was written yet, go in one
+/// group: each is answered with the job's advance past the last, and every stage's output is
+/// kept.
+#[tokio::test]
+async fn checkpoints_queued_in_a_row_advance_the_job_once() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let spec = JobSpec::parse(&serde_json::json!({"prompt": "a fox"}))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let job = JobId::new();
+    insert_job(&pool, TenantId::DEFAULT, job, &spec, None).await?;
+    let claim = claim_job(&pool, job, WORKER, Duration::from_secs(600))
+        .await?
+        .expect("a fresh job is free");
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    // The writer's task runs only once this test's task waits: the three are queued together.
+    let sent: Vec<Committing> = [Stage::Sanitize, Stage::Analysis, Stage::Creative]
+        .into_iter()
+        .enumerate()
+        .map(|(k, stage)| {
+            writer.send(PendingCheckpoint {
+                job_id: job,
+                lease_epoch: claim.lease_epoch,
+                stage,
+                output: serde_json::json!({ "k": k }),
+                retries: 0,
+                patch: JobPatch::default(),
+            })
+        })
+        .collect();
+    for committing in sent {
+        assert_eq!(
+            committing.outcome().await,
+            Ok(CheckpointOutcome::Advanced(Stage::Visual))
+        );
+    }
+    drop(writer);
+    writes.await?;
+    let outputs: Vec<(String, Option<serde_json::Value>)> = sqlx::query_as(
+        "select stage::text, output from job_stage where job_id = $1 and status = 'succeeded'
+          order by output->>'k'",
+    )
+    .bind(job)
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        outputs,
+        vec![
+            ("sanitize".into(), Some(serde_json::json!({"k": 0}))),
+            ("analysis".into(), Some(serde_json::json!({"k": 1}))),
+            ("creative".into(), Some(serde_json::json!({"k": 2}))),
+        ]
+    );
+    Ok(())
+}
