@@ -52,6 +52,11 @@ pub struct RenderedShot {
     pub duration_s: u32,
     /// What it cost.
     pub cost: Money,
+    /// The clip's QA checks as its render row records them (technical, and semantic when it
+    /// was judged), carried here so that the QA stages need not read the row back (absent in
+    /// checkpoints written before they were carried, and for a render cache hit without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<serde_json::Value>,
 }
 
 /// The keyframe a shot starts from.

@@ -131,6 +131,7 @@ impl ShotRenderer<'_> {
                         uri,
                         duration_s: row.duration_s as u32,
                         cost: Money::ZERO,
+                        qa: row.qa.clone(),
                     }));
                 }
             }

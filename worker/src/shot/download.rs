@@ -37,8 +37,8 @@ impl ShotRenderer<'_> {
         if rendered || measured.provider_seconds.is_some() {
             // Inline outputs cannot be read back from the row, so such a render stays
             // `submitted` (a resumed try polls it again) and only the provider's figure is kept.
-            // Not waited for, as the provider's id: the download that follows awaits its own
-            // step, which says if this one was refused.
+            // Not waited for, as the provider's id: a step that follows and is awaited (a
+            // failure) says if this one was refused; a lost lease refuses the checkpoint.
             let recorded = self
                 .update_behind(
                     task.id,
@@ -219,15 +219,19 @@ impl ShotRenderer<'_> {
                 )));
             }
         };
+        // Not waited for either: the stage's checkpoint queues behind it, and what the QA
+        // stages read of it (the checks) travels in the shot. Only the holder of the job's
+        // lease moves a render row on from `rendered` (ARCHITECTURE.md, "Invariants"), so a
+        // step refused here means the lease is gone, and the checkpoint is refused too.
         let recorded = self
-            .update(
+            .update_behind(
                 task.id,
                 task.state,
                 RenderUpdate {
                     state: Some(RenderState::Downloaded),
                     artifact_uri: Some(uri.clone()),
                     cost: Some(cost),
-                    qa: Some(qa),
+                    qa: Some(qa.clone()),
                     ..RenderUpdate::default()
                 },
             )
@@ -242,6 +246,7 @@ impl ShotRenderer<'_> {
             uri,
             duration_s: task.duration_s as u32,
             cost,
+            qa: Some(qa),
         })
     }
 }

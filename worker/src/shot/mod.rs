@@ -402,6 +402,7 @@ fn rendered(t: &RenderTask) -> RenderedShot {
         uri: t.artifact_uri.clone().unwrap_or_default(),
         duration_s: t.duration_s as u32,
         cost: Money::from_micros(t.cost_micros.unwrap_or(t.estimated_cost_micros)),
+        qa: t.qa.clone(),
     }
 }
 

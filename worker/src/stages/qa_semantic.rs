@@ -8,14 +8,12 @@
 
 use aiprod_domain::{Stage, StepError};
 use aiprod_platform::config::{ModelSettings, SemanticQaKind};
-use aiprod_store::{JobPatch, render_tasks};
-use backon::Retryable;
+use aiprod_store::JobPatch;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::render::Render;
+use super::render::{Render, recorded_checks};
 use super::{JobState, StageOutput};
-use crate::dbretry::{db_retry, transient};
 use crate::models::judge::SemanticVerdict;
 
 /// One shot's verdict.
@@ -59,20 +57,15 @@ pub(crate) async fn run(
             shots: Vec::new(),
         }));
     }
-    let tasks = (|| render_tasks(pool, job.id))
-        .retry(db_retry())
-        .when(transient)
-        .await
-        .map_err(|e| StepError::Retryable(format!("cannot read the renders: {e}")))?;
+    let checks = recorded_checks(pool, job, &r).await?;
     let shots: Vec<ShotScore> = r
         .shots
         .iter()
-        .map(|shot| ShotScore {
+        .zip(checks)
+        .map(|(shot, qa)| ShotScore {
             index: shot.index,
-            verdict: tasks
-                .iter()
-                .find(|t| t.artifact_uri.as_deref() == Some(shot.uri.as_str()))
-                .and_then(|t| t.qa.as_ref()?.get("semantic").cloned())
+            verdict: qa
+                .and_then(|qa| qa.get("semantic").cloned())
                 .and_then(|v| serde_json::from_value(v).ok()),
         })
         .collect();

@@ -7,14 +7,11 @@
 use aiprod_domain::{BackendName, Stage, StepError};
 use aiprod_media::{Expect, Media, Report, Verdict};
 use aiprod_platform::storage::ArtifactStore;
-use aiprod_store::render_tasks;
-use backon::Retryable;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::render::Render;
+use super::render::{Render, recorded_checks};
 use super::{JobState, StageOutput};
-use crate::dbretry::{db_retry, transient};
 
 /// The checks of one shot's clip.
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,18 +36,10 @@ pub(crate) async fn run(
     media: &Media,
 ) -> Result<StageOutput, StepError> {
     let r: Render = job.output(Stage::Render)?;
-    let tasks = (|| render_tasks(pool, job.id))
-        .retry(db_retry())
-        .when(transient)
-        .await
-        .map_err(|e| StepError::Retryable(format!("cannot read the renders: {e}")))?;
+    let checks = recorded_checks(pool, job, &r).await?;
     let mut shots = Vec::with_capacity(r.shots.len());
-    for shot in &r.shots {
-        let recorded = tasks
-            .iter()
-            .find(|t| t.artifact_uri.as_deref() == Some(shot.uri.as_str()))
-            .and_then(|t| t.qa.clone())
-            .and_then(|qa| serde_json::from_value::<Report>(qa).ok());
+    for (shot, recorded) in r.shots.iter().zip(checks) {
+        let recorded = recorded.and_then(|qa| serde_json::from_value::<Report>(qa).ok());
         let report = match recorded {
             Some(r) => r,
             None => check_now(job, store, media, &shot.uri, shot.duration_s).await?,

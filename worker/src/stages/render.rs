@@ -22,6 +22,33 @@ pub(crate) struct Render {
     pub cost: Money,
 }
 
+/// Each shot's QA checks as its render row records them, in the order of `r.shots`: carried by
+/// the shots themselves, or read from the rows when one shot does not carry them (a render
+/// output from before they were carried).
+pub(crate) async fn recorded_checks(
+    pool: &sqlx::PgPool,
+    job: &JobState,
+    r: &Render,
+) -> Result<Vec<Option<serde_json::Value>>, StepError> {
+    if r.shots.iter().all(|s| s.qa.is_some()) {
+        return Ok(r.shots.iter().map(|s| s.qa.clone()).collect());
+    }
+    let tasks = (|| render_tasks(pool, job.id))
+        .retry(db_retry())
+        .when(transient)
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read the renders: {e}")))?;
+    Ok(r.shots
+        .iter()
+        .map(|shot| {
+            tasks
+                .iter()
+                .find(|t| t.artifact_uri.as_deref() == Some(shot.uri.as_str()))
+                .and_then(|t| t.qa.clone())
+        })
+        .collect())
+}
+
 pub(crate) async fn run(
     job: &JobState,
     renderer: &ShotRenderer<'_>,
