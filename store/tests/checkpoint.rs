@@ -11,19 +11,27 @@ use aiprod_store::{
 use aiprod_testkit::TestDb;
 use serde_json::json;
 
+/// Three new jobs, leased by `workers` in turn; each job's id and lease epoch.
+async fn leased(pool: &sqlx::PgPool, workers: [&str; 3]) -> anyhow::Result<Vec<(JobId, i64)>> {
+    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut jobs = Vec::new();
+    for worker in workers {
+        let id = JobId::new();
+        insert_job(pool, TenantId::DEFAULT, id, &spec, None).await?;
+        let claim = claim_job(pool, id, worker, Duration::from_secs(60))
+            .await?
+            .expect("a fresh job is free");
+        jobs.push((id, claim.lease_epoch));
+    }
+    Ok(jobs)
+}
+
 #[tokio::test]
 async fn a_batch_writes_each_checkpoint_under_its_own_lease() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let (good, stale, other) = (JobId::new(), JobId::new(), JobId::new());
-    for id in [good, stale, other] {
-        insert_job(&pool, TenantId::DEFAULT, id, &spec, None).await?;
-    }
-    let ttl = Duration::from_secs(60);
-    let g = claim_job(&pool, good, "w1", ttl).await?.expect("claimed");
-    let s = claim_job(&pool, stale, "w1", ttl).await?.expect("claimed");
-    claim_job(&pool, other, "w2", ttl).await?.expect("claimed");
+    let jobs = leased(&pool, ["w1", "w1", "w2"]).await?;
+    let ((good, g), (stale, s), (other, _)) = (jobs[0], jobs[1], jobs[2]);
     let out = json!({"ok": true});
     let cp = |job_id, lease_epoch| Checkpoint {
         job_id,
@@ -35,16 +43,8 @@ async fn a_batch_writes_each_checkpoint_under_its_own_lease() -> anyhow::Result<
         patch: JobPatch::default(),
     };
     // `stale` carries an old epoch; `other` is leased by another worker.
-    let outcomes = save_checkpoints(
-        &pool,
-        "w1",
-        &[
-            cp(good, g.lease_epoch),
-            cp(stale, s.lease_epoch - 1),
-            cp(other, 1),
-        ],
-    )
-    .await?;
+    let outcomes =
+        save_checkpoints(&pool, "w1", &[cp(good, g), cp(stale, s - 1), cp(other, 1)]).await?;
     assert_eq!(
         outcomes,
         vec![
@@ -77,17 +77,8 @@ async fn a_batch_writes_each_checkpoint_under_its_own_lease() -> anyhow::Result<
 async fn a_jobs_stages_in_a_row_advance_it_once_and_each_is_recorded() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let (run, lone, canceled) = (JobId::new(), JobId::new(), JobId::new());
-    for id in [run, lone, canceled] {
-        insert_job(&pool, TenantId::DEFAULT, id, &spec, None).await?;
-    }
-    let ttl = Duration::from_secs(60);
-    let r = claim_job(&pool, run, "w1", ttl).await?.expect("claimed");
-    let l = claim_job(&pool, lone, "w1", ttl).await?.expect("claimed");
-    let c = claim_job(&pool, canceled, "w1", ttl)
-        .await?
-        .expect("claimed");
+    let jobs = leased(&pool, ["w1", "w1", "w1"]).await?;
+    let ((run, r), (lone, l), (canceled, c)) = (jobs[0], jobs[1], jobs[2]);
     sqlx::query("update job set cancel_requested = true where id = $1")
         .bind(canceled)
         .execute(&pool)
@@ -110,12 +101,12 @@ async fn a_jobs_stages_in_a_row_advance_it_once_and_each_is_recorded() -> anyhow
         &pool,
         "w1",
         &[
-            cp(run, r.lease_epoch, Stage::Sanitize, 0, 0, Some(Veo3)),
-            cp(lone, l.lease_epoch, Stage::Sanitize, 0, 0, None),
-            cp(canceled, c.lease_epoch, Stage::Sanitize, 0, 0, None),
-            cp(run, r.lease_epoch, Stage::Analysis, 1, 2, None),
-            cp(canceled, c.lease_epoch, Stage::Analysis, 1, 0, None),
-            cp(run, r.lease_epoch, Stage::Creative, 2, 0, Some(Runway)),
+            cp(run, r, Stage::Sanitize, 0, 0, Some(Veo3)),
+            cp(lone, l, Stage::Sanitize, 0, 0, None),
+            cp(canceled, c, Stage::Sanitize, 0, 0, None),
+            cp(run, r, Stage::Analysis, 1, 2, None),
+            cp(canceled, c, Stage::Analysis, 1, 0, None),
+            cp(run, r, Stage::Creative, 2, 0, Some(Runway)),
         ],
     )
     .await?;
