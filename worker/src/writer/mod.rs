@@ -292,14 +292,21 @@ async fn write_groups(
         // advance it in one statement. Once one of its writes is held back for the next group,
         // so are all its later ones: its writes land in order.
         let mut rounds: Vec<Vec<Op>> = Vec::new();
-        // A job's next round, and whether its last write was a checkpoint (in round - 1).
-        let mut depth: HashMap<JobId, (usize, bool)> = HashMap::new();
+        // A job's next round, and its last write's lease and stage when it was a checkpoint
+        // (in round - 1): the next checkpoint joins it only if it is the next stage of the
+        // same run (a run that lost its lease may have left writes behind it in the queue).
+        let mut depth: HashMap<JobId, (usize, Option<(i64, Stage)>)> = HashMap::new();
         let mut taken = 0;
         let mut rest = VecDeque::new();
         while let Some(op) = queue.pop_front() {
-            let (round, after_checkpoint) = depth.entry(op.job()).or_insert((0, false));
-            let checkpoint = matches!(op, Op::Checkpoint(..));
-            let joins = checkpoint && *after_checkpoint && *round <= MAX_ROUNDS;
+            let (round, last) = depth.entry(op.job()).or_insert((0, None));
+            let this = match &op {
+                Op::Checkpoint(c, _) => Some((c.lease_epoch, c.stage)),
+                _ => None,
+            };
+            let joins = matches!((*last, this), (Some((e0, s0)), Some((e1, s1)))
+                if e0 == e1 && s0.next() == Some(s1))
+                && *round <= MAX_ROUNDS;
             if taken < MAX_BATCH && (joins || *round < MAX_ROUNDS) {
                 let at = if joins { *round - 1 } else { *round };
                 if rounds.len() <= at {
@@ -307,7 +314,7 @@ async fn write_groups(
                 }
                 rounds[at].push(op);
                 *round = at + 1;
-                *after_checkpoint = checkpoint;
+                *last = this;
                 taken += 1;
             } else {
                 *round = MAX_ROUNDS + 1;

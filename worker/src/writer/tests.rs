@@ -195,3 +195,39 @@ async fn checkpoints_queued_in_a_row_advance_the_job_once() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// A checkpoint of another run of the job (another lease) never joins the round of the one
+/// before it: each is fenced on its own lease, so a stale run's write cannot refuse the new
+/// run's, nor the other way round.
+#[tokio::test]
+async fn checkpoints_of_two_runs_of_a_job_are_fenced_each_on_its_own_lease() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let spec = JobSpec::parse(&serde_json::json!({"prompt": "a fox"}))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let job = JobId::new();
+    insert_job(&pool, TenantId::DEFAULT, job, &spec, None).await?;
+    let claim = claim_job(&pool, job, WORKER, Duration::from_secs(600))
+        .await?
+        .expect("a fresh job is free");
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let cp = |lease_epoch, stage| PendingCheckpoint {
+        job_id: job,
+        lease_epoch,
+        stage,
+        output: serde_json::json!({}),
+        retries: 0,
+        patch: JobPatch::default(),
+    };
+    // Queued together: the current run's sanitize, then analysis from a run whose lease is gone.
+    let current = writer.send(cp(claim.lease_epoch, Stage::Sanitize));
+    let stale = writer.send(cp(claim.lease_epoch - 1, Stage::Analysis));
+    assert_eq!(
+        current.outcome().await,
+        Ok(CheckpointOutcome::Advanced(Stage::Analysis))
+    );
+    assert_eq!(stale.outcome().await, Ok(CheckpointOutcome::LeaseLost));
+    drop(writer);
+    writes.await?;
+    Ok(())
+}
