@@ -122,36 +122,54 @@ pub async fn save_checkpoints(
                select id, min(n) as first_n,
                       (array_agg(epoch order by n))[1] as epoch,
                       (array_agg(stage order by n))[1] as first,
+                      (array_agg(next order by n))[1] as first_next,
                       (array_agg(next order by n desc))[1] as next,
                       (array_agg(backend order by n desc) filter (where backend is not null))[1] as backend,
                       (array_agg(est order by n desc) filter (where est is not null))[1] as est,
                       (array_agg(cost order by n desc) filter (where cost is not null))[1] as cost,
                       (array_agg(score order by n desc) filter (where score is not null))[1] as score,
-                      (array_agg(uri order by n desc) filter (where uri is not null))[1] as uri
+                      (array_agg(uri order by n desc) filter (where uri is not null))[1] as uri,
+                      (array_agg(backend order by n))[1] as first_backend,
+                      (array_agg(est order by n))[1] as first_est,
+                      (array_agg(cost order by n))[1] as first_cost,
+                      (array_agg(score order by n))[1] as first_score,
+                      (array_agg(uri order by n))[1] as first_uri
                  from i group by id
            ), l as (
                select j.id from job j where j.id = any($1) and j.locked_by = $12
                 order by j.id for no key update
            ), adv as (
+               -- A pending cancel stops the job at its first checkpoint (an `advance` finds it),
+               -- as when each stage was its own statement: then only that stage's columns are
+               -- set. `j` is the locked row, so the cancel is read as it is now.
                update job j set
-                   status = next_job_status(j.status,
-                                            case when x.next is null then 'finish'
-                                                 else 'advance' end::job_event,
-                                            j.cancel_requested),
+                   status = case when j.cancel_requested and x.first_next is not null
+                                 then next_job_status(j.status, 'advance', true)
+                                 else next_job_status(j.status,
+                                                      case when x.next is null then 'finish'
+                                                           else 'advance' end::job_event,
+                                                      j.cancel_requested) end,
                    stage = x.next,
-                   backend = coalesce(x.backend, j.backend),
-                   estimated_cost_micros = coalesce(x.est, j.estimated_cost_micros),
-                   cost_micros = coalesce(x.cost, j.cost_micros),
-                   quality_score = coalesce(x.score, j.quality_score),
-                   result_uri = coalesce(x.uri, j.result_uri),
+                   backend = coalesce(case when j.cancel_requested then x.first_backend
+                                           else x.backend end, j.backend),
+                   estimated_cost_micros = coalesce(case when j.cancel_requested then x.first_est
+                                                         else x.est end, j.estimated_cost_micros),
+                   cost_micros = coalesce(case when j.cancel_requested then x.first_cost
+                                               else x.cost end, j.cost_micros),
+                   quality_score = coalesce(case when j.cancel_requested then x.first_score
+                                                 else x.score end, j.quality_score),
+                   result_uri = coalesce(case when j.cancel_requested then x.first_uri
+                                              else x.uri end, j.result_uri),
                    updated_at = now()
                  from x join l on l.id = x.id
                 where j.id = x.id and j.lease_epoch = x.epoch and j.locked_by = $12
                   and j.stage = x.first
-                  and next_job_status(j.status,
-                                      case when x.next is null then 'finish'
-                                           else 'advance' end::job_event,
-                                      j.cancel_requested) is not null
+                  and (case when j.cancel_requested and x.first_next is not null
+                            then next_job_status(j.status, 'advance', true)
+                            else next_job_status(j.status,
+                                                 case when x.next is null then 'finish'
+                                                      else 'advance' end::job_event,
+                                                 j.cancel_requested) end) is not null
                returning j.id, j.status, j.stage
            ), fin as (
                -- A cancel found by the first checkpoint stops the job there, so only that

@@ -105,7 +105,7 @@ async fn a_jobs_stages_in_a_row_advance_it_once_and_each_is_recorded() -> anyhow
             cp(lone, l, Stage::Sanitize, 0, 0, None),
             cp(canceled, c, Stage::Sanitize, 0, 0, None),
             cp(run, r, Stage::Analysis, 1, 2, None),
-            cp(canceled, c, Stage::Analysis, 1, 0, None),
+            cp(canceled, c, Stage::Analysis, 1, 0, Some(Runway)),
             cp(run, r, Stage::Creative, 2, 0, Some(Runway)),
         ],
     )
@@ -184,7 +184,13 @@ async fn a_jobs_stages_in_a_row_advance_it_once_and_each_is_recorded() -> anyhow
         ]
     );
     // A cancel found by the first checkpoint stops the job there: the stage after it is not
-    // recorded, as when each checkpoint was its own statement.
+    // recorded, and neither are the columns it set, as when each checkpoint was its own
+    // statement.
+    let backend: Option<String> = sqlx::query_scalar("select backend::text from job where id = $1")
+        .bind(canceled)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(backend, None);
     assert_eq!(
         stages(canceled).await?,
         vec![(
@@ -194,5 +200,61 @@ async fn a_jobs_stages_in_a_row_advance_it_once_and_each_is_recorded() -> anyhow
             Some(json!({"k": 0}))
         )]
     );
+    Ok(())
+}
+
+/// A cancel that waits for a run of checkpoints ending with `finalize` stops the job at the
+/// first of them: the job is canceled, not succeeded, and the result is not published.
+#[tokio::test]
+async fn a_run_of_checkpoints_to_the_end_still_finds_a_pending_cancel() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let jobs = leased(&pool, ["w1", "w1", "w1"]).await?;
+    let (job, epoch) = jobs[0];
+    sqlx::query("update job set stage = 'qa_semantic', cancel_requested = true where id = $1")
+        .bind(job)
+        .execute(&pool)
+        .await?;
+    let out = json!({});
+    let cp = |stage, patch| Checkpoint {
+        job_id: job,
+        lease_epoch: epoch,
+        worker: "w1",
+        stage,
+        output: &out,
+        retries: 0,
+        patch,
+    };
+    let outcomes = save_checkpoints(
+        &pool,
+        "w1",
+        &[
+            cp(
+                Stage::QaSemantic,
+                JobPatch {
+                    quality_score: Some(0.9),
+                    ..JobPatch::default()
+                },
+            ),
+            cp(
+                Stage::Finalize,
+                JobPatch {
+                    result_uri: Some("file:///final.mp4".into()),
+                    ..JobPatch::default()
+                },
+            ),
+        ],
+    )
+    .await?;
+    assert_eq!(
+        outcomes,
+        vec![CheckpointOutcome::Canceled, CheckpointOutcome::Canceled]
+    );
+    let row: (String, Option<f64>, Option<String>) =
+        sqlx::query_as("select status::text, quality_score, result_uri from job where id = $1")
+            .bind(job)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(row, ("canceled".into(), Some(0.9), None));
     Ok(())
 }

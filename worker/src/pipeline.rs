@@ -58,6 +58,11 @@ pub(crate) async fn run_job(ctx: &WorkerContext, claim: Claim, stops: &Stops) ->
     let job_id = claim.job.id;
     let epoch = claim.lease_epoch;
     let lost = ctx.leases.hold(job_id, epoch);
+    // A step an earlier run of the job queued may have been refused after that run ended: what
+    // it tells is that run's, and must not fail this one's writes.
+    if let Some(writer) = &ctx.writer {
+        writer.forget(job_id);
+    }
     let span = tracing::info_span!("job", %job_id, epoch);
     let outcome = run_stages(ctx, claim, stops, &lost).instrument(span).await;
     ctx.leases.forget(job_id);

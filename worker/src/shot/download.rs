@@ -220,9 +220,11 @@ impl ShotRenderer<'_> {
             }
         };
         // Not waited for either: the stage's checkpoint queues behind it, and what the QA
-        // stages read of it (the checks) travels in the shot. Only the holder of the job's
-        // lease moves a render row on from `rendered` (ARCHITECTURE.md, "Invariants"), so a
-        // step refused here means the lease is gone, and the checkpoint is refused too.
+        // stages read of it (the checks) travels in the shot. A step that fails or is refused
+        // fails the job's later writes, its checkpoint included (`Writer::step_behind`), so
+        // the job never moves on without its cost; in the same transaction, a step not taken
+        // means another run holds the job (only the lease holder moves a row on from
+        // `rendered`; ARCHITECTURE.md, "Invariants"), whose lease fences the checkpoint out.
         let recorded = self
             .update_behind(
                 task.id,

@@ -115,8 +115,8 @@ impl ShotRenderer<'_> {
                 }
             }
         };
-        // Not waited for: the render's polls and download need nothing from the row, and the
-        // render's next awaited step (its download or its failure) says if it was refused.
+        // Not waited for: the render's polls and download need nothing from the row. If it is
+        // refused, the writer fails every later write of the job, its checkpoint included.
         let saved = self
             .update_behind(
                 task.id,

@@ -23,8 +23,10 @@ pub(crate) struct Render {
 }
 
 /// Each shot's QA checks as its render row records them, in the order of `r.shots`: carried by
-/// the shots themselves, or read from the rows when one shot does not carry them (a render
-/// output from before they were carried).
+/// the shot itself, or read from its row when it does not carry them (a render output from
+/// before they were carried). Only such shots are looked up: their rows were committed before
+/// the output was made (a resumed or cached shot), while a shot downloaded in this run may still
+/// have its step queued in the writer.
 pub(crate) async fn recorded_checks(
     pool: &sqlx::PgPool,
     job: &JobState,
@@ -41,10 +43,12 @@ pub(crate) async fn recorded_checks(
     Ok(r.shots
         .iter()
         .map(|shot| {
-            tasks
-                .iter()
-                .find(|t| t.artifact_uri.as_deref() == Some(shot.uri.as_str()))
-                .and_then(|t| t.qa.clone())
+            shot.qa.clone().or_else(|| {
+                tasks
+                    .iter()
+                    .find(|t| t.artifact_uri.as_deref() == Some(shot.uri.as_str()))
+                    .and_then(|t| t.qa.clone())
+            })
         })
         .collect())
 }

@@ -248,9 +248,12 @@ impl Writer {
     }
 
     /// Queues a step of render `id` and returns at once. Whether it was taken is told by the
-    /// render's next `step`, which queues behind it: for steps that nothing outside the
-    /// process depends on (the provider's id once the POST is answered, the outputs once it
-    /// is done), so the render's polls and download run while it commits.
+    /// render's next `step`, which queues behind it; until the job's run has heard it (its
+    /// `flush` or its end), every later write of the job fails with it, so nothing that
+    /// follows the step (the stage's checkpoint) lands without it. For steps that nothing
+    /// outside the process depends on (the provider's id once the POST is answered, the
+    /// outputs once it is done, the download), so the render's polls, download and the next
+    /// stages run while it commits.
     pub fn step_behind(
         &self,
         job: JobId,
@@ -299,6 +302,12 @@ async fn write_groups(
         let mut taken = 0;
         let mut rest = VecDeque::new();
         while let Some(op) = queue.pop_front() {
+            // A step queued without a wait was refused: nothing the job queued after it may
+            // land (its checkpoint would say the render was downloaded and paid for).
+            if let Some(why) = refusal_of(&refused, op.job()) {
+                fail(op, &why, &refused);
+                continue;
+            }
             let (round, last) = depth.entry(op.job()).or_insert((0, None));
             let this = match &op {
                 Op::Checkpoint(c, _) => Some((c.lease_epoch, c.stage)),
@@ -346,6 +355,10 @@ async fn write_group(pool: &PgPool, worker: &str, rounds: Vec<Vec<Op>>, refused:
         Err(e) => {
             tracing::warn!(error = %e, writes = ops, "a group of writes failed; writing each alone");
             for op in rounds.into_iter().flatten() {
+                if let Some(why) = refusal_of(refused, op.job()) {
+                    fail(op, &why, refused);
+                    continue;
+                }
                 let one = vec![vec![op]];
                 match commit(pool, worker, &one).await {
                     Ok(out) => {
@@ -455,6 +468,17 @@ fn fail(op: Op, msg: &str, refused: &Refused) {
 
 /// What a step not taken says: the render had left the state it was taken from.
 const TAKEN_OVER: &str = "another worker took over this render";
+
+/// Why a step of `job` queued without a wait was not taken, if one was and the job's run has
+/// not heard it yet.
+fn refusal_of(refused: &Refused, job: JobId) -> Option<String> {
+    refused
+        .lock()
+        .expect("never poisoned")
+        .values()
+        .find(|(j, _)| *j == job)
+        .map(|(_, why)| why.clone())
+}
 
 fn refuse(refused: &Refused, job: JobId, id: Uuid, why: String) {
     refused

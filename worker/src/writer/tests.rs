@@ -231,3 +231,61 @@ async fn checkpoints_of_two_runs_of_a_job_are_fenced_each_on_its_own_lease() -> 
     writes.await?;
     Ok(())
 }
+
+/// A step queued without a wait and refused fails what the job queued after it: the stage's
+/// checkpoint does not land without the step (a download's cost, say), and the job's next run
+/// starts clean once this one forgets it.
+#[tokio::test]
+async fn a_refused_step_keeps_the_jobs_later_checkpoint_from_landing() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let (job, task) = a_render(&pool).await?;
+    let epoch: i64 = sqlx::query_scalar("select lease_epoch from job where id = $1")
+        .bind(job)
+        .fetch_one(&pool)
+        .await?;
+    // Taken from a state the render is not in: refused.
+    let stale = RenderUpdate {
+        state: Some(RenderState::Downloaded),
+        ..RenderUpdate::default()
+    };
+    writer
+        .step_behind(job, task.id, RenderState::Rendered, stale)
+        .map_err(anyhow::Error::msg)?;
+    // The step's group commits before the checkpoint is queued: they are two groups.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refusal_of(&writer.refused, job).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cp = || PendingCheckpoint {
+        job_id: job,
+        lease_epoch: epoch,
+        stage: Stage::Sanitize,
+        output: serde_json::json!({}),
+        retries: 0,
+        patch: JobPatch::default(),
+    };
+    assert_eq!(
+        writer.send(cp()).outcome().await,
+        Err(TAKEN_OVER.to_owned())
+    );
+    let stage: String = sqlx::query_scalar("select stage::text from job where id = $1")
+        .bind(job)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(stage, "sanitize", "the checkpoint did not land");
+
+    writer.forget(job);
+    assert_eq!(
+        writer.send(cp()).outcome().await,
+        Ok(CheckpointOutcome::Advanced(Stage::Analysis))
+    );
+    drop(writer);
+    writes.await?;
+    Ok(())
+}
