@@ -13,100 +13,26 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use aiprod_domain::{BackendName, JobId, Money, RenderState, Stage};
+use aiprod_domain::{JobId, RenderState};
 use aiprod_store::{
-    Checkpoint, CheckpointOutcome, Group, GroupOutcome, Intent, JobPatch, RenderStep, RenderTask,
-    RenderUpdate, commit_rounds,
+    CheckpointOutcome, Group, GroupOutcome, Intent, RenderStep, RenderTask, RenderUpdate,
+    commit_rounds,
 };
 use backon::Retryable;
-use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::dbretry::{db_retry, transient};
+pub(crate) use pending::{PendingCheckpoint, PendingIntent};
+use rounds::{next_group, refusal_of};
 
 /// The most writes in one transaction.
 const MAX_BATCH: usize = 256;
 /// The most writes of one job in one transaction (a statement per round): a job has nine
 /// checkpoints in all, and one render step at a time per shot.
 const MAX_ROUNDS: usize = 16;
-
-/// A finished stage waiting to be written, owned so it can cross to the writer task.
-#[derive(Debug)]
-pub(crate) struct PendingCheckpoint {
-    pub job_id: JobId,
-    pub lease_epoch: i64,
-    pub stage: Stage,
-    pub output: Value,
-    pub retries: i32,
-    pub patch: JobPatch,
-}
-
-impl PendingCheckpoint {
-    /// The checkpoint as the store takes it.
-    pub fn borrowed<'a>(&'a self, worker: &'a str) -> Checkpoint<'a> {
-        Checkpoint {
-            job_id: self.job_id,
-            lease_epoch: self.lease_epoch,
-            worker,
-            stage: self.stage,
-            output: &self.output,
-            retries: self.retries,
-            patch: self.patch.clone(),
-        }
-    }
-}
-
-/// An intent waiting to be written, owned (`aiprod_store::Intent`).
-#[derive(Debug)]
-pub(crate) struct PendingIntent {
-    pub job_id: JobId,
-    pub lease_epoch: i64,
-    pub shot: i32,
-    pub attempt: i32,
-    pub backend: BackendName,
-    pub duration_s: i32,
-    pub estimate: Money,
-    pub baseline: Option<Money>,
-    pub seed: Option<i64>,
-    pub spec_key: Option<String>,
-}
-
-impl PendingIntent {
-    /// An owned copy of `i`.
-    pub fn of(i: &Intent<'_>) -> PendingIntent {
-        PendingIntent {
-            job_id: i.job_id,
-            lease_epoch: i.lease_epoch,
-            shot: i.shot,
-            attempt: i.attempt,
-            backend: i.backend,
-            duration_s: i.duration_s,
-            estimate: i.estimate,
-            baseline: i.baseline,
-            seed: i.seed,
-            spec_key: i.spec_key.map(str::to_owned),
-        }
-    }
-
-    fn borrowed<'a>(&'a self, worker: &'a str) -> Intent<'a> {
-        Intent {
-            job_id: self.job_id,
-            lease_epoch: self.lease_epoch,
-            worker_id: worker,
-            shot: self.shot,
-            attempt: self.attempt,
-            backend: self.backend,
-            duration_s: self.duration_s,
-            estimate: self.estimate,
-            baseline: self.baseline,
-            seed: self.seed,
-            spec_key: self.spec_key.as_deref(),
-        }
-    }
-}
 
 type Answer<T> = oneshot::Sender<Result<T, String>>;
 
@@ -290,47 +216,7 @@ async fn write_groups(
             }
         }
         queue.extend(incoming.drain(..));
-        // A job's writes go into successive rounds, in order, except that checkpoints one
-        // after the other share a round: the stages it ran while the first one's write waited
-        // advance it in one statement. Once one of its writes is held back for the next group,
-        // so are all its later ones: its writes land in order.
-        let mut rounds: Vec<Vec<Op>> = Vec::new();
-        // A job's next round, and its last write's lease and stage when it was a checkpoint
-        // (in round - 1): the next checkpoint joins it only if it is the next stage of the
-        // same run (a run that lost its lease may have left writes behind it in the queue).
-        let mut depth: HashMap<JobId, (usize, Option<(i64, Stage)>)> = HashMap::new();
-        let mut taken = 0;
-        let mut rest = VecDeque::new();
-        while let Some(op) = queue.pop_front() {
-            // A step queued without a wait was refused: nothing the job queued after it may
-            // land (its checkpoint would say the render was downloaded and paid for).
-            if let Some(why) = refusal_of(&refused, op.job()) {
-                fail(op, &why, &refused);
-                continue;
-            }
-            let (round, last) = depth.entry(op.job()).or_insert((0, None));
-            let this = match &op {
-                Op::Checkpoint(c, _) => Some((c.lease_epoch, c.stage)),
-                _ => None,
-            };
-            let joins = matches!((*last, this), (Some((e0, s0)), Some((e1, s1)))
-                if e0 == e1 && s0.next() == Some(s1))
-                && *round <= MAX_ROUNDS;
-            if taken < MAX_BATCH && (joins || *round < MAX_ROUNDS) {
-                let at = if joins { *round - 1 } else { *round };
-                if rounds.len() <= at {
-                    rounds.push(Vec::new());
-                }
-                rounds[at].push(op);
-                *round = at + 1;
-                *last = this;
-                taken += 1;
-            } else {
-                *round = MAX_ROUNDS + 1;
-                rest.push_back(op);
-            }
-        }
-        queue = rest;
+        let rounds = next_group(&mut queue, &refused);
         write_group(&pool, &worker, rounds, &refused).await;
     }
 }
@@ -469,17 +355,6 @@ fn fail(op: Op, msg: &str, refused: &Refused) {
 /// What a step not taken says: the render had left the state it was taken from.
 const TAKEN_OVER: &str = "another worker took over this render";
 
-/// Why a step of `job` queued without a wait was not taken, if one was and the job's run has
-/// not heard it yet.
-fn refusal_of(refused: &Refused, job: JobId) -> Option<String> {
-    refused
-        .lock()
-        .expect("never poisoned")
-        .values()
-        .find(|(j, _)| *j == job)
-        .map(|(_, why)| why.clone())
-}
-
 fn refuse(refused: &Refused, job: JobId, id: Uuid, why: String) {
     refused
         .lock()
@@ -488,5 +363,7 @@ fn refuse(refused: &Refused, job: JobId, id: Uuid, why: String) {
         .or_insert((job, why));
 }
 
+mod pending;
+mod rounds;
 #[cfg(test)]
 mod tests;

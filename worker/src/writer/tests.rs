@@ -2,22 +2,21 @@
 
 use std::time::Duration;
 
-use aiprod_domain::{JobSpec, TenantId};
+use aiprod_domain::{BackendName, JobSpec, Money, Stage, TenantId};
+use aiprod_store::JobPatch;
 use aiprod_store::{
     IntentOutcome, Reservation, ReserveOutcome, claim_job, insert_intent, insert_job,
     open_budget_day, render_tasks, reserve_budget,
 };
 use aiprod_testkit::TestDb;
+use serde_json::Value;
 
 use super::*;
 
 const WORKER: &str = "writer-test";
 
-/// A leased job with one render in `intent`, and the writer of its worker.
-async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, RenderTask)> {
-    let day = chrono::Utc::now().date_naive();
-    let usd = |s: &str| s.parse::<Money>().expect("money");
-    assert!(open_budget_day(pool, day, "UTC", usd("10")).await?);
+/// A new job leased by `WORKER`: its id and lease epoch.
+async fn a_leased_job(pool: &PgPool) -> anyhow::Result<(JobId, i64)> {
     let spec = JobSpec::parse(&serde_json::json!({"prompt": "a fox"}))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let job = JobId::new();
@@ -25,9 +24,40 @@ async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, RenderTask)> {
     let claim = claim_job(pool, job, WORKER, Duration::from_secs(600))
         .await?
         .expect("a fresh job is free");
+    Ok((job, claim.lease_epoch))
+}
+
+/// The checkpoint of `stage` of `job`'s run under `lease_epoch`, with `output`.
+fn checkpoint(job: JobId, lease_epoch: i64, stage: Stage, output: Value) -> PendingCheckpoint {
+    PendingCheckpoint {
+        job_id: job,
+        lease_epoch,
+        stage,
+        output,
+        retries: 0,
+        patch: JobPatch::default(),
+    }
+}
+
+/// `job`'s stage, as its row says.
+async fn stage_of(pool: &PgPool, job: JobId) -> anyhow::Result<Option<Stage>> {
+    Ok(sqlx::query_scalar!(
+        r#"select stage as "stage: Stage" from job where id = $1"#,
+        job as JobId
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// A leased job (its id and lease epoch) with one render in `intent`.
+async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, i64, RenderTask)> {
+    let day = chrono::Utc::now().date_naive();
+    let usd = |s: &str| s.parse::<Money>().expect("money");
+    assert!(open_budget_day(pool, day, "UTC", usd("10")).await?);
+    let (job, lease_epoch) = a_leased_job(pool).await?;
     let reservation = Reservation {
         job_id: job,
-        lease_epoch: claim.lease_epoch,
+        lease_epoch,
         worker: WORKER,
         day,
         amount: usd("0.50"),
@@ -39,7 +69,7 @@ async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, RenderTask)> {
     ));
     let intent = Intent {
         job_id: job,
-        lease_epoch: claim.lease_epoch,
+        lease_epoch,
         worker_id: WORKER,
         shot: 0,
         attempt: 1,
@@ -51,7 +81,7 @@ async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, RenderTask)> {
         spec_key: None,
     };
     match insert_intent(pool, &intent).await? {
-        IntentOutcome::Written(task) => Ok((job, *task)),
+        IntentOutcome::Written(task) => Ok((job, lease_epoch, *task)),
         other => anyhow::bail!("the intent was not written: {other:?}"),
     }
 }
@@ -67,7 +97,7 @@ async fn a_step_nobody_waited_for_lands_before_the_next_and_a_refusal_reaches_it
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
     let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
-    let (job, task) = a_render(&pool).await?;
+    let (job, _, task) = a_render(&pool).await?;
     let submitted = RenderUpdate {
         state: Some(RenderState::Submitted),
         remote_id: Some("remote-1".into()),
@@ -147,28 +177,13 @@ async fn a_step_nobody_waited_for_lands_before_the_next_and_a_refusal_reaches_it
 async fn checkpoints_queued_in_a_row_advance_the_job_once() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-    let spec = JobSpec::parse(&serde_json::json!({"prompt": "a fox"}))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let job = JobId::new();
-    insert_job(&pool, TenantId::DEFAULT, job, &spec, None).await?;
-    let claim = claim_job(&pool, job, WORKER, Duration::from_secs(600))
-        .await?
-        .expect("a fresh job is free");
+    let (job, epoch) = a_leased_job(&pool).await?;
     let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
     // The writer's task runs only once this test's task waits: the three are queued together.
     let sent: Vec<Committing> = [Stage::Sanitize, Stage::Analysis, Stage::Creative]
         .into_iter()
         .enumerate()
-        .map(|(k, stage)| {
-            writer.send(PendingCheckpoint {
-                job_id: job,
-                lease_epoch: claim.lease_epoch,
-                stage,
-                output: serde_json::json!({ "k": k }),
-                retries: 0,
-                patch: JobPatch::default(),
-            })
-        })
+        .map(|(k, stage)| writer.send(checkpoint(job, epoch, stage, serde_json::json!({ "k": k }))))
         .collect();
     for committing in sent {
         assert_eq!(
@@ -178,19 +193,21 @@ async fn checkpoints_queued_in_a_row_advance_the_job_once() -> anyhow::Result<()
     }
     drop(writer);
     writes.await?;
-    let outputs: Vec<(String, Option<serde_json::Value>)> = sqlx::query_as(
-        "select stage::text, output from job_stage where job_id = $1 and status = 'succeeded'
-          order by output->>'k'",
+    let outputs = sqlx::query!(
+        r#"select stage as "stage: Stage", output from job_stage
+            where job_id = $1 and status = 'succeeded' order by output->>'k'"#,
+        job as JobId
     )
-    .bind(job)
     .fetch_all(&pool)
     .await?;
+    let outputs: Vec<(Stage, Option<Value>)> =
+        outputs.into_iter().map(|r| (r.stage, r.output)).collect();
     assert_eq!(
         outputs,
         vec![
-            ("sanitize".into(), Some(serde_json::json!({"k": 0}))),
-            ("analysis".into(), Some(serde_json::json!({"k": 1}))),
-            ("creative".into(), Some(serde_json::json!({"k": 2}))),
+            (Stage::Sanitize, Some(serde_json::json!({"k": 0}))),
+            (Stage::Analysis, Some(serde_json::json!({"k": 1}))),
+            (Stage::Creative, Some(serde_json::json!({"k": 2}))),
         ]
     );
     Ok(())
@@ -203,25 +220,11 @@ async fn checkpoints_queued_in_a_row_advance_the_job_once() -> anyhow::Result<()
 async fn checkpoints_of_two_runs_of_a_job_are_fenced_each_on_its_own_lease() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-    let spec = JobSpec::parse(&serde_json::json!({"prompt": "a fox"}))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let job = JobId::new();
-    insert_job(&pool, TenantId::DEFAULT, job, &spec, None).await?;
-    let claim = claim_job(&pool, job, WORKER, Duration::from_secs(600))
-        .await?
-        .expect("a fresh job is free");
+    let (job, epoch) = a_leased_job(&pool).await?;
     let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
-    let cp = |lease_epoch, stage| PendingCheckpoint {
-        job_id: job,
-        lease_epoch,
-        stage,
-        output: serde_json::json!({}),
-        retries: 0,
-        patch: JobPatch::default(),
-    };
     // Queued together: the current run's sanitize, then analysis from a run whose lease is gone.
-    let current = writer.send(cp(claim.lease_epoch, Stage::Sanitize));
-    let stale = writer.send(cp(claim.lease_epoch - 1, Stage::Analysis));
+    let current = writer.send(checkpoint(job, epoch, Stage::Sanitize, Value::Null));
+    let stale = writer.send(checkpoint(job, epoch - 1, Stage::Analysis, Value::Null));
     assert_eq!(
         current.outcome().await,
         Ok(CheckpointOutcome::Advanced(Stage::Analysis))
@@ -240,11 +243,7 @@ async fn a_refused_step_keeps_the_jobs_later_checkpoint_from_landing() -> anyhow
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
     let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
-    let (job, task) = a_render(&pool).await?;
-    let epoch: i64 = sqlx::query_scalar("select lease_epoch from job where id = $1")
-        .bind(job)
-        .fetch_one(&pool)
-        .await?;
+    let (job, epoch, task) = a_render(&pool).await?;
     // Taken from a state the render is not in: refused.
     let stale = RenderUpdate {
         state: Some(RenderState::Downloaded),
@@ -262,23 +261,16 @@ async fn a_refused_step_keeps_the_jobs_later_checkpoint_from_landing() -> anyhow
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let cp = || PendingCheckpoint {
-        job_id: job,
-        lease_epoch: epoch,
-        stage: Stage::Sanitize,
-        output: serde_json::json!({}),
-        retries: 0,
-        patch: JobPatch::default(),
-    };
+    let cp = || checkpoint(job, epoch, Stage::Sanitize, Value::Null);
     assert_eq!(
         writer.send(cp()).outcome().await,
         Err(TAKEN_OVER.to_owned())
     );
-    let stage: String = sqlx::query_scalar("select stage::text from job where id = $1")
-        .bind(job)
-        .fetch_one(&pool)
-        .await?;
-    assert_eq!(stage, "sanitize", "the checkpoint did not land");
+    assert_eq!(
+        stage_of(&pool, job).await?,
+        Some(Stage::Sanitize),
+        "the checkpoint did not land"
+    );
 
     writer.forget(job);
     assert_eq!(
