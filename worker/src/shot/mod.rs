@@ -24,6 +24,7 @@ mod end;
 mod keyframe;
 mod poll;
 mod pollers;
+mod rows;
 mod semantic;
 mod submit;
 
@@ -54,6 +55,8 @@ use crate::models::judge::SEMANTIC_REJECTED;
 use crate::planner::Shot;
 use cache::{Cached, ShotSpec};
 use end::TryEnd;
+pub(crate) use rows::by_shot;
+use rows::rendered;
 
 /// How a try that technical QA rejected is described; a shot whose tries ended so fails its
 /// job for good once no backend is left (another try on the same backends would be paid again
@@ -392,25 +395,4 @@ impl ShotRenderer<'_> {
 /// The provider's cadence ±20 %, so that a fleet's polls do not march in step.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
-}
-
-fn rendered(t: &RenderTask) -> RenderedShot {
-    RenderedShot {
-        index: t.shot as usize,
-        backend: Some(t.backend),
-        remote_id: t.remote_id.clone().unwrap_or_default(),
-        uri: t.artifact_uri.clone().unwrap_or_default(),
-        duration_s: t.duration_s as u32,
-        cost: Money::from_micros(t.cost_micros.unwrap_or(t.estimated_cost_micros)),
-        qa: t.qa.clone(),
-    }
-}
-
-/// A job's render rows, by shot.
-pub(crate) fn by_shot(tasks: Vec<RenderTask>) -> BTreeMap<i32, Vec<RenderTask>> {
-    let mut map: BTreeMap<i32, Vec<RenderTask>> = BTreeMap::new();
-    for t in tasks {
-        map.entry(t.shot).or_default().push(t);
-    }
-    map
 }
