@@ -109,15 +109,23 @@ pub enum IntentOutcome {
     /// The job's budget day, or its tenant's, cannot cover this try on top of what the job
     /// holds.
     OverBudget,
-    /// The lease is gone (another worker owns the job, and must not be raced to the provider).
+    /// The lease is gone (another worker owns the job, and must not be raced to the provider),
+    /// or the job is no longer running at `render` (a cancel, or a checkpoint that did not
+    /// advance it there).
     LeaseLost,
 }
 
-/// Writes the intent before the POST, fenced on the job's lease, and reserves the try's
-/// estimate in the same statement: from what the job holds first (its `financial`
-/// reservation), and from its budget day for the rest, conditionally on the day's limit and on
-/// its tenant's day's when the job is booked there (both or neither, locked tenant's first, as
-/// `reserve_budget` does). A job with no budget day (no limit applies to it) reserves nothing.
+/// Writes the intent before the POST, fenced on the job's lease and on its row being at
+/// `render`, and reserves the try's estimate in the same statement: from what the job holds
+/// first (its `financial` reservation), and from its budget day for the rest, conditionally on
+/// the day's limit and on its tenant's day's when the job is booked there (both or neither,
+/// locked tenant's first, as `reserve_budget` does). A job with no budget day (no limit applies
+/// to it) reserves nothing.
+///
+/// The stage fence is what lets `render` start before the job's earlier checkpoints have
+/// committed (ARCHITECTURE.md, "Invariants"): its row reaches `render` only by the `financial`
+/// checkpoint, so an intent written proves that checkpoint advanced the job, and one that found
+/// a cancel, or was never written, leaves no intent and so no POST.
 #[tracing::instrument(skip_all, fields(job_id = %intent.job_id, shot = intent.shot, backend = %intent.backend))]
 pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<IntentOutcome> {
     // First on the job's stripe of its days; when that is short, on the whole of each day.
@@ -133,7 +141,7 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
     let leased = sqlx::query_scalar!(
         r#"select exists (select 1 from job
                            where id = $1 and lease_epoch = $2 and locked_by = $3
-                             and status = 'running') as "leased!""#,
+                             and status = 'running' and stage = 'render') as "leased!""#,
         intent.job_id as JobId,
         intent.lease_epoch,
         intent.worker_id,
@@ -147,8 +155,8 @@ pub async fn insert_intent(pool: &PgPool, intent: &Intent<'_>) -> sqlx::Result<I
     })
 }
 
-/// Writes `intents` of `worker`'s jobs in one statement, each only if its job's lease holds and
-/// its money can be reserved: on the job's stripe of its days, or with `whole` on what each day
+/// Writes `intents` of `worker`'s jobs in one statement, each only if its job's lease holds, its
+/// row is at `render` and its money can be reserved: on the job's stripe of its days, or with `whole` on what each day
 /// has left as a whole (`budget_take`). Each job's row is locked first; a job may appear at most
 /// once (its money is read once). One answer per intent, `None` where nothing was written.
 pub(crate) async fn insert_intents(
@@ -189,6 +197,7 @@ pub(crate) async fn insert_intents(
                       i.estimate - least(i.estimate, j.budget_held_micros) as extra
                  from i join job j on j.id = i.job_id
                 where j.lease_epoch = i.epoch and j.locked_by = $12 and j.status = 'running'
+                  and j.stage = 'render'
                   for update of j
            ), ok as (
                -- Materialized (a volatile call): the stripes move once per intent, or not at all.

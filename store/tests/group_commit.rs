@@ -1,6 +1,6 @@
-//! Group commit over a real PostgreSQL: four workers each write their jobs' intents, render
-//! costs and checkpoints in groups (two of them all nine checkpoints of a job in one group of
-//! rounds), all at once and against one tight budget day. No group
+//! Group commit over a real PostgreSQL: four workers each write their jobs' checkpoints,
+//! intents and render costs in groups (two of them a job's checkpoints before and after its
+//! render each in one group of rounds), all at once and against one tight budget day. No group
 //! deadlocks with another, no intent is written beyond the day's money, and the books balance
 //! to the micro-dollar once every job has ended.
 
@@ -68,9 +68,11 @@ async fn jobs(pool: &PgPool, worker: &str) -> anyhow::Result<Vec<(JobId, i64)>> 
     Ok(out)
 }
 
-/// The worker's life: one group of intents (those its stripes cannot cover asked again alone,
-/// as the worker does), one group of costs, then the nine checkpoints of every job, a group
-/// per stage or (`rounds`) one group of nine rounds.
+/// The worker's life, as the pipeline orders it: the checkpoints of every job up to
+/// `financial`, one group of intents once the jobs are at `render` (those its stripes cannot
+/// cover asked again alone, as the worker does), one group of costs, then the checkpoints from
+/// `render` on. Each run of checkpoints is a group per stage or (`rounds`) one group of a round
+/// per stage.
 async fn work(
     pool: PgPool,
     worker: String,
@@ -78,6 +80,8 @@ async fn work(
     intents_done: Arc<Barrier>,
     rounds: bool,
 ) -> anyhow::Result<Tally> {
+    let (before, after) = Stage::ALL.split_at(Stage::Render.index());
+    checkpoints(&pool, &worker, &jobs, before, rounds).await?;
     let mut tally = Tally::default();
     let intents: Vec<Intent<'_>> = jobs
         .iter()
@@ -148,57 +152,23 @@ async fn work(
     .await?;
     assert!(taken.steps.iter().all(|t| *t), "{:?}", taken.steps);
     tally.charged = usd("0.25") * tasks.len() as i64;
-    let out = json!({"ok": true});
-    if rounds {
-        return checkpoints_in_rounds(&pool, &worker, &jobs, &out)
-            .await
-            .map(|()| tally);
-    }
-    for (i, &stage) in Stage::ALL.iter().enumerate() {
-        let cps: Vec<Checkpoint<'_>> = jobs
-            .iter()
-            .map(|&(job_id, lease_epoch)| Checkpoint {
-                job_id,
-                lease_epoch,
-                worker: &worker,
-                stage,
-                output: &out,
-                retries: 0,
-                patch: JobPatch::default(),
-            })
-            .collect();
-        let done = commit_group(
-            &pool,
-            &worker,
-            Group {
-                checkpoints: &cps,
-                ..Group::default()
-            },
-        )
-        .await?;
-        let want = match Stage::ALL.get(i + 1) {
-            Some(next) => CheckpointOutcome::Advanced(*next),
-            None => CheckpointOutcome::Succeeded,
-        };
-        assert!(
-            done.checkpoints.iter().all(|o| *o == want),
-            "{stage}: {:?}",
-            done.checkpoints
-        );
-    }
+    checkpoints(&pool, &worker, &jobs, after, rounds).await?;
     Ok(tally)
 }
 
-/// The nine checkpoints of every job in one transaction, a round per stage, as a worker's
-/// writer sends them when its jobs run stages while their checkpoints commit. Each round sees
-/// the ones before it: every job advances stage by stage and the last round ends it.
-async fn checkpoints_in_rounds(
+/// Every job's checkpoints of `stages`, in order: a group per stage, or (`rounds`) one
+/// transaction of a round per stage, as a worker's writer sends them when its jobs run stages
+/// while their checkpoints commit. Each round sees the ones before it: every job advances stage
+/// by stage, and the last stage ends it.
+async fn checkpoints(
     pool: &PgPool,
     worker: &str,
     jobs: &[(JobId, i64)],
-    out: &serde_json::Value,
+    stages: &[Stage],
+    rounds: bool,
 ) -> anyhow::Result<()> {
-    let cps: Vec<Vec<Checkpoint<'_>>> = Stage::ALL
+    let out = json!({"ok": true});
+    let cps: Vec<Vec<Checkpoint<'_>>> = stages
         .iter()
         .map(|&stage| {
             jobs.iter()
@@ -207,25 +177,33 @@ async fn checkpoints_in_rounds(
                     lease_epoch,
                     worker,
                     stage,
-                    output: out,
+                    output: &out,
                     retries: 0,
                     patch: JobPatch::default(),
                 })
                 .collect()
         })
         .collect();
-    let rounds: Vec<Group<'_>> = cps
+    let groups: Vec<Group<'_>> = cps
         .iter()
         .map(|c| Group {
             checkpoints: c,
             ..Group::default()
         })
         .collect();
-    let done = commit_rounds(pool, worker, &rounds).await?;
-    assert_eq!(done.len(), Stage::ALL.len());
-    for (i, (&stage, round)) in Stage::ALL.iter().zip(&done).enumerate() {
-        let want = match Stage::ALL.get(i + 1) {
-            Some(next) => CheckpointOutcome::Advanced(*next),
+    let done = if rounds {
+        commit_rounds(pool, worker, &groups).await?
+    } else {
+        let mut done = Vec::with_capacity(groups.len());
+        for group in groups {
+            done.push(commit_group(pool, worker, group).await?);
+        }
+        done
+    };
+    assert_eq!(done.len(), stages.len());
+    for (&stage, round) in stages.iter().zip(&done) {
+        let want = match stage.next() {
+            Some(next) => CheckpointOutcome::Advanced(next),
             None => CheckpointOutcome::Succeeded,
         };
         assert!(

@@ -11,7 +11,7 @@ use aiprod_store::{
     claim_job, fail_job, get_budget_day, insert_intent, insert_job, open_budget_day,
     reserve_budget, update_render,
 };
-use aiprod_testkit::TestDb;
+use aiprod_testkit::{TestDb, skip_to_render};
 use chrono::NaiveDate;
 use serde_json::json;
 use sqlx::PgPool;
@@ -105,6 +105,7 @@ async fn two_hundred_concurrent_reservations_never_pass_the_limit_and_the_ledger
             assert!(fail_job(&pool, *id, *epoch, WORKER, Stage::Sanitize, "gave up", 0).await?);
             continue;
         }
+        skip_to_render(&pool, id.as_uuid()).await?;
         let written = insert_intent(
             &pool,
             &Intent {
@@ -139,7 +140,7 @@ async fn two_hundred_concurrent_reservations_never_pass_the_limit_and_the_ledger
             )
             .await?
         );
-        assert!(fail_job(&pool, *id, *epoch, WORKER, Stage::Sanitize, "done", 0).await?);
+        assert!(fail_job(&pool, *id, *epoch, WORKER, Stage::Render, "done", 0).await?);
     }
     let d = get_budget_day(&pool, day()).await?.expect("open");
     assert_eq!(d.spent, usd("3.38"), "13 tries at $0.26");
@@ -190,6 +191,7 @@ async fn a_reservation_is_idempotent_and_a_try_beyond_it_reserves_only_within_th
         reserve(&pool, id, epoch - 1, usd("2.90")).await?,
         ReserveOutcome::LeaseLost
     );
+    skip_to_render(&pool, id.as_uuid()).await?;
     let intent = |attempt: i32, estimate: &str| Intent {
         job_id: id,
         lease_epoch: epoch,

@@ -16,7 +16,7 @@ use aiprod_store::{
     audit_tenant_budget_day, claim_job, fail_job, get_budget_day, insert_intent, insert_job,
     open_budget_day, reserve_budget, update_render,
 };
-use aiprod_testkit::TestDb;
+use aiprod_testkit::{TestDb, skip_to_render};
 use chrono::NaiveDate;
 use futures::StreamExt;
 use serde_json::json;
@@ -191,6 +191,7 @@ async fn four_processes_never_overspend_and_a_killed_workers_money_comes_back() 
         )
         .await?
         .expect("a fresh job is free");
+        skip_to_render(&pool, id.as_uuid()).await?;
         per_worker[w].push((id, claim.lease_epoch));
     }
 
@@ -257,7 +258,7 @@ async fn four_processes_never_overspend_and_a_killed_workers_money_comes_back() 
                 *id,
                 *epoch,
                 "ledger-worker-3",
-                Stage::Sanitize,
+                Stage::Render,
                 "killed",
                 0
             )

@@ -14,7 +14,7 @@ use aiprod_store::{
     insert_intent, insert_job, job_purse, open_budget_day, reserve_budget, set_tenant_budget_limit,
     update_render,
 };
-use aiprod_testkit::TestDb;
+use aiprod_testkit::{TestDb, skip_to_render};
 use chrono::NaiveDate;
 use serde_json::json;
 use sqlx::PgPool;
@@ -183,6 +183,7 @@ async fn two_hundred_concurrent_reservations_of_one_tenant_stop_at_its_day_and_t
         jobs.iter().map(|(_, (id, e))| (*id, *e)).collect();
     for (i, (_, id)) in granted.iter().enumerate() {
         let epoch = epochs[id];
+        skip_to_render(&pool, id.as_uuid()).await?;
         if i % 3 != 2 {
             let IntentOutcome::Written(task) = insert_intent(
                 &pool,
@@ -212,7 +213,7 @@ async fn two_hundred_concurrent_reservations_of_one_tenant_stop_at_its_day_and_t
             };
             assert!(update_render(&pool, task.id, RenderState::Intent, &update).await?);
         }
-        assert!(fail_job(&pool, *id, epoch, WORKER, Stage::Sanitize, "done", 0).await?);
+        assert!(fail_job(&pool, *id, epoch, WORKER, Stage::Render, "done", 0).await?);
     }
     let d = get_tenant_budget_day(&pool, a, day()).await?.expect("open");
     assert_eq!(d.spent, usd("3.38"), "13 tries at $0.26");
@@ -245,6 +246,7 @@ async fn a_try_beyond_the_reservation_must_fit_the_tenants_day_and_an_admin_can_
         reserve(&pool, job, usd("2.60")).await,
         ReserveOutcome::Reserved { day: day() }
     );
+    skip_to_render(&pool, job.0.as_uuid()).await?;
     let intent = |attempt: i32, estimate: &str| Intent {
         job_id: job.0,
         lease_epoch: job.1,

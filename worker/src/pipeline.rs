@@ -3,11 +3,13 @@
 //! heartbeat, and every write is one fenced statement.
 //!
 //! A checkpoint is handed to the group-commit writer, and the next stage starts while it
-//! commits, unless that stage may call a paid service (`stages::calls_out`), the job is
-//! ending, or the worker is stopping: then the job first waits for all its checkpoints. A
-//! cancel or a lost lease that a checkpoint finds therefore stops the job before it pays for
-//! anything, and a crash costs the stage in flight plus at most the free stages whose
-//! checkpoints had not committed yet (milliseconds of commit behind them).
+//! commits, unless that stage may call a paid service before writing anything the checkpoints
+//! fence (`stages::settles_first`), the job is ending, or the worker is stopping: then the job
+//! first waits for all its checkpoints. A cancel or a lost lease that a checkpoint finds
+//! therefore stops the job before it pays for anything (`render` pays only after an intent,
+//! which is fenced on the job's row being at `render`), and a crash costs the stage in flight
+//! plus at most the free stages whose checkpoints had not committed yet (milliseconds of
+//! commit behind them).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -252,7 +254,7 @@ async fn run_stages(
         }
         let stopping = stops.soft.is_cancelled();
         match stage.next() {
-            Some(next) if !stopping && !stages::calls_out(next, ctx) => {
+            Some(next) if !stopping && !stages::settles_first(next, ctx) => {
                 stage = next;
                 continue;
             }

@@ -271,6 +271,7 @@ async fn the_reconciler_finds_a_replicate_orphan_by_its_seed_and_cancels_it() ->
     let claim = claim_job(&rig.pool, id, "doomed", Duration::from_secs(30))
         .await?
         .expect("free");
+    aiprod_testkit::skip_to_render(&rig.pool, id.as_uuid()).await?;
     let task = insert_intent(
         &rig.pool,
         &Intent {

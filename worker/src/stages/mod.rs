@@ -189,10 +189,21 @@ pub(crate) async fn run(
     }
 }
 
+/// Whether the job must see its earlier checkpoints committed before `stage` starts
+/// (`pipeline`): so that a cancel or a lost lease they find stops it before it pays. That is a
+/// stage that may call a paid service (`calls_out`), except `render`. Every paid call of
+/// `render` follows an intent, a POST its own and a judge's the render's it scores, and an
+/// intent is written only while the job's row is at `render`, running under this lease
+/// (`aiprod_store::insert_intent`). The row reaches `render` only by the `financial`
+/// checkpoint, which the writer commits before the intent queued behind it: an intent
+/// written proves that checkpoint advanced the job, so `render` starts while it commits and
+/// its first intent shares its group, one wait of the job's instead of two.
+pub(crate) fn settles_first(stage: Stage, ctx: &WorkerContext) -> bool {
+    stage != Stage::Render && calls_out(stage, ctx)
+}
+
 /// Whether `stage` may call a paid service (a planner, an image model, a video backend, a
-/// judge), as this worker is configured. Before such a stage the job waits for its earlier
-/// checkpoints to commit (`pipeline`), so that a cancel or a lost lease stops it before it
-/// pays; a stage that calls nothing outside starts while they commit.
+/// judge), as this worker is configured.
 pub(crate) fn calls_out(stage: Stage, ctx: &WorkerContext) -> bool {
     let m = &ctx.settings.models;
     let gemini = ctx.models.gemini.is_some();

@@ -5,10 +5,10 @@ use std::time::Duration;
 use aiprod_domain::{BackendName, JobSpec, Money, Stage, TenantId};
 use aiprod_store::JobPatch;
 use aiprod_store::{
-    IntentOutcome, Reservation, ReserveOutcome, claim_job, insert_intent, insert_job,
-    open_budget_day, render_tasks, reserve_budget,
+    CancelOutcome, IntentOutcome, Reservation, ReserveOutcome, claim_job, insert_intent,
+    insert_job, open_budget_day, render_tasks, request_cancel, reserve_budget,
 };
-use aiprod_testkit::TestDb;
+use aiprod_testkit::{TestDb, skip_to_render};
 use serde_json::Value;
 
 use super::*;
@@ -67,6 +67,7 @@ async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, i64, RenderTask)> {
         reserve_budget(pool, &reservation).await?,
         ReserveOutcome::Reserved { .. }
     ));
+    skip_to_render(pool, job.as_uuid()).await?;
     let intent = Intent {
         job_id: job,
         lease_epoch,
@@ -261,22 +262,113 @@ async fn a_refused_step_keeps_the_jobs_later_checkpoint_from_landing() -> anyhow
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let cp = || checkpoint(job, epoch, Stage::Sanitize, Value::Null);
+    let cp = || checkpoint(job, epoch, Stage::Render, Value::Null);
     assert_eq!(
         writer.send(cp()).outcome().await,
         Err(TAKEN_OVER.to_owned())
     );
     assert_eq!(
         stage_of(&pool, job).await?,
-        Some(Stage::Sanitize),
+        Some(Stage::Render),
         "the checkpoint did not land"
     );
 
     writer.forget(job);
     assert_eq!(
         writer.send(cp()).outcome().await,
-        Ok(CheckpointOutcome::Advanced(Stage::Analysis))
+        Ok(CheckpointOutcome::Advanced(Stage::QaTechnical))
     );
+    drop(writer);
+    writes.await?;
+    Ok(())
+}
+
+/// The first intent of `job`'s render under `lease_epoch` (no budget day: it reserves nothing).
+fn first_intent(job: JobId, lease_epoch: i64) -> Intent<'static> {
+    Intent {
+        job_id: job,
+        lease_epoch,
+        worker_id: WORKER,
+        shot: 0,
+        attempt: 1,
+        backend: BackendName::Runway,
+        duration_s: 5,
+        estimate: Money::ZERO,
+        baseline: None,
+        seed: None,
+        spec_key: None,
+    }
+}
+
+/// `render` starts while the job's `financial` checkpoint commits, and its intent queues behind
+/// it (`stages::settles_first`). The two share a group, and the intent is written only if the
+/// checkpoint advanced the job to `render`: one that found a cancel leaves no intent, so no POST
+/// follows, and a job that was not moved there takes none either.
+#[tokio::test]
+async fn an_intent_queued_behind_a_checkpoint_that_finds_a_cancel_is_not_written()
+-> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let free = [
+        Stage::Sanitize,
+        Stage::Analysis,
+        Stage::Creative,
+        Stage::Visual,
+    ];
+    let mut jobs = Vec::new();
+    for _ in 0..2 {
+        let (job, epoch) = a_leased_job(&pool).await?;
+        for stage in free {
+            writer
+                .send(checkpoint(job, epoch, stage, Value::Null))
+                .outcome()
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
+        assert_eq!(stage_of(&pool, job).await?, Some(Stage::Financial));
+        jobs.push((job, epoch));
+    }
+    let [(canceled, canceled_epoch), (running, running_epoch)] = jobs[..] else {
+        unreachable!("two jobs")
+    };
+    assert_eq!(
+        request_cancel(&pool, TenantId::DEFAULT, canceled).await?,
+        CancelOutcome::Requested
+    );
+
+    // An intent for a job whose row is not at `render` yet is refused, whoever writes it.
+    let early = writer.intent(&first_intent(running, running_epoch)).await;
+    assert!(matches!(early, Ok(None)), "{early:?}");
+    assert!(matches!(
+        insert_intent(&pool, &first_intent(running, running_epoch)).await?,
+        IntentOutcome::LeaseLost
+    ));
+
+    // Each job's checkpoint, and then its intent, queued without waiting for the checkpoint.
+    let mut answers = Vec::new();
+    for (job, epoch) in [(canceled, canceled_epoch), (running, running_epoch)] {
+        let cp = writer.send(checkpoint(job, epoch, Stage::Financial, Value::Null));
+        let w = writer.clone();
+        let intent = first_intent(job, epoch);
+        answers.push((cp, tokio::spawn(async move { w.intent(&intent).await })));
+    }
+    let mut outcomes = Vec::new();
+    for (cp, intent) in answers {
+        outcomes.push((cp.outcome().await, intent.await?.map(|t| t.is_some())));
+    }
+    assert_eq!(
+        outcomes,
+        vec![
+            (Ok(CheckpointOutcome::Canceled), Ok(false)),
+            (Ok(CheckpointOutcome::Advanced(Stage::Render)), Ok(true)),
+        ]
+    );
+    assert!(
+        render_tasks(&pool, canceled).await?.is_empty(),
+        "no intent, no POST"
+    );
+    assert_eq!(render_tasks(&pool, running).await?.len(), 1);
     drop(writer);
     writes.await?;
     Ok(())
