@@ -46,9 +46,25 @@ pub async fn connect(
         Plans::ForValues => options,
         Plans::Generic => options.options([("plan_cache_mode", "force_generic_plan")]),
     };
+    pool_options(max)
+        .min_connections(1)
+        .connect_with(options)
+        .await
+        .context("while connecting to PostgreSQL (is it running, and is DATABASE_URL right?)")
+}
+
+/// A pool of at most `max` connections of its own, to the server and database `pool` reaches
+/// and with its settings, opened on first use: for a task that must never wait behind the
+/// shared pool's statements, nor they behind it.
+pub fn private_pool(pool: &PgPool, max: u32) -> PgPool {
+    pool_options(max)
+        .min_connections(0)
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
+fn pool_options(max: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max)
-        .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
         // A connection is pinged before use only after it sat idle: sqlx's default pings on
         // every acquire, a round trip more for each statement a job or a request runs (taking
@@ -65,9 +81,6 @@ pub async fn connect(
                 Ok(true)
             })
         })
-        .connect_with(options)
-        .await
-        .context("while connecting to PostgreSQL (is it running, and is DATABASE_URL right?)")
 }
 
 /// Applies every pending migration; safe to run from many processes at once (sqlx takes an

@@ -16,6 +16,7 @@ use aiprod_domain::JobStatus;
 use aiprod_platform::metrics::Metrics;
 use aiprod_platform::queue::{AckPoint, Delivery};
 use aiprod_store::{ClaimOutcome, try_claim_job, try_claim_jobs};
+use anyhow::Context as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,7 +40,8 @@ pub enum Outcome {
 /// Runs the worker until `shutdown` is cancelled and in-flight work has stopped.
 pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (acker, acks) = Acker::start(ctx.queue.clone());
-    let (writer, writes) = Writer::start(ctx.pool.clone(), ctx.worker_id.clone());
+    let (writer, writes) = Writer::start(ctx.pool.clone(), ctx.worker_id.clone())
+        .context("cannot start the checkpoint writer's thread")?;
     let ctx = WorkerContext {
         acker: Some(acker),
         writer: Some(writer),

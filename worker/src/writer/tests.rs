@@ -97,7 +97,7 @@ async fn a_step_nobody_waited_for_lands_before_the_next_and_a_refusal_reaches_it
 -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into())?;
     let (job, _, task) = a_render(&pool).await?;
     let submitted = RenderUpdate {
         state: Some(RenderState::Submitted),
@@ -179,7 +179,7 @@ async fn checkpoints_queued_in_a_row_advance_the_job_once() -> anyhow::Result<()
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
     let (job, epoch) = a_leased_job(&pool).await?;
-    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into())?;
     // The writer's task runs only once this test's task waits: the three are queued together.
     let sent: Vec<Committing> = [Stage::Sanitize, Stage::Analysis, Stage::Creative]
         .into_iter()
@@ -222,7 +222,7 @@ async fn checkpoints_of_two_runs_of_a_job_are_fenced_each_on_its_own_lease() -> 
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
     let (job, epoch) = a_leased_job(&pool).await?;
-    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into())?;
     // Queued together: the current run's sanitize, then analysis from a run whose lease is gone.
     let current = writer.send(checkpoint(job, epoch, Stage::Sanitize, Value::Null));
     let stale = writer.send(checkpoint(job, epoch - 1, Stage::Analysis, Value::Null));
@@ -243,7 +243,7 @@ async fn checkpoints_of_two_runs_of_a_job_are_fenced_each_on_its_own_lease() -> 
 async fn a_refused_step_keeps_the_jobs_later_checkpoint_from_landing() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into())?;
     let (job, epoch, task) = a_render(&pool).await?;
     // Taken from a state the render is not in: refused.
     let stale = RenderUpdate {
@@ -309,7 +309,7 @@ async fn an_intent_queued_behind_a_checkpoint_that_finds_a_cancel_is_not_written
 -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-    let (writer, writes) = Writer::start(pool.clone(), WORKER.into());
+    let (writer, writes) = Writer::start(pool.clone(), WORKER.into())?;
     let free = [
         Stage::Sanitize,
         Stage::Analysis,
