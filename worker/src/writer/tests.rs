@@ -49,6 +49,23 @@ async fn stage_of(pool: &PgPool, job: JobId) -> anyhow::Result<Option<Stage>> {
     .await?)
 }
 
+/// The first intent of `job`'s render under `lease_epoch` (no budget day: it reserves nothing).
+fn first_intent(job: JobId, lease_epoch: i64) -> Intent<'static> {
+    Intent {
+        job_id: job,
+        lease_epoch,
+        worker_id: WORKER,
+        shot: 0,
+        attempt: 1,
+        backend: BackendName::Runway,
+        duration_s: 5,
+        estimate: Money::ZERO,
+        baseline: None,
+        seed: None,
+        spec_key: None,
+    }
+}
+
 /// A leased job (its id and lease epoch) with one render in `intent`.
 async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, i64, RenderTask)> {
     let day = chrono::Utc::now().date_naive();
@@ -69,17 +86,8 @@ async fn a_render(pool: &PgPool) -> anyhow::Result<(JobId, i64, RenderTask)> {
     ));
     skip_to_render(pool, job.as_uuid()).await?;
     let intent = Intent {
-        job_id: job,
-        lease_epoch,
-        worker_id: WORKER,
-        shot: 0,
-        attempt: 1,
-        backend: BackendName::Runway,
-        duration_s: 5,
         estimate: usd("0.25"),
-        baseline: None,
-        seed: None,
-        spec_key: None,
+        ..first_intent(job, lease_epoch)
     };
     match insert_intent(pool, &intent).await? {
         IntentOutcome::Written(task) => Ok((job, lease_epoch, *task)),
@@ -281,23 +289,6 @@ async fn a_refused_step_keeps_the_jobs_later_checkpoint_from_landing() -> anyhow
     drop(writer);
     writes.await?;
     Ok(())
-}
-
-/// The first intent of `job`'s render under `lease_epoch` (no budget day: it reserves nothing).
-fn first_intent(job: JobId, lease_epoch: i64) -> Intent<'static> {
-    Intent {
-        job_id: job,
-        lease_epoch,
-        worker_id: WORKER,
-        shot: 0,
-        attempt: 1,
-        backend: BackendName::Runway,
-        duration_s: 5,
-        estimate: Money::ZERO,
-        baseline: None,
-        seed: None,
-        spec_key: None,
-    }
 }
 
 /// `render` starts while the job's `financial` checkpoint commits, and its intent queues behind
