@@ -13,11 +13,13 @@ pub use testdb::TestDb;
 /// test of the protocol or of the ledger that writes intents for a job it has just claimed
 /// skips the stages in between.
 pub async fn skip_to_render(pool: &sqlx::PgPool, job: uuid::Uuid) -> anyhow::Result<()> {
-    let moved = sqlx::query("update job set stage = 'render' where id = $1 and stage is not null")
-        .bind(job)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let moved = sqlx::query!(
+        "update job set stage = 'render' where id = $1 and stage is not null",
+        job
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
     anyhow::ensure!(moved == 1, "job {job} is not there, or has ended");
     Ok(())
 }
