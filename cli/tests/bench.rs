@@ -34,8 +34,10 @@ async fn two_worker_processes_drain_every_job_and_the_line_reports_both() -> any
     assert_eq!(line["jobs"], 3, "{line}");
     assert_eq!(line["processes"], 2, "{line}");
     assert_eq!(line["slots"], 4, "{line}");
+    // The warm-up job ran first, outside every figure but its own.
     assert_eq!(line["assembled_by_copy"], 3, "{line}");
     let figure = |k: &str| line[k].as_f64().unwrap_or(-1.0);
+    assert!(figure("warm_up_s") > 0.0, "{line}");
     assert!(figure("jobs_per_s") > 0.0, "{line}");
     // Nine stages, each checkpoint committed on its own.
     assert!(figure("commits_per_job") >= 9.0, "{line}");

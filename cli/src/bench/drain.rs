@@ -38,7 +38,7 @@ pub(super) enum Drain {
 impl Drainer {
     /// Starts draining; `ctx` is the in-process worker's context, unused by worker processes
     /// (each builds its own).
-    pub(super) fn start(self, ctx: WorkerContext) -> anyhow::Result<Drain> {
+    pub(super) fn start(&self, ctx: WorkerContext) -> anyhow::Result<Drain> {
         match self {
             Drainer::InProcess => {
                 let stop = CancellationToken::new();
@@ -51,7 +51,7 @@ impl Drainer {
                 })
             }
             Drainer::Processes { count, env, config } => Ok(Drain::Processes(
-                WorkerProcesses::spawn(count, &env, config.as_deref())?,
+                WorkerProcesses::spawn(*count, env, config.as_deref())?,
             )),
         }
     }

@@ -1,6 +1,7 @@
 //! `aiprod bench`: end-to-end throughput on a fresh database of its own (dropped afterwards).
-//! It enqueues N jobs over HTTP with zero simulated latency, then drains them with W job slots,
-//! in this process or in P worker processes, and prints one JSON line.
+//! It runs a warm-up job to the end, then enqueues N jobs over HTTP with zero simulated latency
+//! and drains them with W job slots, in this process or in P worker processes, and prints one
+//! JSON line.
 //!
 //! Every job runs the whole pipeline with real media: simulated Runway clips (cached by what
 //! they show, so every job asks for the same shots), technical QA of each clip, and assembly,
@@ -65,6 +66,12 @@ pub struct BenchArgs {
     /// QA's calls), as a job queue's bench measures. Needs the in-process worker.
     #[arg(long, value_enum, default_value_t = MediaMode::Real)]
     media: MediaMode,
+    /// Jobs run to the end before the measured ones are enqueued, outside every figure but
+    /// `warm_up_s`: the simulated providers make their clip and keyframe once per run (one
+    /// ffmpeg each, seconds that every slot waits for), which a provider makes on its own
+    /// machines; with `--media once` the first readings of each file are made there too.
+    #[arg(long, default_value_t = 1)]
+    warm_up: usize,
 }
 
 /// How the bench's media work is done.
@@ -173,9 +180,29 @@ async fn measure(
         stop.clone(),
     ));
 
+    let client = BenchClient::new(&p, addr).await?;
+
+    // Phase 0: the warm-up, drained by workers that are then stopped, so that the measured
+    // enqueue runs with no worker, as before.
+    let t = Instant::now();
+    let warm: Vec<uuid::Uuid> = if args.warm_up > 0 {
+        client.enqueue(0..args.warm_up, args.clients).await?;
+        let mut drain = drainer.start(ctx.clone())?;
+        wait_for(&p.pool, args.warm_up as i64, &mut drain).await?;
+        drain.stop().await?;
+        sqlx::query_scalar!(r#"select id as "id!" from job"#)
+            .fetch_all(&p.pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let warm_up_s = t.elapsed().as_secs_f64();
+
     // Phase 1: enqueue over HTTP.
     let t0 = Instant::now();
-    enqueue(&p, addr, args).await?;
+    client
+        .enqueue(args.warm_up..args.warm_up + args.jobs, args.clients)
+        .await?;
     let enqueue_s = t0.elapsed().as_secs_f64();
 
     // Phase 2: drain with W slots, here or in P processes.
@@ -183,43 +210,29 @@ async fn measure(
     let t1 = Instant::now();
     let mut drain = drainer.start(ctx)?;
     let total = args.jobs as i64;
-    // Each poll is one commit on the bench database: the harness's, taken out of the figure.
-    let mut polls = 0i64;
-    loop {
-        // The terminal statuses once per poll, not once per job row: the poll runs beside the
-        // measured work and must stay out of its way.
-        let done = sqlx::query_scalar!(
-            r#"select count(*) as "done!" from job
-                where status in (select s from unnest(enum_range(null::job_status)) s
-                                  where job_status_is_terminal(s))"#
-        )
-        .fetch_one(&p.pool)
-        .await?;
-        polls += 1;
-        if done >= total {
-            break;
-        }
-        drain.check_running().await?;
-        tokio::time::sleep(poll_wait(done, total, t1.elapsed())).await;
-    }
+    let polls = wait_for(&p.pool, warm.len() as i64 + total, &mut drain).await?;
     let drain_s = t1.elapsed().as_secs_f64();
     let usage = drain.stop().await?;
     stop.cancel();
     let _ = tokio::join!(api, sched);
 
     let r = sqlx::query!(
-        r#"select (select count(*) from job where status = 'succeeded') as "succeeded!",
-                  (select count(*) from job_stage where status = 'succeeded') as "checkpoints!",
+        r#"select (select count(*) from job where status = 'succeeded' and id <> all($1))
+                      as "succeeded!",
+                  (select count(*) from job_stage where status = 'succeeded'
+                      and job_id <> all($1)) as "checkpoints!",
                   (select count(*) from job_stage
-                    where stage = 'finalize' and output->'assembly'->>'path' = 'copy')
-                      as "copied!",
+                    where stage = 'finalize' and output->'assembly'->>'path' = 'copy'
+                      and job_id <> all($1)) as "copied!",
                   coalesce(percentile_cont(0.5) within group (
                       order by extract(epoch from finished_at - started_at)::float8 * 1000), 0)
                       as "p50!",
                   coalesce(percentile_cont(0.99) within group (
                       order by extract(epoch from finished_at - started_at)::float8 * 1000), 0)
                       as "p99!"
-             from job"#
+             from job
+            where id <> all($1)"#,
+        &warm
     )
     .fetch_one(&p.pool)
     .await?;
@@ -240,6 +253,7 @@ async fn measure(
         "processes": processes,
         "slots": args.workers * processes.max(1),
         "enqueue_per_s": round(total as f64 / enqueue_s, 1),
+        "warm_up_s": round(warm_up_s, 2),
         "drain_s": round(drain_s, 2),
         "jobs_per_s": round(total as f64 / drain_s, 1),
         "checkpoints_per_s": round(r.checkpoints as f64 / drain_s, 1),
@@ -261,44 +275,84 @@ async fn measure(
     }))
 }
 
-/// Enqueues `args.jobs` jobs through the API at `addr`, as a tenant whose limits are far above
-/// the run's.
-async fn enqueue(p: &Parts, addr: SocketAddr, args: &BenchArgs) -> anyhow::Result<()> {
-    let unlimited = aiprod_store::TenantLimits {
-        rate_per_minute: 1_000_000,
-        max_in_flight: 1_000_000,
-        ..aiprod_store::TenantLimits::default()
-    };
-    let tenant = aiprod_store::create_tenant(&p.pool, "bench", &unlimited)
-        .await?
-        .context("the bench database already has a bench tenant")?;
-    let key = aiprod_store::keys::NewKey::generate();
-    let scopes = [aiprod_domain::Scope::JobsWrite];
-    aiprod_store::insert_api_key(&p.pool, tenant.id, &key.prefix, &key.hash, "bench", &scopes)
+/// Counts the finished jobs until `total` are, while `drain` runs. Returns the polls made:
+/// each is one commit on the bench database, the harness's, taken out of the figure.
+async fn wait_for(
+    pool: &sqlx::PgPool,
+    total: i64,
+    drain: &mut drain::Drain,
+) -> anyhow::Result<i64> {
+    let t = Instant::now();
+    let mut polls = 0i64;
+    loop {
+        // The terminal statuses once per poll, not once per job row: the poll runs beside the
+        // measured work and must stay out of its way.
+        let done = sqlx::query_scalar!(
+            r#"select count(*) as "done!" from job
+                where status in (select s from unnest(enum_range(null::job_status)) s
+                                  where job_status_is_terminal(s))"#
+        )
+        .fetch_one(pool)
         .await?;
-    let mut auth = reqwest::header::HeaderMap::new();
-    auth.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", key.secret.expose_secret()).parse()?,
-    );
-    let http = reqwest::Client::builder().default_headers(auth).build()?;
-    let endpoint = Arc::new(format!("http://{addr}/v1/jobs"));
-    let results: Vec<anyhow::Result<()>> =
-        futures::stream::iter(0..args.jobs)
+        polls += 1;
+        if done >= total {
+            return Ok(polls);
+        }
+        drain.check_running().await?;
+        tokio::time::sleep(poll_wait(done, total, t.elapsed())).await;
+    }
+}
+
+/// The bench's client of the API at `addr`: a tenant whose limits are far above the run's,
+/// and its key.
+struct BenchClient {
+    http: reqwest::Client,
+    endpoint: Arc<String>,
+}
+
+impl BenchClient {
+    async fn new(p: &Parts, addr: SocketAddr) -> anyhow::Result<BenchClient> {
+        let unlimited = aiprod_store::TenantLimits {
+            rate_per_minute: 1_000_000,
+            max_in_flight: 1_000_000,
+            ..aiprod_store::TenantLimits::default()
+        };
+        let tenant = aiprod_store::create_tenant(&p.pool, "bench", &unlimited)
+            .await?
+            .context("the bench database already has a bench tenant")?;
+        let key = aiprod_store::keys::NewKey::generate();
+        let scopes = [aiprod_domain::Scope::JobsWrite];
+        aiprod_store::insert_api_key(&p.pool, tenant.id, &key.prefix, &key.hash, "bench", &scopes)
+            .await?;
+        let mut auth = reqwest::header::HeaderMap::new();
+        auth.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", key.secret.expose_secret()).parse()?,
+        );
+        Ok(BenchClient {
+            http: reqwest::Client::builder().default_headers(auth).build()?,
+            endpoint: Arc::new(format!("http://{addr}/v1/jobs")),
+        })
+    }
+
+    /// Enqueues the jobs numbered `jobs`, `clients` requests at a time.
+    async fn enqueue(&self, jobs: std::ops::Range<usize>, clients: usize) -> anyhow::Result<()> {
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(jobs)
             .map(|i| {
-                let (http, endpoint) = (http.clone(), endpoint.clone());
+                let (http, endpoint) = (self.http.clone(), self.endpoint.clone());
                 async move {
                     let r = http
-                    .post(endpoint.as_str())
-                    // One prompt for all: the simulated clips come from the media cache after
-                    // the first job, so the run measures the pipeline, not the clip generator.
-                    // The render cache is off: every job renders its shots, as distinct
-                    // prompts would.
-                    .json(&json!({"prompt": "A fox runs through snow.", "duration_s": BENCH_SECONDS,
-                                  "backend": "runway", "cache": false,
-                                  "metadata": {"bench": i}}))
-                    .send()
-                    .await?;
+                        .post(endpoint.as_str())
+                        // One prompt for all: the simulated clips come from the media cache
+                        // after the first job, so the run measures the pipeline, not the clip
+                        // generator. The render cache is off: every job renders its shots, as
+                        // distinct prompts would.
+                        .json(&json!({"prompt": "A fox runs through snow.",
+                                      "duration_s": BENCH_SECONDS,
+                                      "backend": "runway", "cache": false,
+                                      "metadata": {"bench": i}}))
+                        .send()
+                        .await?;
                     anyhow::ensure!(
                         r.status().as_u16() == 202,
                         "enqueue answered {}",
@@ -307,11 +361,12 @@ async fn enqueue(p: &Parts, addr: SocketAddr, args: &BenchArgs) -> anyhow::Resul
                     Ok(())
                 }
             })
-            .buffer_unordered(args.clients)
+            .buffer_unordered(clients)
             .collect()
             .await;
-    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(())
+        results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        Ok(())
+    }
 }
 
 /// The length of every bench job, seconds.
