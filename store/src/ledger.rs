@@ -219,8 +219,12 @@ pub async fn reserve_budget(
     pool: &sqlx::PgPool,
     r: &Reservation<'_>,
 ) -> sqlx::Result<ReserveOutcome> {
-    open_tenant_day_of(pool, r.job_id, r.day).await?;
-    for whole in [false, true] {
+    // The tenant's day is opened only when the statement finds it must be: a job that has
+    // reserved already, or whose tenant has no daily budget or whose day is open, needs one
+    // statement, not two.
+    let mut opened = false;
+    let mut whole = false;
+    loop {
         let row = sqlx::query!(
             r#"with j as (
                    select id, tenant_id, coalesce(budget_day, $4::date) as day,
@@ -229,7 +233,16 @@ pub async fn reserve_budget(
                           case when budget_day is null
                                then exists (select 1 from tenant_budget_limit t
                                              where t.tenant_id = job.tenant_id and t.day = $4::date)
-                               else tenant_budget end as on_tenant
+                               else tenant_budget end as on_tenant,
+                          -- What `open_tenant_day_of` would open: then nothing is taken here.
+                          budget_day is null
+                            and exists (select 1 from tenant t
+                                         where t.id = job.tenant_id
+                                           and t.daily_budget_micros is not null)
+                            and exists (select 1 from budget_limit where day = $4::date)
+                            and not exists (select 1 from tenant_budget_limit t
+                                             where t.tenant_id = job.tenant_id
+                                               and t.day = $4::date) as closed_tenant_day
                      from job
                     where id = $1 and lease_epoch = $2 and locked_by = $3 and status = 'running'
                       for update
@@ -238,7 +251,8 @@ pub async fn reserve_budget(
                ), ok as (
                    -- Materialized (a volatile call): the stripes move once, or not at all.
                    select n.* from n
-                    where budget_take(n.day, n.tenant_id, n.on_tenant, n.stripe, n.need, $7)
+                    where not n.closed_tenant_day
+                      and budget_take(n.day, n.tenant_id, n.on_tenant, n.stripe, n.need, $7)
                ), u as (
                    update job set budget_day = ok.day,
                           budget_held_micros = budget_held_micros + ok.need,
@@ -255,7 +269,8 @@ pub async fn reserve_budget(
                )
                select (select count(*) from j) as "leased!", (select count(*) from ok) as "granted!",
                       (select day from n) as day, (select on_tenant from n) as on_tenant,
-                      (select need from n) as need"#,
+                      (select need from n) as need,
+                      coalesce((select closed_tenant_day from n), false) as "closed!""#,
             r.job_id as JobId,
             r.lease_epoch,
             r.worker,
@@ -269,13 +284,16 @@ pub async fn reserve_budget(
         match (row.leased, row.granted, row.day) {
             (0, _, _) => return Ok(ReserveOutcome::LeaseLost),
             (_, 1, Some(day)) => return Ok(ReserveOutcome::Reserved { day }),
+            _ if row.closed && !opened => {
+                open_tenant_day_of(pool, r.job_id, r.day).await?;
+                opened = true;
+            }
             (_, _, day) if whole => {
                 return shortfall(pool, r.job_id, day, row.on_tenant, row.need).await;
             }
-            _ => {}
+            _ => whole = true,
         }
     }
-    unreachable!("the second pass always answers")
 }
 
 /// Why a reservation that asked the whole of its days was refused, and what they have left.
