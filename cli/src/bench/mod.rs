@@ -188,9 +188,18 @@ async fn measure(
         let mut drain = drainer.start(ctx.clone())?;
         wait_for(&p.pool, args.warm_up as i64, &mut drain).await?;
         drain.stop().await?;
-        sqlx::query_scalar!(r#"select id as "id!" from job"#)
+        // Every job so far is the warm-up's. One that failed would leave the fixture to the
+        // measured drain, whose figures would then say what they did before the warm-up.
+        let warm = sqlx::query_scalar!(r#"select id as "id!" from job where status = 'succeeded'"#)
             .fetch_all(&p.pool)
-            .await?
+            .await?;
+        anyhow::ensure!(
+            warm.len() == args.warm_up,
+            "only {} of {} warm-up jobs succeeded",
+            warm.len(),
+            args.warm_up
+        );
+        warm
     } else {
         Vec::new()
     };
