@@ -54,12 +54,26 @@ pub async fn connect(
 }
 
 /// A pool of at most `max` connections of its own, to the server and database `pool` reaches
-/// and with its settings, opened on first use: for a task that must never wait behind the
-/// shared pool's statements, nor they behind it.
-pub fn private_pool(pool: &PgPool, max: u32) -> PgPool {
+/// and with its settings, opened on first use, for a task that must never wait behind the
+/// shared pool's statements, nor they behind it, and whose every statement finds its rows by
+/// their keys (the group-commit writer): its plans never scan a whole table nor hash one.
+///
+/// A generic plan (`Plans::Generic`) is made the first time a connection runs a statement and
+/// kept until the table's statistics change. Made while `render_task` was empty, a batched
+/// update that joins it to its ids hashed the whole table, and kept doing so as the table grew:
+/// the writer read every render row of the day to update a handful, until an autovacuum
+/// analysed the table. A batch of at most a few hundred keys is always found fastest through
+/// the key's index, so these planner settings only take away plans that were wrong
+/// (README, "Performance").
+pub fn keyed_pool(pool: &PgPool, max: u32) -> PgPool {
+    let options = (*pool.connect_options()).clone().options([
+        ("enable_seqscan", "off"),
+        ("enable_hashjoin", "off"),
+        ("enable_mergejoin", "off"),
+    ]);
     pool_options(max)
         .min_connections(0)
-        .connect_lazy_with((*pool.connect_options()).clone())
+        .connect_lazy_with(options)
 }
 
 fn pool_options(max: u32) -> PgPoolOptions {

@@ -66,7 +66,9 @@ pub async fn enqueue_messages(
 /// first, then lowest rank (tenants in turn), then oldest. Messages of a tenant that already
 /// runs its `max_in_flight` jobs stay where they are, so workers do not pull what they could
 /// only refuse; the claim stays the exact check. `SKIP LOCKED`: concurrent receivers never get
-/// the same message.
+/// the same message. The ids chosen are an array, not an `in (subquery)`: a generic plan of
+/// the latter, made while the queue was nearly empty, joined them to the whole table by hash
+/// and read every message at each receive.
 pub async fn receive_messages(
     db: impl PgExecutor<'_>,
     max: usize,
@@ -83,14 +85,14 @@ pub async fn receive_messages(
            )
            update queue_message m
               set visible_at = now() + $2::bigint * interval '1 millisecond', deliveries = m.deliveries + 1
-            where m.id in (
+            where m.id = any(array(
                   select id from queue_message q
                    where q.visible_at <= now()
                      and (q.tenant_id is null
                           or q.tenant_id not in (select tenant_id from full_tenant))
                    order by q.priority desc, q.tenant_rank, q.id
                    limit $1
-                   for update skip locked)
+                   for update skip locked))
            returning m.id, m.job_id as "job_id: JobId", m.attempt, m.deliveries"#,
         i64::try_from(max).unwrap_or(i64::MAX),
         millis(ack_deadline),

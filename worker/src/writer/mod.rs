@@ -126,7 +126,7 @@ impl Writer {
             .spawn(move || {
                 runtime.block_on(async move {
                     // Made here: the pool's connections live on this thread's runtime.
-                    let own = aiprod_store::db::private_pool(&pool, 1);
+                    let own = aiprod_store::db::keyed_pool(&pool, 1);
                     drop(pool);
                     write_groups(own.clone(), worker, rx, theirs).await;
                     own.close().await;
