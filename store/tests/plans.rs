@@ -7,12 +7,16 @@
 
 use std::time::Duration;
 
-use aiprod_domain::{JobId, JobSpec, Priority, TenantId};
-use aiprod_store::db::{Plans, connect};
-use aiprod_store::{enqueue_messages, insert_job, receive_messages};
-use aiprod_testkit::TestDb;
+use aiprod_domain::{BackendName, JobId, JobSpec, Money, Priority, RenderState, TenantId};
+use aiprod_store::db::{Plans, connect, keyed_pool};
+use aiprod_store::{
+    Group, Intent, IntentOutcome, RenderStep, RenderUpdate, claim_job, commit_group,
+    enqueue_messages, insert_intent, insert_job, receive_messages,
+};
+use aiprod_testkit::{TestDb, skip_to_render};
 use secrecy::SecretString;
 use serde_json::json;
+use sqlx::PgPool;
 
 /// Sequential scans of `table` by this connection's open transaction so far.
 async fn seq_scans(conn: &mut sqlx::PgConnection, table: &str) -> anyhow::Result<i64> {
@@ -62,5 +66,100 @@ async fn a_receive_planned_on_an_empty_queue_never_reads_the_whole_queue() -> an
         "the receive found its messages through the queue's indexes"
     );
     tx.commit().await?;
+    Ok(())
+}
+
+/// The sequential and the index scans of `table` that the server's statistics have counted.
+async fn counted_scans(admin: &PgPool, table: &str) -> anyhow::Result<(i64, i64)> {
+    let mut tx = admin.begin().await?;
+    sqlx::query("select pg_stat_clear_snapshot()")
+        .execute(&mut *tx)
+        .await?;
+    let (seq, idx): (Option<i64>, Option<i64>) =
+        sqlx::query_as("select seq_scan, idx_scan from pg_stat_user_tables where relname = $1")
+            .bind(table)
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok((seq.unwrap_or(0), idx.unwrap_or(0)))
+}
+
+/// Has the one connection of `pool` report its statistics as the statement ends.
+async fn report_stats(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("select pg_stat_force_next_flush()")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A render of a new job, leased by `worker` and moved on to `render`, in `intent`.
+async fn a_render(pool: &PgPool, worker: &str) -> anyhow::Result<uuid::Uuid> {
+    let spec = JobSpec::parse(&json!({"prompt": "a fox"})).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let job = JobId::new();
+    insert_job(pool, TenantId::DEFAULT, job, &spec, None).await?;
+    let claim = claim_job(pool, job, worker, Duration::from_secs(600))
+        .await?
+        .expect("a fresh job is free");
+    skip_to_render(pool, job.as_uuid()).await?;
+    let intent = Intent {
+        job_id: job,
+        lease_epoch: claim.lease_epoch,
+        worker_id: worker,
+        shot: 0,
+        attempt: 1,
+        backend: BackendName::Runway,
+        duration_s: 5,
+        estimate: Money::ZERO,
+        baseline: None,
+        seed: None,
+        spec_key: None,
+    };
+    match insert_intent(pool, &intent).await? {
+        IntentOutcome::Written(task) => Ok(task.id),
+        other => anyhow::bail!("the intent was not written: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_writers_steps_planned_on_no_renders_never_read_them_all() -> anyhow::Result<()> {
+    const WORKER: &str = "plans";
+    let db = TestDb::new().await?;
+    let admin = db.pool().await?;
+    let generic = connect(&SecretString::from(db.url.clone()), 2, Plans::Generic).await?;
+    // The writer's pool: one connection, so every group below runs on the plans the first made.
+    let writer = keyed_pool(&generic, 1);
+    let submitted = RenderUpdate {
+        state: Some(RenderState::Submitted),
+        remote_id: Some("remote".into()),
+        ..RenderUpdate::default()
+    };
+    let step = |id| RenderStep {
+        id,
+        from: RenderState::Intent,
+        update: &submitted,
+    };
+    let none = [step(uuid::Uuid::new_v4())];
+    let group = Group {
+        steps: &none,
+        ..Group::default()
+    };
+    assert_eq!(commit_group(&writer, WORKER, group).await?.steps, [false]);
+
+    let mut renders = Vec::new();
+    for _ in 0..150 {
+        renders.push(a_render(&admin, WORKER).await?);
+    }
+    report_stats(&writer).await?;
+    let (seq, idx) = counted_scans(&admin, "render_task").await?;
+    let some: Vec<RenderStep<'_>> = renders[..5].iter().map(|id| step(*id)).collect();
+    let group = Group {
+        steps: &some,
+        ..Group::default()
+    };
+    assert_eq!(commit_group(&writer, WORKER, group).await?.steps, [true; 5]);
+    report_stats(&writer).await?;
+    let (seq_after, idx_after) = counted_scans(&admin, "render_task").await?;
+    assert!(idx_after > idx, "the group's scans are counted");
+    assert_eq!(seq_after, seq, "the steps found their renders by id");
     Ok(())
 }
