@@ -123,18 +123,15 @@ pub async fn gate(
     })
 }
 
-/// A call succeeded: the circuit closes and every count starts again.
+/// A call succeeded: the circuit closes and every count starts again (`close_circuits()`,
+/// migrations/20261208000001). A render's success is recorded this way by the statement that
+/// marks it downloaded; this is for a success recorded on its own.
 pub async fn record_success(db: impl PgExecutor<'_>, backend: BackendName) -> sqlx::Result<()> {
-    sqlx::query!(
-        "update backend_health
-            set state = 'closed', consecutive_failures = 0, trips = 0, open_until = null,
-                probe_holder = null, probe_until = null, last_success_at = now(),
-                updated_at = now()
-          where backend = $1
-            and (state <> 'closed' or consecutive_failures <> 0)",
+    sqlx::query_scalar!(
+        "select close_circuits(array[$1::backend_name])",
         backend as BackendName
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
     Ok(())
 }

@@ -191,30 +191,39 @@ async fn take_steps(conn: &mut PgConnection, steps: &[RenderStep<'_>]) -> sqlx::
         .iter()
         .map(|s| s.update.provider_cost.map(Money::micros))
         .collect();
+    // A step to `downloaded` is its backend's success: the same statement closes the circuits
+    // (`close_circuits()`, migrations/20261208000001) instead of a statement per render.
     let taken = sqlx::query_scalar!(
-        r#"update render_task r
-              set state = coalesce(u.state, r.state),
-                  remote_id = coalesce(u.remote_id, r.remote_id),
-                  outputs = coalesce(u.outputs, r.outputs),
-                  artifact_uri = coalesce(u.artifact_uri, r.artifact_uri),
-                  cost_micros = coalesce(u.cost, r.cost_micros),
-                  failure = coalesce(u.failure, r.failure),
-                  error = coalesce(u.error, r.error),
-                  qa = coalesce(u.qa, r.qa),
-                  provider_seconds = coalesce(u.seconds::numeric, r.provider_seconds),
-                  provider_cost_micros = coalesce(u.provider, r.provider_cost_micros),
-                  submitted_at = case when u.remote_id is not null then now()
-                                      else r.submitted_at end,
-                  finished_at = case when u.state in ('downloaded', 'failed', 'canceled', 'orphaned')
-                                     then now() else r.finished_at end,
-                  updated_at = now()
-             from unnest($1::uuid[], $2::render_state[], $3::render_state[], $4::text[],
-                         $5::jsonb[], $6::text[], $7::bigint[], $8::render_failure_class[],
-                         $9::text[], $10::jsonb[], $11::text[], $12::bigint[])
-                    as u(id, from_state, state, remote_id, outputs, artifact_uri, cost, failure,
-                         error, qa, seconds, provider)
-            where r.id = u.id and r.state = u.from_state
-           returning r.id"#,
+        r#"with stepped as (
+               update render_task r
+                  set state = coalesce(u.state, r.state),
+                      remote_id = coalesce(u.remote_id, r.remote_id),
+                      outputs = coalesce(u.outputs, r.outputs),
+                      artifact_uri = coalesce(u.artifact_uri, r.artifact_uri),
+                      cost_micros = coalesce(u.cost, r.cost_micros),
+                      failure = coalesce(u.failure, r.failure),
+                      error = coalesce(u.error, r.error),
+                      qa = coalesce(u.qa, r.qa),
+                      provider_seconds = coalesce(u.seconds::numeric, r.provider_seconds),
+                      provider_cost_micros = coalesce(u.provider, r.provider_cost_micros),
+                      submitted_at = case when u.remote_id is not null then now()
+                                          else r.submitted_at end,
+                      finished_at = case when u.state in ('downloaded', 'failed', 'canceled', 'orphaned')
+                                         then now() else r.finished_at end,
+                      updated_at = now()
+                 from unnest($1::uuid[], $2::render_state[], $3::render_state[], $4::text[],
+                             $5::jsonb[], $6::text[], $7::bigint[], $8::render_failure_class[],
+                             $9::text[], $10::jsonb[], $11::text[], $12::bigint[])
+                        as u(id, from_state, state, remote_id, outputs, artifact_uri, cost, failure,
+                             error, qa, seconds, provider)
+                where r.id = u.id and r.state = u.from_state
+               returning r.id, r.backend, r.state
+           ),
+           closed as materialized (
+               select close_circuits(array(select distinct backend from stepped
+                                            where state = 'downloaded')) as n
+           )
+           select stepped.id as "id!" from closed cross join stepped"#,
         &ids,
         &froms as &[RenderState],
         &states as &[Option<RenderState>],

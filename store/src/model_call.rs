@@ -190,6 +190,9 @@ pub struct ModelUpdate {
     pub artifact_uri: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The model service whose circuit the update closes in the same statement (the call
+    /// succeeded), so that a success costs no statement of its own.
+    pub closes_circuit: Option<String>,
 }
 
 /// Moves a call on from state `from`; false when it had left `from` already.
@@ -199,20 +202,30 @@ pub async fn update_model_call(
     from: ModelCallState,
     u: &ModelUpdate,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"update model_call
-              set state = coalesce($3, state),
-                  remote_id = coalesce($4, remote_id),
-                  cost_micros = coalesce($5, cost_micros),
-                  prompt_tokens = coalesce($6, prompt_tokens),
-                  output_tokens = coalesce($7, output_tokens),
-                  answer = coalesce($8, answer),
-                  artifact_uri = coalesce($9, artifact_uri),
-                  error = coalesce($10, error),
-                  submitted_at = case when $4::text is not null then now() else submitted_at end,
-                  finished_at = case when $3 in ('done', 'failed', 'lost') then now()
-                                     else finished_at end
-            where id = $1 and state = $2"#,
+    // `closed` is joined in, so it runs once whether or not the call moved: the provider
+    // answered either way.
+    let moved = sqlx::query_scalar!(
+        r#"with moved as (
+               update model_call
+                  set state = coalesce($3, state),
+                      remote_id = coalesce($4, remote_id),
+                      cost_micros = coalesce($5, cost_micros),
+                      prompt_tokens = coalesce($6, prompt_tokens),
+                      output_tokens = coalesce($7, output_tokens),
+                      answer = coalesce($8, answer),
+                      artifact_uri = coalesce($9, artifact_uri),
+                      error = coalesce($10, error),
+                      submitted_at = case when $4::text is not null then now()
+                                          else submitted_at end,
+                      finished_at = case when $3 in ('done', 'failed', 'lost') then now()
+                                         else finished_at end
+                where id = $1 and state = $2
+               returning 1 as one
+           ),
+           closed as materialized (
+               select case when $11::text is null then 0 else close_model_circuit($11) end as n
+           )
+           select count(moved.one) as "moved!" from closed left join moved on true"#,
         id,
         from as ModelCallState,
         u.state as Option<ModelCallState>,
@@ -223,10 +236,11 @@ pub async fn update_model_call(
         u.answer.as_ref(),
         u.artifact_uri.as_deref(),
         u.error.as_deref(),
+        u.closes_circuit.as_deref(),
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(moved == 1)
 }
 
 /// A call the cache answered: recorded done, at $0, with what it saved.

@@ -52,19 +52,13 @@ pub async fn model_gate(
     })
 }
 
-/// A call succeeded: the circuit closes.
+/// A call succeeded: the circuit closes (`close_model_circuit()`, migrations/20261208000001).
+/// A call's answer closes it in the statement that records the answer (`update_model_call`);
+/// this is for a success recorded on its own.
 pub async fn record_model_success(db: impl PgExecutor<'_>, service: &str) -> sqlx::Result<()> {
-    sqlx::query!(
-        "update model_health
-            set state = 'closed', consecutive_failures = 0, trips = 0, open_until = null,
-                probe_holder = null, probe_until = null, last_success_at = now(),
-                updated_at = now()
-          where service = $1
-            and (state <> 'closed' or consecutive_failures <> 0)",
-        service
-    )
-    .execute(db)
-    .await?;
+    sqlx::query_scalar!("select close_model_circuit($1)", service)
+        .fetch_one(db)
+        .await?;
     Ok(())
 }
 

@@ -300,23 +300,33 @@ pub async fn update_render(
     from: RenderState,
     u: &RenderUpdate,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"update render_task
-              set state = coalesce($3, state),
-                  remote_id = coalesce($4, remote_id),
-                  outputs = coalesce($5, outputs),
-                  artifact_uri = coalesce($6, artifact_uri),
-                  cost_micros = coalesce($7, cost_micros),
-                  failure = coalesce($8, failure),
-                  error = coalesce($9, error),
-                  qa = coalesce($10, qa),
-                  provider_seconds = coalesce($11::text::numeric, provider_seconds),
-                  provider_cost_micros = coalesce($12, provider_cost_micros),
-                  submitted_at = case when $4::text is not null then now() else submitted_at end,
-                  finished_at = case when $3 in ('downloaded', 'failed', 'canceled', 'orphaned')
-                                     then now() else finished_at end,
-                  updated_at = now()
-            where id = $1 and state = $2"#,
+    // A step to `downloaded` closes its backend's circuit in the same statement, as the
+    // writer's group step does (`close_circuits()`, migrations/20261208000001).
+    let moved = sqlx::query_scalar!(
+        r#"with moved as (
+               update render_task
+                  set state = coalesce($3, state),
+                      remote_id = coalesce($4, remote_id),
+                      outputs = coalesce($5, outputs),
+                      artifact_uri = coalesce($6, artifact_uri),
+                      cost_micros = coalesce($7, cost_micros),
+                      failure = coalesce($8, failure),
+                      error = coalesce($9, error),
+                      qa = coalesce($10, qa),
+                      provider_seconds = coalesce($11::text::numeric, provider_seconds),
+                      provider_cost_micros = coalesce($12, provider_cost_micros),
+                      submitted_at = case when $4::text is not null then now() else submitted_at end,
+                      finished_at = case when $3 in ('downloaded', 'failed', 'canceled', 'orphaned')
+                                         then now() else finished_at end,
+                      updated_at = now()
+                where id = $1 and state = $2
+               returning backend, state, 1 as one
+           ),
+           closed as materialized (
+               select close_circuits(array(select backend from moved
+                                            where state = 'downloaded')) as n
+           )
+           select count(moved.one) as "moved!" from closed left join moved on true"#,
         id,
         from as RenderState,
         u.state as Option<RenderState>,
@@ -330,9 +340,9 @@ pub async fn update_render(
         u.provider_seconds.as_ref().map(ToString::to_string),
         u.provider_cost.map(Money::micros),
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(moved == 1)
 }
 
 /// A shot the render cache answered: recorded as a downloaded try costing nothing, pointing at

@@ -8,7 +8,7 @@ use aiprod_domain::{ModelCallState, Money, StepError};
 use aiprod_platform::metrics::Metrics;
 use aiprod_store::{
     CacheClaim, CacheFill, ModelCall, ModelUpdate, claim_cache, fill_cache, record_model_failure,
-    record_model_success, release_cache, release_model_probe, update_model_call,
+    release_cache, release_model_probe, update_model_call,
 };
 use serde_json::Value;
 
@@ -53,8 +53,8 @@ impl ModelCaller<'_> {
         .await
     }
 
-    /// Step 5's good end: the answer, its cost and tokens in one update; the breaker closes;
-    /// the cache is filled.
+    /// Step 5's good end: the answer, its cost and tokens in one update, which closes the
+    /// breaker too; the cache is filled.
     #[allow(clippy::too_many_arguments)]
     pub async fn succeed(
         &self,
@@ -72,6 +72,7 @@ impl ModelCaller<'_> {
             output_tokens: tokens.map(|t| t.1 as i64),
             answer: Some(answer.value.clone()),
             artifact_uri: answer.artifact_uri.clone(),
+            closes_circuit: Some(c.service.to_owned()),
             ..ModelUpdate::default()
         };
         self.update(call, u).await?;
@@ -80,9 +81,6 @@ impl ModelCaller<'_> {
             .model_calls
             .with_label_values(&[c.provider, "ok"])
             .inc();
-        if let Err(e) = record_model_success(self.pool, c.service).await {
-            tracing::warn!(service = c.service, error = %e, "cannot record a model success");
-        }
         if let (true, Some((tier, ttl))) = (claimed, c.cache) {
             let fill = CacheFill {
                 value: Some(&answer.value),

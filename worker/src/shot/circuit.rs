@@ -1,10 +1,11 @@
 //! Each try's end booked in the backend's fleet-wide health (the circuit breaker in
-//! `backend_health`): a success closes the circuit, a failure that speaks of the backend counts
-//! against it, and anything else hands back a half-open probe this job may hold.
+//! `backend_health`): a success closes the circuit (in the statement that marks the try
+//! downloaded), a failure that speaks of the backend counts against it, and anything else hands
+//! back a half-open probe this job may hold.
 
 use aiprod_domain::{BackendName, StepError};
 use aiprod_platform::metrics::Metrics;
-use aiprod_store::{record_failure, record_success, release_probe};
+use aiprod_store::{record_failure, release_probe};
 use backon::Retryable;
 
 use super::ShotRenderer;
@@ -51,16 +52,8 @@ impl ShotRenderer<'_> {
             }
         };
         match end {
-            TryEnd::Shot(s) => {
-                if let Err(e) = (|| record_success(pool, name))
-                    .retry(db_retry())
-                    .when(transient)
-                    .await
-                {
-                    tracing::warn!(backend = %name, error = %e, "cannot record a backend success");
-                }
-                Some(Ok(s))
-            }
+            // The step that marked the try downloaded closed the circuit (`close_circuits()`).
+            TryEnd::Shot(s) => Some(Ok(s)),
             TryEnd::Next { reason, health } => {
                 if health {
                     health_failure(reason.clone()).await;
