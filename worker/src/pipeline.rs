@@ -124,6 +124,10 @@ async fn run_stages(
         deadline_from: claim.job.created_at + chrono::Duration::milliseconds(claim.job.waited_ms),
         spec: claim.job.spec.clone(),
         outputs,
+        // The first lease: no run before this one can have left a row (`claim_job` counts
+        // epochs from 1). A stage's second try makes it false for the rest of the run.
+        fresh: epoch == 1 && stage == Stage::Sanitize,
+        asked: Default::default(),
     };
     let started = claim.job.started_at;
     let metrics = Metrics::global();
@@ -174,6 +178,8 @@ async fn run_stages(
                         writer.flush(job_id).await;
                     }
                     retries += 1;
+                    // The failed try may have left rows the next one must read.
+                    state.fresh = false;
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
                         _ = lost.cancelled() => return JobOutcome::LeaseLost,

@@ -272,5 +272,14 @@ async fn with_gemini_down_the_rules_planner_takes_over_and_the_job_says_so() -> 
             .all(|r| r.0 == "analysis" && r.1 == "failed" && r.2 == 0),
         "{rows:?}"
     );
+    // The job's first run skips reading a step's history only on the step's first ask: the
+    // second ask read the first and numbered itself after it.
+    let attempts: Vec<i32> = sqlx::query_scalar(
+        "select attempt from model_call where job_id = $1 and step = 'analysis' order by attempt",
+    )
+    .bind(id)
+    .fetch_all(&rig.pool)
+    .await?;
+    assert_eq!(attempts, [1, 2]);
     Ok(())
 }

@@ -75,6 +75,9 @@ pub(crate) struct ModelCaller<'a> {
     pub circuit: aiprod_domain::CircuitPolicy,
     /// How long a half-open probe is held.
     pub probe_ttl: Duration,
+    /// The steps the job's run has begun, while every row of the job is the run's own
+    /// (`JobState::fresh`): a step not among them has no history to read.
+    pub asked: Option<&'a std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// What one call is.
@@ -151,11 +154,22 @@ impl ModelCaller<'_> {
         c: &CallSpec<'_>,
         adopt: impl AsyncFnOnce(&ModelCall) -> Option<String>,
     ) -> Result<Start, CallError> {
-        let history = self
-            .db("read the model calls", || {
+        // A step the run begins for the first time, while every row of the job is the run's
+        // own, has none: no round trip to learn so.
+        let first = self.asked.is_some_and(|asked| {
+            asked
+                .lock()
+                .expect("never poisoned")
+                .insert(c.step.to_owned())
+        });
+        let history = if first {
+            Vec::new()
+        } else {
+            self.db("read the model calls", || {
                 model_calls(self.pool, self.job_id, c.step)
             })
-            .await?;
+            .await?
+        };
         let mut attempt = history.iter().map(|h| h.attempt).max().unwrap_or(0);
         if let Some(done) = history
             .iter()

@@ -13,7 +13,8 @@ mod render;
 mod sanitize;
 mod visual;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 
 use aiprod_domain::{JobId, JobSpec, Stage, StepError};
 use aiprod_store::JobPatch;
@@ -30,7 +31,7 @@ use aiprod_domain::{BackendName, Money};
 use aiprod_platform::config::{KeyframeKind, PlannerKind, SemanticQaKind};
 
 /// What a stage sees of its job.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct JobState {
     pub id: JobId,
     /// Its tenant: seeds are the tenant's own, so that no provider listing searched by seed
@@ -44,6 +45,14 @@ pub(crate) struct JobState {
     /// The earlier stages' outputs as JSON text: a parsed `Value` takes several times the
     /// memory, held by every job in flight, while a stage parses only the outputs it reads.
     pub outputs: BTreeMap<Stage, Box<str>>,
+    /// Whether every render and model call row of the job is this run's own: the run holds the
+    /// job's first lease (no earlier run can have left a row), and none of its stages has
+    /// been tried twice. While it holds, a read of the job's history finds only what this run
+    /// asked for, which `asked` tells without a round trip.
+    pub fresh: bool,
+    /// The model call steps this run has begun: while the run is `fresh`, a step not among
+    /// them has no rows.
+    pub asked: Mutex<HashSet<String>>,
 }
 
 impl JobState {
@@ -230,6 +239,7 @@ fn caller<'a>(ctx: &'a WorkerContext, job: &'a JobState) -> ModelCaller<'a> {
         spec: &job.spec,
         circuit: ctx.settings.backends.circuit_policy(),
         probe_ttl: ctx.settings.backends.circuit_probe_ttl,
+        asked: job.fresh.then_some(&job.asked),
     }
 }
 

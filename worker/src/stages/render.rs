@@ -59,11 +59,16 @@ pub(crate) async fn run(
 ) -> Result<StageOutput, StepError> {
     let routing: Routing = job.output(Stage::Financial)?;
     let v: Visual = job.output(Stage::Visual)?;
-    let history = (|| render_tasks(renderer.pool, job.id))
-        .retry(db_retry())
-        .when(transient)
-        .await
-        .map_err(|e| StepError::Retryable(format!("cannot read earlier renders: {e}")))?;
+    // A run whose rows are all its own, on this stage's first try, has rendered nothing yet.
+    let history = if job.fresh {
+        Vec::new()
+    } else {
+        (|| render_tasks(renderer.pool, job.id))
+            .retry(db_retry())
+            .when(transient)
+            .await
+            .map_err(|e| StepError::Retryable(format!("cannot read earlier renders: {e}")))?
+    };
     let history = by_shot(history);
     let candidates = routing.candidates();
     let renders = v.shots.iter().map(|s| {
