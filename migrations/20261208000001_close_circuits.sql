@@ -31,16 +31,19 @@ begin
 end
 $$;
 
--- Closes the circuit of the model service `svc` if it needs it; returns 1 if it did.
+-- Closes the circuit of the model service `svc` if it needs it; returns 1 if it did. PL/pgSQL,
+-- not SQL: a SQL function with a data-modifying statement is never inlined, so it would be
+-- parsed and planned again at every call, where PL/pgSQL keeps its plan for the session.
 create function close_model_circuit(svc text) returns integer
-language sql as $$
-    with closed as (
-        update model_health
-           set state = 'closed', consecutive_failures = 0, trips = 0, open_until = null,
-               probe_holder = null, probe_until = null, last_success_at = now(),
-               updated_at = now()
-         where service = svc and (state <> 'closed' or consecutive_failures <> 0)
-        returning 1
-    )
-    select count(*)::integer from closed
+language plpgsql as $$
+declare
+    n integer;
+begin
+    update model_health
+       set state = 'closed', consecutive_failures = 0, trips = 0, open_until = null,
+           probe_holder = null, probe_until = null, last_success_at = now(), updated_at = now()
+     where service = svc and (state <> 'closed' or consecutive_failures <> 0);
+    get diagnostics n = row_count;
+    return n;
+end
 $$;
