@@ -113,14 +113,24 @@ pub async fn insert_model_call(
                select $1, ok.id, $5, $6, $7, $8, $9, $10, $12, $11,
                       case when ok.budget_day is null then 0 else $11 end
                  from ok
-               returning id
+               returning id, job_id, kind, step, attempt, provider, model, request_hash, seed,
+                         state, remote_id, estimated_cost_micros, cost_micros, cache_hit, answer,
+                         artifact_uri, error, created_at
            ), ju as (
                update job set budget_held_micros = budget_held_micros - $11
                  from ok
                 where job.id = ok.id and ok.budget_day is not null and $11 > 0
                   and exists (select 1 from ins)
            )
-           select (select count(*) from j) as "leased!", (select count(*) from ins) as "written!""#,
+           select (select count(*) from j) as "leased!",
+                  i.id as "id?", i.job_id as "job_id?: JobId", i.kind as "kind?: ModelCallKind",
+                  i.step as "step?", i.attempt as "attempt?", i.provider as "provider?",
+                  i.model as "model?", i.request_hash as "request_hash?", i.seed,
+                  i.state as "state?: ModelCallState", i.remote_id,
+                  i.estimated_cost_micros as "estimated_cost_micros?", i.cost_micros,
+                  i.cache_hit as "cache_hit?", i.answer, i.artifact_uri, i.error,
+                  i.created_at as "created_at?"
+             from (select 1) as one left join ins i on true"#,
         id,
         i.job_id as JobId,
         i.lease_epoch,
@@ -139,16 +149,32 @@ pub async fn insert_model_call(
     if row.leased == 0 {
         return Ok(ModelIntentOutcome::LeaseLost);
     }
-    if row.written == 0 {
-        return Ok(ModelIntentOutcome::Short);
-    }
-    let calls = model_calls(pool, i.job_id, i.step).await?;
-    Ok(calls
-        .into_iter()
-        .find(|c| c.id == id)
-        .map_or(ModelIntentOutcome::LeaseLost, |c| {
-            ModelIntentOutcome::Written(Box::new(c))
-        }))
+    // The row as written, from the insert itself: no second round trip to read it back.
+    let written = (|| {
+        Some(ModelCall {
+            id: row.id?,
+            job_id: row.job_id?,
+            kind: row.kind?,
+            step: row.step?,
+            attempt: row.attempt?,
+            provider: row.provider?,
+            model: row.model?,
+            request_hash: row.request_hash?,
+            seed: row.seed,
+            state: row.state?,
+            remote_id: row.remote_id,
+            estimated_cost_micros: row.estimated_cost_micros?,
+            cost_micros: row.cost_micros,
+            cache_hit: row.cache_hit?,
+            answer: row.answer,
+            artifact_uri: row.artifact_uri,
+            error: row.error,
+            created_at: row.created_at?,
+        })
+    })();
+    Ok(written.map_or(ModelIntentOutcome::Short, |c| {
+        ModelIntentOutcome::Written(Box::new(c))
+    }))
 }
 
 /// A job's calls of one step, by try.

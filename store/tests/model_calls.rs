@@ -10,8 +10,8 @@ use std::time::Duration;
 use aiprod_domain::{JobId, JobSpec, ModelCallKind, ModelCallState, Money, Stage, TenantId};
 use aiprod_store::{
     ModelIntent, ModelIntentOutcome, ModelUpdate, Reservation, ReserveOutcome, audit_budget_day,
-    claim_job, fail_job, get_budget_day, insert_job, insert_model_call, open_budget_day,
-    reserve_budget, settle_abandoned_model_calls, update_model_call,
+    claim_job, fail_job, get_budget_day, insert_job, insert_model_call, model_calls,
+    open_budget_day, reserve_budget, settle_abandoned_model_calls, update_model_call,
 };
 use aiprod_testkit::TestDb;
 use chrono::NaiveDate;
@@ -81,6 +81,14 @@ async fn a_model_call_is_reserved_settled_and_audited_like_a_render() -> anyhow:
     let ModelIntentOutcome::Written(call) = written else {
         panic!("the job holds $0.05: {written:?}");
     };
+    // The row the insert hands back is the row as stored.
+    let stored = model_calls(&pool, id, "keyframe-00").await?;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(format!("{:?}", stored[0]), format!("{call:?}"));
+    assert_eq!(
+        (call.state, call.attempt, call.estimated_cost_micros),
+        (ModelCallState::Intent, 1, 20_000)
+    );
     let short = insert_model_call(&pool, &intent(id, epoch, "keyframe-01", "0.04")).await?;
     assert!(matches!(short, ModelIntentOutcome::Short), "{short:?}");
 
