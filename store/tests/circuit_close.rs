@@ -84,113 +84,72 @@ fn to(state: RenderState) -> RenderUpdate {
     }
 }
 
-/// One step of render `id` through the writer's group commit.
-async fn group_step(
+/// How a step is written: through the writer's group commit, or on its own.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Group,
+    Alone,
+}
+
+/// Takes one step of render `id` by `path`; whether it was taken.
+async fn step(
     pool: &PgPool,
+    path: Path,
     id: uuid::Uuid,
     from: RenderState,
     u: &RenderUpdate,
 ) -> anyhow::Result<bool> {
-    let steps = [RenderStep {
-        id,
-        from,
-        update: u,
-    }];
-    let group = Group {
-        steps: &steps,
-        ..Group::default()
-    };
-    Ok(commit_group(pool, WORKER, group).await?.steps == [true])
+    Ok(match path {
+        Path::Alone => update_render(pool, id, from, u).await?,
+        Path::Group => {
+            let steps = [RenderStep {
+                id,
+                from,
+                update: u,
+            }];
+            let group = Group {
+                steps: &steps,
+                ..Group::default()
+            };
+            commit_group(pool, WORKER, group).await?.steps == [true]
+        }
+    })
 }
 
 #[tokio::test]
 async fn a_render_marked_downloaded_closes_its_backends_circuit() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let pool = db.pool().await?;
-
-    // Through the writer's group: two failures, then steps that are not a success keep them.
-    let render = a_render(&pool).await?;
-    for _ in 0..2 {
-        record_failure(&pool, B, WORKER, "503", policy()).await?;
-    }
     let submitted = RenderUpdate {
         remote_id: Some("remote-1".into()),
         ..to(RenderState::Submitted)
     };
-    assert!(group_step(&pool, render, RenderState::Intent, &submitted).await?);
-    assert!(
-        group_step(
-            &pool,
-            render,
-            RenderState::Submitted,
-            &to(RenderState::Rendered)
-        )
-        .await?
-    );
-    assert_eq!(runway(&pool).await?, (CircuitState::Closed, 2));
-    // The download is the success: the count starts again.
-    assert!(
-        group_step(
-            &pool,
-            render,
-            RenderState::Rendered,
-            &to(RenderState::Downloaded)
-        )
-        .await?
-    );
-    assert_eq!(runway(&pool).await?, (CircuitState::Closed, 0));
-    // A step that is not taken (the render already left `rendered`) still reports so.
-    assert!(
-        !group_step(
-            &pool,
-            render,
-            RenderState::Rendered,
-            &to(RenderState::Downloaded)
-        )
-        .await?
-    );
-
-    // On its own (no writer): an open circuit closes with the download.
-    let render = a_render(&pool).await?;
-    for _ in 0..3 {
-        record_failure(&pool, B, WORKER, "503", policy()).await?;
+    // Through the writer's group with two failures counted, then on its own with the circuit
+    // open: the steps that are not a success keep the count, the download closes the circuit.
+    for (path, failures, before) in [
+        (Path::Group, 2, CircuitState::Closed),
+        (Path::Alone, 3, CircuitState::Open),
+    ] {
+        let render = a_render(&pool).await?;
+        for _ in 0..failures {
+            record_failure(&pool, B, WORKER, "503", policy()).await?;
+        }
+        let rendered = to(RenderState::Rendered);
+        let downloaded = to(RenderState::Downloaded);
+        assert!(step(&pool, path, render, RenderState::Intent, &submitted).await?);
+        assert!(step(&pool, path, render, RenderState::Submitted, &rendered).await?);
+        assert_eq!(runway(&pool).await?, (before, failures), "{path:?}");
+        assert!(step(&pool, path, render, RenderState::Rendered, &downloaded).await?);
+        assert_eq!(runway(&pool).await?, (CircuitState::Closed, 0), "{path:?}");
+        // A step not taken (the render already left `rendered`) still says so.
+        assert!(!step(&pool, path, render, RenderState::Rendered, &downloaded).await?);
     }
-    assert_eq!(runway(&pool).await?, (CircuitState::Open, 3));
-    assert!(update_render(&pool, render, RenderState::Intent, &submitted).await?);
-    assert!(
-        update_render(
-            &pool,
-            render,
-            RenderState::Submitted,
-            &to(RenderState::Rendered)
-        )
-        .await?
-    );
-    assert_eq!(runway(&pool).await?, (CircuitState::Open, 3));
-    assert!(
-        update_render(
-            &pool,
-            render,
-            RenderState::Rendered,
-            &to(RenderState::Downloaded)
-        )
-        .await?
-    );
-    assert_eq!(runway(&pool).await?, (CircuitState::Closed, 0));
-    assert!(
-        !update_render(
-            &pool,
-            render,
-            RenderState::Rendered,
-            &to(RenderState::Downloaded)
-        )
-        .await?
-    );
 
     // A failed try is no success.
     let render = a_render(&pool).await?;
     record_failure(&pool, B, WORKER, "503", policy()).await?;
-    assert!(group_step(&pool, render, RenderState::Intent, &to(RenderState::Failed)).await?);
+    let failed = to(RenderState::Failed);
+    assert!(step(&pool, Path::Group, render, RenderState::Intent, &failed).await?);
     assert_eq!(runway(&pool).await?, (CircuitState::Closed, 1));
     Ok(())
 }
