@@ -124,8 +124,9 @@ pub async fn gate(
 }
 
 /// A call succeeded: the circuit closes and every count starts again (`close_circuits()`,
-/// migrations/20261208000001). A render's success is recorded this way by the statement that
-/// marks it downloaded; this is for a success recorded on its own.
+/// migrations/20261208000001). The worker never calls this: a render's success closes the
+/// circuit inside the statement that marks it downloaded. It closes a circuit directly, by the
+/// same rule (the breaker's own tests).
 pub async fn record_success(db: impl PgExecutor<'_>, backend: BackendName) -> sqlx::Result<()> {
     sqlx::query_scalar!(
         "select close_circuits(array[$1::backend_name])",

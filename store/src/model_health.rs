@@ -53,8 +53,9 @@ pub async fn model_gate(
 }
 
 /// A call succeeded: the circuit closes (`close_model_circuit()`, migrations/20261208000001).
-/// A call's answer closes it in the statement that records the answer (`update_model_call`);
-/// this is for a success recorded on its own.
+/// The worker never calls this: a call's answer closes the circuit inside the statement that
+/// records it (`update_model_call`). It closes a circuit directly, by the same rule (the
+/// breaker's own tests).
 pub async fn record_model_success(db: impl PgExecutor<'_>, service: &str) -> sqlx::Result<()> {
     sqlx::query_scalar!("select close_model_circuit($1)", service)
         .fetch_one(db)
