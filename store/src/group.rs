@@ -192,7 +192,8 @@ async fn take_steps(conn: &mut PgConnection, steps: &[RenderStep<'_>]) -> sqlx::
         .map(|s| s.update.provider_cost.map(Money::micros))
         .collect();
     // A step to `downloaded` is its backend's success: the same statement closes the circuits
-    // (`close_circuits()`, migrations/20261208000001) instead of a statement per render.
+    // (`close_circuits()`, migrations/20261208000001) instead of a statement per render. Most
+    // groups download nothing, and then call nothing.
     let taken = sqlx::query_scalar!(
         r#"with stepped as (
                update render_task r
@@ -220,8 +221,10 @@ async fn take_steps(conn: &mut PgConnection, steps: &[RenderStep<'_>]) -> sqlx::
                returning r.id, r.backend, r.state
            ),
            closed as materialized (
-               select close_circuits(array(select distinct backend from stepped
-                                            where state = 'downloaded')) as n
+               select case when exists (select 1 from stepped where state = 'downloaded')
+                           then close_circuits(array(select distinct backend from stepped
+                                                      where state = 'downloaded'))
+                           else 0 end as n
            )
            select stepped.id as "id!" from closed cross join stepped"#,
         &ids,

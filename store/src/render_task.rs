@@ -323,8 +323,10 @@ pub async fn update_render(
                returning backend, state, 1 as one
            ),
            closed as materialized (
-               select close_circuits(array(select backend from moved
-                                            where state = 'downloaded')) as n
+               select case when exists (select 1 from moved where state = 'downloaded')
+                           then close_circuits(array(select backend from moved
+                                                      where state = 'downloaded'))
+                           else 0 end as n
            )
            select count(moved.one) as "moved!" from closed left join moved on true"#,
         id,
