@@ -276,3 +276,35 @@ async fn batched_claims_from_several_workers_keep_each_tenants_limit_and_drop_du
     assert_eq!(claimed.len() as i64, 3 + delivered_b);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_batch_of_one_answers_as_a_single_claim() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let pool = db.pool().await?;
+    let t = tenant(&pool, "one", 1).await?;
+    let ids = jobs(&pool, t, 2).await?;
+    // A batch of one takes the single claim's path (no transaction of its own): every outcome
+    // must still be the one `try_claim_job` gives.
+    let first = try_claim_jobs(&pool, &ids[..1], "w1", TTL).await?;
+    assert!(
+        matches!(&first[..], [ClaimOutcome::Claimed(c)] if c.job.id == ids[0] && c.lease_epoch == 1),
+        "the free job is claimed: {first:?}"
+    );
+    let again = try_claim_jobs(&pool, &ids[..1], "w2", TTL).await?;
+    assert!(
+        matches!(&again[..], [ClaimOutcome::Duplicate]),
+        "a second delivery of a leased job is a duplicate: {again:?}"
+    );
+    let full = try_claim_jobs(&pool, &ids[1..], "w2", TTL).await?;
+    assert!(
+        matches!(
+            &full[..],
+            [ClaimOutcome::TenantAtLimit {
+                in_flight: 1,
+                limit: 1
+            }]
+        ),
+        "the tenant's one slot is taken: {full:?}"
+    );
+    Ok(())
+}
