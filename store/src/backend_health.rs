@@ -12,7 +12,7 @@ use sqlx::PgExecutor;
 use super::millis;
 
 /// One backend's row, with what it means for one caller at the moment it was read.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackendHealth {
     /// The backend.
     pub backend: BackendName,

@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
-use aiprod_domain::{Availability, BackendName, CircuitPolicy, CircuitState};
-use aiprod_store::{Gate, backend_health, gate, record_failure, record_success};
+use aiprod_domain::{Availability, BackendName, CircuitPolicy, CircuitState, JobId, Money};
+use aiprod_store::{
+    Gate, backend_health, gate, job_purse, open_budget_day, record_failure, record_success,
+};
 use aiprod_testkit::TestDb;
 use futures::future::join_all;
 
@@ -96,6 +98,17 @@ async fn the_circuit_opens_probes_once_backs_off_and_closes() -> anyhow::Result<
             .is_some_and(|why| why.contains("another worker's probe")),
         "{other:?}"
     );
+    // The financial stage reads the same rule with the job's purse, in the same statement.
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 6).expect("a date");
+    open_budget_day(&pool, day, "UTC", Money::from_micros(1_000_000)).await?;
+    for holder in [prober.as_str(), "job-other"] {
+        let purse = job_purse(&pool, JobId::new(), day, Some(holder))
+            .await?
+            .expect("the day is open");
+        assert_eq!(purse.health, backend_health(&pool, holder).await?);
+    }
+    let unasked = job_purse(&pool, JobId::new(), day, None).await?;
+    assert!(unasked.expect("the day is open").health.is_empty());
 
     // The probe fails: open again, for twice as long.
     assert_eq!(

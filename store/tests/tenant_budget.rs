@@ -311,11 +311,11 @@ async fn a_jobs_purse_is_the_fleets_day_its_tenants_side_and_its_rights_in_one_r
     let job = leased_job(&pool, capped).await?;
     let other = leased_job(&pool, free).await?;
     // A day not opened has no purse: routing must not guess the fleet's money.
-    assert_eq!(job_purse(&pool, job.0, day()).await?, None);
+    assert_eq!(job_purse(&pool, job.0, day(), None).await?, None);
     assert!(open_budget_day(&pool, day(), "UTC", usd("10")).await?);
 
     // Before any reservation the tenant's day is not open: its whole budget is left.
-    let p = job_purse(&pool, job.0, day()).await?.expect("open");
+    let p = job_purse(&pool, job.0, day(), None).await?.expect("open");
     assert_eq!((p.fleet_limit, p.fleet_left), (usd("10"), usd("10")));
     assert_eq!(p.tenant, Some((usd("4"), usd("4"))));
     assert_eq!(
@@ -328,12 +328,12 @@ async fn a_jobs_purse_is_the_fleets_day_its_tenants_side_and_its_rights_in_one_r
         reserve(&pool, job, usd("1.5")).await,
         ReserveOutcome::Reserved { .. }
     ));
-    let p = job_purse(&pool, job.0, day()).await?.expect("open");
+    let p = job_purse(&pool, job.0, day(), None).await?.expect("open");
     assert_eq!(p.fleet_left, usd("8.5"));
     assert_eq!(p.tenant, Some((usd("4"), usd("2.5"))));
 
     // A tenant without a daily budget: only the fleet's day bounds it, and it may use anything.
-    let p = job_purse(&pool, other.0, day()).await?.expect("open");
+    let p = job_purse(&pool, other.0, day(), None).await?.expect("open");
     assert_eq!(p.fleet_left, usd("8.5"));
     assert_eq!(p.tenant, None);
     assert_eq!(p.entitlements.allowed_backends, None);

@@ -2,13 +2,14 @@
 //! both read from the fleet-wide `budget_day` row and, when the job's tenant has a daily budget,
 //! from its tenant's day, which lies inside the fleet's.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use aiprod_domain::{BudgetCalendar, JobId, Money};
+use aiprod_domain::{BackendName, BudgetCalendar, JobId, Money};
 use aiprod_platform::metrics::Metrics;
 use aiprod_store::{
-    Entitlements, Reservation, ReserveOutcome, Shortfall, job_purse, open_budget_day,
-    reserve_budget,
+    BackendHealth, Entitlements, Reservation, ReserveOutcome, Shortfall, job_purse,
+    open_budget_day, reserve_budget,
 };
 use backon::Retryable;
 use chrono::NaiveDate;
@@ -97,8 +98,19 @@ impl Ledger {
     /// Today's headroom for `job` and what its tenant lets it use, read together (routing
     /// needs both, and one statement is one round trip instead of three).
     pub async fn purse(&self, job: JobId) -> Result<(Headroom, Entitlements), String> {
+        let (headroom, rights, _) = self.purse_and_health(job, None).await?;
+        Ok((headroom, rights))
+    }
+
+    /// `purse`, and with `health_for` the backends' circuits as that holder sees them, in the
+    /// same statement (the financial stage routes on all three).
+    pub async fn purse_and_health(
+        &self,
+        job: JobId,
+        health_for: Option<&str>,
+    ) -> Result<(Headroom, Entitlements, BTreeMap<BackendName, BackendHealth>), String> {
         let day = self.today().await?;
-        let p = (|| job_purse(&self.pool, job, day))
+        let p = (|| job_purse(&self.pool, job, day, health_for))
             .retry(db_retry())
             .when(transient)
             .await
@@ -109,7 +121,7 @@ impl Ledger {
             limit: p.fleet_limit,
             bound_by: Shortfall::Fleet,
         };
-        Ok((narrow(fleet, p.tenant), p.entitlements))
+        Ok((narrow(fleet, p.tenant), p.entitlements, p.health))
     }
 
     /// Makes the job hold `ask.amount`, booked to today (or to the day it already holds on).

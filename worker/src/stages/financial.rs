@@ -9,14 +9,11 @@ use aiprod_backends::Fleet;
 use aiprod_domain::routing::{self, Facts, Routing};
 use aiprod_domain::{BackendName, Stage, StepError};
 use aiprod_platform::config::BackendSettings;
+use aiprod_store::JobPatch;
 use aiprod_store::Shortfall;
-use aiprod_store::{JobPatch, backend_health};
-use backon::Retryable;
-use sqlx::PgPool;
 
 use super::visual::Visual;
 use super::{JobState, StageOutput};
-use crate::dbretry::{db_retry, transient};
 use crate::ledger::{Ask, Grant, Ledger};
 
 /// How many times a job routes again after losing the money to another job.
@@ -24,8 +21,6 @@ const ROUTE_TRIES: u32 = 4;
 
 /// What the financial stage routes and reserves with.
 pub(crate) struct Router<'a> {
-    /// The database (backend health).
-    pub pool: &'a PgPool,
     /// The backends this worker can call.
     pub fleet: &'a Fleet,
     /// Today's money.
@@ -45,20 +40,17 @@ pub(crate) async fn run(job: &JobState, router: &Router<'_>) -> Result<StageOutp
         .collect();
     let enabled = router.fleet.enabled();
     let holder = job.id.to_string();
-    // The two reads are independent: both at once, one round trip of the job's chain instead
-    // of two.
-    let (health, purse) = tokio::join!(
-        read_health(router.pool, &holder),
-        router.ledger.purse(job.id)
-    );
-    let health =
-        health.map_err(|e| StepError::Retryable(format!("cannot read backend health: {e}")))?;
+    // One statement reads the backends' health with the money: the server runs one
+    // statement instead of two.
+    let (headroom, rights, health) = router
+        .ledger
+        .purse_and_health(job.id, Some(&holder))
+        .await
+        .map_err(|e| StepError::Retryable(format!("cannot read the budget and health: {e}")))?;
     let unhealthy: BTreeMap<BackendName, String> = health
         .values()
         .filter_map(|h| h.unhealthy_because().map(|why| (h.backend, why)))
         .collect();
-    let (headroom, rights) =
-        purse.map_err(|e| StepError::Retryable(format!("cannot read the budget: {e}")))?;
     let mut budget_left = Some(headroom.remaining);
     let mut tries = 0;
     let chosen: Routing = loop {
@@ -126,15 +118,4 @@ pub(crate) async fn run(job: &JobState, router: &Router<'_>) -> Result<StageOutp
         ..JobPatch::default()
     };
     Ok(StageOutput::of(&chosen).with(patch))
-}
-
-/// Every backend's health as `holder` sees it, retried while the database is briefly away.
-async fn read_health(
-    pool: &PgPool,
-    holder: &str,
-) -> sqlx::Result<BTreeMap<BackendName, aiprod_store::BackendHealth>> {
-    (|| backend_health(pool, holder))
-        .retry(db_retry())
-        .when(transient)
-        .await
 }

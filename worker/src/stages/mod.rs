@@ -138,7 +138,6 @@ pub(crate) async fn run(
         }
         Stage::Financial => {
             let router = financial::Router {
-                pool: &ctx.pool,
                 fleet: &ctx.backends,
                 ledger: &ctx.ledger,
                 backends: &settings.backends,
