@@ -90,10 +90,16 @@ async fn send_loop(pool: PgPool, channel: Option<Cow<'static, str>>, mut rx: mps
         )
         .execute(&pool)
         .await;
-        if let Err(e) = sent {
-            // The listener's poll finds the work; only the wake is late.
-            tracing::warn!(error = %e, channel = channel.as_deref().unwrap_or("outbox"),
-                "cannot send a wake-up; the listener finds the work at its next poll");
+        match sent {
+            Ok(_) => {}
+            // The process is stopping and has closed its pool: every later send would fail the
+            // same way, and a listener elsewhere still polls. Not worth a warning at each stop.
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                // The listener's poll finds the work; only the wake is late.
+                tracing::warn!(error = %e, channel = channel.as_deref().unwrap_or("outbox"),
+                    "cannot send a wake-up; the listener finds the work at its next poll");
+            }
         }
         tokio::time::sleep(WAKE_WINDOW).await;
     }
