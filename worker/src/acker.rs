@@ -97,7 +97,7 @@ mod tests {
         let received = queue.receive(10).await?;
         assert_eq!(received.len(), 5);
         let left = || async {
-            sqlx::query_scalar::<_, i64>("select count(*) from queue_message")
+            sqlx::query_scalar!(r#"select count(*) as "n!" from queue_message"#)
                 .fetch_one(&pool)
                 .await
         };
